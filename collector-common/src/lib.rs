@@ -1,0 +1,41 @@
+//! Map keys and values shared by the kernel programs (`collector-ebpf`) and the daemon
+//! (`collector`). Everything here is `#[repr(C)]` plain data: both sides read the same bytes.
+#![no_std]
+
+pub mod disk;
+pub mod network;
+
+/// Indices of the per-CPU `DROPS` array: events a kernel program could not record because a
+/// bounded map was full, or could not match. The daemon exports each as
+/// `collector_bpf_events_dropped_total{reason}`.
+pub mod drop {
+    /// The disk latency histogram map had no room for a new (device, operation).
+    pub const DISK_HIST_FULL: u32 = 0;
+    /// The per-cgroup disk I/O map had no room for a new (cgroup, device, operation).
+    pub const CGROUP_IO_FULL: u32 = 1;
+    /// The per-cgroup network map had no room for a new cgroup.
+    pub const CGROUP_NET_FULL: u32 = 2;
+    /// A request completed that was never seen being issued (issued before the program
+    /// attached, evicted from the in-flight LRU map, or a partial completion).
+    pub const DISK_UNMATCHED_COMPLETION: u32 = 3;
+    pub const COUNT: u32 = 4;
+    /// Label values, indexed by the constants above.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "disk_latency_map_full",
+        "cgroup_io_map_full",
+        "cgroup_network_map_full",
+        "disk_completion_unmatched",
+    ];
+}
+
+/// Implements `aya::Pod` for the userspace side (`user` feature) so the types can be read
+/// from maps and written as globals.
+#[macro_export]
+macro_rules! impl_pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}

@@ -1,0 +1,18 @@
+//! Kernel programs of the collector, one module per signal. Built by `cargo xtask build-ebpf`
+//! for `bpfel-unknown-none`; the daemon embeds the object and loads it.
+#![no_std]
+#![no_main]
+
+mod disk;
+mod drops;
+mod network;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,49 @@
+//! Network: cgroup_skb programs on the cgroup v2 root count every packet of every socket by
+//! the socket's cgroup (`bpf_skb_cgroup_id`), in both directions, loopback included.
+//! They never drop traffic: both return 1 (allow).
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::bpf_skb_cgroup_id,
+    macros::{cgroup_skb, map},
+    maps::PerCpuHashMap,
+    programs::SkBuffContext,
+    EbpfContext,
+};
+use collector_common::{drop, network::NetCounters};
+
+use crate::drops::lookup_or_init;
+
+#[map]
+static CGROUP_NET: PerCpuHashMap<u64, NetCounters> = PerCpuHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn count(ctx: &SkBuffContext, egress: bool) {
+    let len = ctx.len() as u64;
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr() as *mut __sk_buff) };
+    let Some(c) = lookup_or_init(&CGROUP_NET, &cgroup_id, &ZERO, drop::CGROUP_NET_FULL) else {
+        return;
+    };
+    unsafe {
+        if egress {
+            (*c).tx_bytes += len;
+            (*c).tx_packets += 1;
+        } else {
+            (*c).rx_bytes += len;
+            (*c).rx_packets += 1;
+        }
+    }
+}
+
+static ZERO: NetCounters = NetCounters { rx_bytes: 0, rx_packets: 0, tx_bytes: 0, tx_packets: 0 };
+
+#[cgroup_skb(ingress)]
+pub fn cgroup_net_ingress(ctx: SkBuffContext) -> i32 {
+    count(&ctx, false);
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn cgroup_net_egress(ctx: SkBuffContext) -> i32 {
+    count(&ctx, true);
+    1
+}

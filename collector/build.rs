@@ -1,0 +1,45 @@
+//! Embeds the eBPF object built by `cargo xtask build-ebpf` and records build information.
+use std::{path::PathBuf, process::Command};
+
+fn main() -> anyhow::Result<()> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let object = match std::env::var_os("COLLECTOR_EBPF_OBJECT") {
+        Some(p) => PathBuf::from(p),
+        None => manifest.join("../collector-ebpf/target/bpfel-unknown-none/release/collector"),
+    };
+    println!("cargo:rerun-if-env-changed=COLLECTOR_EBPF_OBJECT");
+    println!("cargo:rerun-if-changed={}", object.display());
+    if !object.exists() {
+        anyhow::bail!(
+            "eBPF object not found at {}: build it first with `cargo xtask build-ebpf` \
+             (or build everything with `cargo xtask run` / `cargo xtask test`)",
+            object.display()
+        );
+    }
+    println!("cargo:rustc-env=COLLECTOR_EBPF_OBJECT={}", object.canonicalize()?.display());
+
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&manifest)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=COLLECTOR_GIT_REVISION={revision}");
+    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={}", manifest.join(head).display());
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let version = version.split_whitespace().nth(1).unwrap_or("unknown").to_owned();
+    println!("cargo:rustc-env=COLLECTOR_RUSTC_VERSION={version}");
+    Ok(())
+}

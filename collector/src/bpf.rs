@@ -1,0 +1,344 @@
+//! Loading the embedded eBPF object: privileges, tracefs and its format files, globals, and
+//! attaching programs. Each signal module (disk, network) asks for its programs here and gets
+//! either its maps or the reason it cannot run.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader, maps::MapData};
+
+use crate::metrics::ProgramStatus;
+
+/// The object built by `cargo xtask build-ebpf`, embedded at compile time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT"));
+
+// Capability numbers from linux/capability.h.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process, from /proc/self/status.
+fn effective_caps() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    parse_cap_eff(&status).context("no CapEff line in /proc/self/status")
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Names of the capabilities the eBPF collectors need and this process lacks. Loading programs
+/// needs CAP_BPF, attaching tracepoints CAP_PERFMON, attaching cgroup programs CAP_NET_ADMIN;
+/// CAP_SYS_ADMIN stands in for the first two (and is required on kernels before 5.8).
+pub fn missing_caps(effective: u64, need_net_admin: bool) -> Vec<&'static str> {
+    let has = |c: u32| effective & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if need_net_admin && !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    missing
+}
+
+/// Checks privileges before anything is loaded; the error is the one line a user sees.
+pub fn check_privileges(ebpf_collectors: &[&str], need_net_admin: bool) -> anyhow::Result<()> {
+    let missing = missing_caps(effective_caps()?, need_net_admin);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let disable: Vec<String> = ebpf_collectors.iter().map(|c| format!("--no-collector.{c}")).collect();
+    anyhow::bail!(
+        "missing capabilities {} needed by the eBPF collectors ({}): run as root or grant them \
+         (e.g. setcap cap_bpf,cap_perfmon,cap_net_admin+ep), or disable those collectors with {}",
+        missing.join(", "),
+        ebpf_collectors.join(", "),
+        disable.join(" ")
+    )
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memory cgroups.
+/// Raising it needs CAP_SYS_RESOURCE, which a container may not have: failure is not fatal.
+fn raise_memlock() {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK (only kernels before 5.11 need it)"
+        );
+    }
+}
+
+/// Finds tracefs: the given path, or /sys/kernel/tracing, or /sys/kernel/debug/tracing;
+/// mounts it at /sys/kernel/tracing when nothing is mounted there yet.
+pub fn find_tracefs(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.join("events").is_dir() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("{} has no events/ directory: not a tracefs mount", p.display()))
+        };
+    }
+    let candidates = [Path::new("/sys/kernel/tracing"), Path::new("/sys/kernel/debug/tracing")];
+    if let Some(p) = candidates.iter().find(|p| p.join("events").is_dir()) {
+        return Ok(p.to_path_buf());
+    }
+    let target = candidates[0];
+    let src = c"tracefs";
+    let dst = c"/sys/kernel/tracing";
+    if target.is_dir()
+        && unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) } == 0
+    {
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+        if target.join("events").is_dir() {
+            return Ok(target.to_path_buf());
+        }
+    }
+    Err(format!(
+        "tracefs not found at {} or {} and could not be mounted ({}); mount it with \
+         `mount -t tracefs tracefs /sys/kernel/tracing` or pass --path.tracefs",
+        candidates[0].display(),
+        candidates[1].display(),
+        std::io::Error::last_os_error()
+    ))
+}
+
+/// One field of a tracepoint format file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// Parses a tracepoint `format` file into field name → offset and size.
+pub fn parse_format(text: &str) -> std::collections::HashMap<String, Field> {
+    let mut fields = std::collections::HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let mut parts = rest.split(';').map(str::trim);
+        let Some(decl) = parts.next() else { continue };
+        let (mut offset, mut size) = (None, None);
+        for p in parts {
+            if let Some(v) = p.strip_prefix("offset:") {
+                offset = v.parse().ok();
+            } else if let Some(v) = p.strip_prefix("size:") {
+                size = v.parse().ok();
+            }
+        }
+        // The name is the last word of the declaration, without an array suffix.
+        let Some(name) = decl.split_whitespace().last() else { continue };
+        let name = name.split('[').next().unwrap_or(name);
+        if let (Some(offset), Some(size)) = (offset, size) {
+            fields.insert(name.to_owned(), Field { offset, size });
+        }
+    }
+    fields
+}
+
+/// Reads `events/<category>/<name>/format` and returns the fields, checking that each
+/// `(name, min size, max size)` in `want` exists with a size in range.
+pub fn tracepoint_fields(
+    tracefs: &Path,
+    category: &str,
+    name: &str,
+    want: &[(&str, u32, u32)],
+) -> Result<std::collections::HashMap<String, Field>, String> {
+    let path = tracefs.join("events").join(category).join(name).join("format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("tracepoint {category}:{name} not available ({}: {e})", path.display()))?;
+    let fields = parse_format(&text);
+    for (field, min, max) in want {
+        match fields.get(*field) {
+            Some(f) if (*min..=*max).contains(&f.size) => {}
+            Some(f) => {
+                return Err(format!(
+                    "tracepoint {category}:{name} field {field} has size {} (expected {min}..={max})",
+                    f.size
+                ));
+            }
+            None => return Err(format!("tracepoint {category}:{name} has no field {field}")),
+        }
+    }
+    Ok(fields)
+}
+
+/// The loaded object. Dropping it detaches and unloads every program.
+pub struct Loader {
+    pub ebpf: Ebpf,
+    pub programs: Vec<ProgramStatus>,
+}
+
+impl Loader {
+    /// Loads the object with the given globals (name → bytes). Maps are created; programs are
+    /// loaded only when a collector attaches them.
+    pub fn load(globals: &[(&'static str, Vec<u8>)]) -> anyhow::Result<Self> {
+        raise_memlock();
+        let mut loader = EbpfLoader::new();
+        for (name, bytes) in globals {
+            loader.override_global(name, bytes.as_slice(), true);
+        }
+        let ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+        Ok(Self { ebpf, programs: Vec::new() })
+    }
+
+    /// Records a program's outcome for `collector_bpf_program_attached`.
+    pub fn record(&mut self, program: &'static str, hook: String, attached: bool) {
+        self.programs.push(ProgramStatus { program, hook, attached });
+    }
+
+    /// Takes a map out of the object for a poller to own.
+    pub fn take_map(&mut self, name: &str) -> anyhow::Result<aya::maps::Map> {
+        self.ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
+    /// Loads and attaches a classic tracepoint program.
+    pub fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), String> {
+        let hook = format!("tracepoint/{category}/{name}");
+        let result = (|| -> anyhow::Result<()> {
+            let prog: &mut aya::programs::TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .context("program missing from the object")?
+                .try_into()?;
+            prog.load().context("load")?;
+            prog.attach(category, name).context("attach")?;
+            Ok(())
+        })();
+        self.record(program, hook.clone(), result.is_ok());
+        result.map_err(|e| short_reason(&hook, &e))
+    }
+
+    /// Loads and attaches a cgroup_skb program to a cgroup directory, next to any other
+    /// programs already there: a BPF link from 5.7 on (links always coexist, and the kernel
+    /// rejects flags on them), BPF_F_ALLOW_MULTI on older kernels.
+    pub fn attach_cgroup_skb(
+        &mut self,
+        program: &'static str,
+        cgroup: &Path,
+        attach: aya::programs::CgroupSkbAttachType,
+    ) -> Result<(), String> {
+        let dir = match attach {
+            aya::programs::CgroupSkbAttachType::Ingress => "ingress",
+            aya::programs::CgroupSkbAttachType::Egress => "egress",
+        };
+        let hook = format!("cgroup_skb/{dir}:{}", cgroup.display());
+        let result = (|| -> anyhow::Result<()> {
+            let file = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+            let prog: &mut aya::programs::CgroupSkb = self
+                .ebpf
+                .program_mut(program)
+                .context("program missing from the object")?
+                .try_into()?;
+            prog.load().context("load")?;
+            let links = aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+            let mode = if links {
+                aya::programs::CgroupAttachMode::Single
+            } else {
+                aya::programs::CgroupAttachMode::AllowMultiple
+            };
+            prog.attach(&file, attach, mode).context("attach")?;
+            Ok(())
+        })();
+        self.record(program, hook.clone(), result.is_ok());
+        result.map_err(|e| short_reason(&hook, &e))
+    }
+
+    /// Unloads a program again (after a sibling failed), so a skipped collector leaves nothing
+    /// attached.
+    pub fn unload(&mut self, program: &str) {
+        if let Some(p) = self.ebpf.program_mut(program) {
+            let _ = match p {
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::CgroupSkb(p) => p.unload(),
+                _ => Ok(()),
+            };
+        }
+        for s in self.programs.iter_mut().filter(|s| s.program == program) {
+            s.attached = false;
+        }
+    }
+}
+
+/// A skip reason short enough for a log line and a label value: a verifier rejection keeps only
+/// the verifier's last words (the whole log goes to the debug log).
+fn short_reason(hook: &str, e: &anyhow::Error) -> String {
+    let full = format!("{e:#}");
+    match full.split_once("Verifier output:") {
+        Some((head, log)) => {
+            tracing::debug!(hook, verifier_log = log, "verifier rejected the program");
+            // The verifier's complaint is the line before its statistics.
+            let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let stats = lines.iter().position(|l| l.starts_with("verification time")).unwrap_or(lines.len());
+            let tail = lines[..stats].last().copied().unwrap_or("");
+            format!("{hook}: {} verifier: {}", head.trim(), tail.trim())
+        }
+        None => format!("{hook}: {full}"),
+    }
+}
+
+/// Sums a per-CPU value over CPUs.
+pub fn sum_per_cpu<V: aya::Pod>(values: &aya::maps::PerCpuValues<V>, mut add: impl FnMut(&V)) {
+    for v in values.iter() {
+        add(v);
+    }
+}
+
+/// The per-CPU drop counters (`collector_common::drop`), exported by the registry.
+pub struct Drops {
+    map: aya::maps::PerCpuArray<MapData, u64>,
+}
+
+impl Drops {
+    pub fn new(loader: &mut Loader) -> anyhow::Result<Self> {
+        Ok(Self { map: aya::maps::PerCpuArray::try_from(loader.take_map("DROPS")?)? })
+    }
+
+    /// (reason, count) for every reason.
+    pub fn read(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
+        let mut out = Vec::new();
+        for (i, name) in collector_common::drop::NAMES.iter().enumerate() {
+            let values = self.map.get(&(i as u32), 0)?;
+            out.push((*name, values.iter().sum()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_file_parsing() {
+        let text = "name: block_rq_issue\nID: 1234\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;\n\
+            \tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;\n\
+            \tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;\n\
+            \tfield:__data_loc char[] cmd;\toffset:60;\tsize:4;\tsigned:0;\n\n\
+            print fmt: \"%d\", REC->dev\n";
+        let f = parse_format(text);
+        assert_eq!(f["dev"], Field { offset: 8, size: 4 });
+        assert_eq!(f["sector"], Field { offset: 16, size: 8 });
+        assert_eq!(f["rwbs"], Field { offset: 34, size: 10 });
+        assert_eq!(f["cmd"], Field { offset: 60, size: 4 });
+        assert!(parse_format("garbage\nfield:x;offset:zz;size:1;").is_empty());
+    }
+
+    #[test]
+    fn capabilities() {
+        let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert!(missing_caps(0x1ff_ffff_ffff, true).is_empty());
+        assert_eq!(missing_caps(0, true), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+        assert_eq!(missing_caps(1 << CAP_SYS_ADMIN, false), Vec::<&str>::new());
+        assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON), true), vec!["CAP_NET_ADMIN"]);
+    }
+}

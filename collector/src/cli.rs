@@ -1,0 +1,194 @@
+//! Command-line flags, in node_exporter's conventions.
+use std::path::PathBuf;
+
+use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser, ValueEnum};
+
+/// Every collector, whether it is on by default, and what it does (for `--help`).
+pub const COLLECTORS: &[(&str, bool, &str)] = &[
+    ("cpu", true, "CPU time per mode and busy ratio (/proc/stat)"),
+    ("meminfo", true, "memory and swap (/proc/meminfo)"),
+    ("loadavg", true, "load averages (/proc/loadavg)"),
+    ("pressure", true, "pressure stall information (/proc/pressure)"),
+    ("diskstats", true, "per-device I/O counters (/proc/diskstats)"),
+    ("netdev", true, "per-interface network counters (/proc/net/dev)"),
+    ("diskbpf", true, "eBPF: disk I/O latency histograms and per-cgroup I/O bytes (block tracepoints)"),
+    ("netbpf", true, "eBPF: per-cgroup network bytes and packets (cgroup_skb on the cgroup v2 root)"),
+];
+
+/// Default listen port: clear of node_exporter (9100) and Prometheus (9090).
+pub const DEFAULT_PORT: u16 = 9810;
+
+#[derive(Parser, Debug)]
+#[command(name = "collector", version, about = "eBPF-based host and HTTP latency collector for Prometheus")]
+pub struct Cli {
+    /// Address to listen on for the web interface and telemetry ([host]:port; an empty host
+    /// means every interface).
+    #[arg(long = "web.listen-address", default_value_t = format!(":{DEFAULT_PORT}"))]
+    pub listen_address: String,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    pub telemetry_path: String,
+
+    /// procfs mountpoint (the host's /proc when running in a container, e.g. /host/proc).
+    #[arg(long = "path.procfs", default_value = "/proc")]
+    pub procfs: PathBuf,
+
+    /// sysfs mountpoint.
+    #[arg(long = "path.sysfs", default_value = "/sys")]
+    pub sysfs: PathBuf,
+
+    /// cgroupfs mountpoint: cgroup v2 is looked for here and, on hybrid hosts, at <path>/unified.
+    #[arg(long = "path.cgroupfs", default_value = "/sys/fs/cgroup")]
+    pub cgroupfs: PathBuf,
+
+    /// tracefs mountpoint [default: /sys/kernel/tracing, then /sys/kernel/debug/tracing;
+    /// mounted at /sys/kernel/tracing when absent].
+    #[arg(long = "path.tracefs")]
+    pub tracefs: Option<PathBuf>,
+
+    /// Also report partitions in the diskstats collector (whole devices only by default).
+    #[arg(long = "collector.diskstats.include-partitions")]
+    pub diskstats_include_partitions: bool,
+
+    /// Regular expression of device names the diskstats collector leaves out.
+    #[arg(long = "collector.diskstats.device-exclude", default_value = "^(ram|loop|fd|zram)\\d+$")]
+    pub diskstats_device_exclude: String,
+
+    /// Only level and above are logged.
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log line format.
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub collectors: CollectorFlags,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--collector.<name>` / `--no-collector.<name>` for every collector; the last one given wins.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorFlags {
+    /// Enabled collector names, in [`COLLECTORS`] order.
+    pub enabled: Vec<&'static str>,
+}
+
+impl CollectorFlags {
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.enabled.contains(&name)
+    }
+}
+
+fn on_id(name: &str) -> String {
+    format!("collector.{name}")
+}
+fn off_id(name: &str) -> String {
+    format!("no-collector.{name}")
+}
+
+impl Args for CollectorFlags {
+    fn augment_args(mut cmd: Command) -> Command {
+        for (name, default, help) in COLLECTORS {
+            let state = if *default { "enabled" } else { "disabled" };
+            cmd = cmd
+                .arg(
+                    clap::Arg::new(on_id(name))
+                        .long(on_id(name))
+                        .action(ArgAction::SetTrue)
+                        .overrides_with(off_id(name))
+                        .help(format!("Enable the {name} collector: {help} [default: {state}]")),
+                )
+                .arg(
+                    clap::Arg::new(off_id(name))
+                        .long(off_id(name))
+                        .action(ArgAction::SetTrue)
+                        .overrides_with(on_id(name))
+                        .help(format!("Disable the {name} collector")),
+                );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for CollectorFlags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut enabled = Vec::new();
+        for (name, default, _) in COLLECTORS {
+            let on = m.get_flag(&on_id(name));
+            let off = m.get_flag(&off_id(name));
+            if on || (*default && !off) {
+                enabled.push(*name);
+            }
+        }
+        Ok(Self { enabled })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+/// Parses `[host]:port` (an empty host means every interface; IPv6 hosts in brackets).
+pub fn parse_listen_address(s: &str) -> Result<std::net::SocketAddr, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected [host]:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = match host {
+        "" => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        h => h.parse().map_err(|_| format!("{s:?}: bad host {h:?} (use an IP address)"))?,
+    };
+    Ok((ip, port).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("collector").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn collector_flags_last_wins() {
+        let all: Vec<&str> = COLLECTORS.iter().map(|c| c.0).collect();
+        assert_eq!(parse(&[]).collectors.enabled, all);
+        let c = parse(&["--no-collector.netbpf", "--no-collector.cpu"]).collectors;
+        assert!(!c.is_enabled("netbpf") && !c.is_enabled("cpu") && c.is_enabled("meminfo"));
+        let c = parse(&["--no-collector.cpu", "--collector.cpu"]).collectors;
+        assert!(c.is_enabled("cpu"));
+        let c = parse(&["--collector.cpu", "--no-collector.cpu"]).collectors;
+        assert!(!c.is_enabled("cpu"));
+        assert!(Cli::try_parse_from(["collector", "--collector.nope"]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9810").unwrap(), "[::]:9810".parse().unwrap());
+        assert_eq!(parse_listen_address("127.0.0.1:1").unwrap(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(parse_listen_address("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert!(parse_listen_address("9810").is_err());
+        assert!(parse_listen_address("example.com:80").is_err());
+        assert!(parse_listen_address(":99999").is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! Host: CPU, memory, load and pressure (PSI), read from procfs on every scrape.
+use std::{
+    path::PathBuf,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use procfs::{FromRead as _, FromReadSI as _};
+
+use crate::metrics::{Collector, Family, Out};
+
+/// `/proc/stat`: per-CPU time by mode, and the busy ratio over the last interval.
+pub struct Cpu {
+    stat: PathBuf,
+    system_info: procfs::ExplicitSystemInfo,
+    /// The sample the ratio is measured from, and the last ratio.
+    last: Mutex<(Option<(Instant, (u64, u64))>, f64)>,
+}
+
+/// The busy ratio is recomputed only when at least this much time has passed since the sample
+/// it is measured from, so that close scrapes do not report noise from a tiny window.
+const MIN_RATIO_WINDOW: Duration = Duration::from_secs(1);
+
+impl Cpu {
+    /// Takes a first sample so the first scrape already has an interval to measure; if
+    /// /proc/stat cannot be read now, the collector reports failure on scrapes instead.
+    pub fn new(procfs_root: &std::path::Path) -> Self {
+        let cpu = Self {
+            stat: procfs_root.join("stat"),
+            system_info: procfs::ExplicitSystemInfo {
+                boot_time_secs: 0,
+                ticks_per_second: procfs::ticks_per_second(),
+                page_size: procfs::page_size(),
+                is_little_endian: cfg!(target_endian = "little"),
+            },
+            last: Mutex::new((None, 0.0)),
+        };
+        if let Ok(stats) = cpu.read() {
+            cpu.last.lock().unwrap().0 = Some((Instant::now(), busy_total(&stats.total)));
+        }
+        cpu
+    }
+
+    fn read(&self) -> anyhow::Result<procfs::KernelStats> {
+        procfs::KernelStats::from_file(&self.stat, &self.system_info)
+            .with_context(|| format!("reading {}", self.stat.display()))
+    }
+}
+
+/// Busy and total ticks of a CPU time sample. Idle time is `idle + iowait`.
+pub fn busy_total(t: &procfs::CpuTime) -> (u64, u64) {
+    let idle = t.idle + t.iowait.unwrap_or(0);
+    let busy = t.user
+        + t.nice
+        + t.system
+        + t.irq.unwrap_or(0)
+        + t.softirq.unwrap_or(0)
+        + t.steal.unwrap_or(0);
+    (busy, busy + idle)
+}
+
+/// Fraction of CPU time spent busy between two samples, in 0..=1.
+pub fn busy_ratio((b0, t0): (u64, u64), (b1, t1): (u64, u64)) -> f64 {
+    let dt = t1.saturating_sub(t0);
+    if dt == 0 {
+        return 0.0;
+    }
+    (b1.saturating_sub(b0) as f64 / dt as f64).clamp(0.0, 1.0)
+}
+
+impl Collector for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let stats = self.read()?;
+        let tps = self.system_info.ticks_per_second as f64;
+        let mut time = Family::counter(
+            "system_cpu_time_seconds_total",
+            "Seconds each CPU spent in each mode (from /proc/stat; guest time is included in user).",
+        );
+        for (i, t) in stats.cpu_time.iter().enumerate() {
+            let cpu = i.to_string();
+            let modes = [
+                ("user", Some(t.user)),
+                ("nice", Some(t.nice)),
+                ("system", Some(t.system)),
+                ("idle", Some(t.idle)),
+                ("iowait", t.iowait),
+                ("irq", t.irq),
+                ("softirq", t.softirq),
+                ("steal", t.steal),
+            ];
+            for (mode, ticks) in modes {
+                if let Some(ticks) = ticks {
+                    time.add(&[("cpu", &cpu), ("mode", mode)], ticks as f64 / tps);
+                }
+            }
+        }
+        out.push(time);
+
+        let ratio = {
+            let mut last = self.last.lock().unwrap();
+            let now = Instant::now();
+            let sample = busy_total(&stats.total);
+            match last.0 {
+                Some((at, _)) if now.duration_since(at) < MIN_RATIO_WINDOW => last.1,
+                Some((_, prev)) => {
+                    let r = busy_ratio(prev, sample);
+                    *last = (Some((now, sample)), r);
+                    r
+                }
+                None => {
+                    last.0 = Some((now, sample));
+                    last.1
+                }
+            }
+        };
+        let mut usage = Family::gauge(
+            "system_cpu_usage_ratio",
+            "Fraction of CPU time (all CPUs) spent busy since the previous sample (0..1); \
+             samples are taken on scrapes at least 1s apart.",
+        );
+        usage.add(&[], ratio);
+        out.push(usage);
+
+        let mut count = Family::gauge("system_cpus", "Number of logical CPUs listed in /proc/stat.");
+        count.add(&[], stats.cpu_time.len() as f64);
+        out.push(count);
+        Ok(())
+    }
+}
+
+/// `/proc/meminfo`.
+pub struct Memory {
+    path: PathBuf,
+}
+
+impl Memory {
+    pub fn new(procfs_root: &std::path::Path) -> Self {
+        Self { path: procfs_root.join("meminfo") }
+    }
+}
+
+impl Collector for Memory {
+    fn name(&self) -> &'static str {
+        "meminfo"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let m = procfs::Meminfo::from_file(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let available = m
+            .mem_available
+            .context("MemAvailable missing from meminfo (kernel older than 3.14?)")?;
+        let gauges: [(&str, &str, u64); 8] = [
+            ("system_memory_total_bytes", "Total usable memory (MemTotal).", m.mem_total),
+            (
+                "system_memory_used_bytes",
+                "Memory in use: MemTotal - MemAvailable (what `free` reports as used).",
+                m.mem_total.saturating_sub(available),
+            ),
+            (
+                "system_memory_available_bytes",
+                "Memory available for new work without swapping (MemAvailable).",
+                available,
+            ),
+            ("system_memory_free_bytes", "Memory not used for anything (MemFree).", m.mem_free),
+            ("system_memory_cached_bytes", "Page cache (Cached).", m.cached),
+            ("system_memory_buffers_bytes", "Block device buffers (Buffers).", m.buffers),
+            ("system_memory_swap_total_bytes", "Total swap space (SwapTotal).", m.swap_total),
+            (
+                "system_memory_swap_used_bytes",
+                "Swap space in use (SwapTotal - SwapFree).",
+                m.swap_total.saturating_sub(m.swap_free),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let mut f = Family::gauge(name, help);
+            f.add(&[], v as f64);
+            out.push(f);
+        }
+        Ok(())
+    }
+}
+
+/// `/proc/loadavg`.
+pub struct Load {
+    path: PathBuf,
+}
+
+impl Load {
+    pub fn new(procfs_root: &std::path::Path) -> Self {
+        Self { path: procfs_root.join("loadavg") }
+    }
+}
+
+impl Collector for Load {
+    fn name(&self) -> &'static str {
+        "loadavg"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let l = procfs::LoadAverage::from_file(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let mut f = Family::gauge(
+            "system_load_average",
+            "Load average: runnable and uninterruptible tasks, averaged over the period.",
+        );
+        f.add(&[("period", "1m")], l.one as f64)
+            .add(&[("period", "5m")], l.five as f64)
+            .add(&[("period", "15m")], l.fifteen as f64);
+        out.push(f);
+        let mut r = Family::gauge("system_processes_running", "Tasks currently runnable (from /proc/loadavg).");
+        r.add(&[], l.cur as f64);
+        out.push(r);
+        Ok(())
+    }
+}
+
+/// `/proc/pressure/{cpu,memory,io}` (PSI).
+pub struct Pressure {
+    dir: PathBuf,
+}
+
+impl Pressure {
+    /// Fails when the kernel exposes no PSI files (built without CONFIG_PSI, or booted psi=0).
+    pub fn new(procfs_root: &std::path::Path) -> Result<Self, String> {
+        let dir = procfs_root.join("pressure");
+        match std::fs::read_to_string(dir.join("cpu")) {
+            Ok(_) => Ok(Self { dir }),
+            Err(e) => Err(format!(
+                "PSI not available ({}: {e}); kernel without CONFIG_PSI or booted with psi=0",
+                dir.join("cpu").display()
+            )),
+        }
+    }
+}
+
+/// Parses one PSI file into (kind, total stall microseconds) pairs.
+pub fn parse_psi(text: &str) -> anyhow::Result<Vec<(&str, u64)>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let kind = words.next().context("empty PSI line")?;
+        anyhow::ensure!(kind == "some" || kind == "full", "unexpected PSI line {line:?}");
+        let total = words
+            .find_map(|w| w.strip_prefix("total="))
+            .with_context(|| format!("no total= in PSI line {line:?}"))?
+            .parse::<u64>()
+            .with_context(|| format!("bad total= in PSI line {line:?}"))?;
+        out.push((kind, total));
+    }
+    anyhow::ensure!(!out.is_empty(), "PSI file is empty");
+    Ok(out)
+}
+
+impl Collector for Pressure {
+    fn name(&self) -> &'static str {
+        "pressure"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut f = Family::counter(
+            "system_pressure_stalled_seconds_total",
+            "Seconds in which some (or all, kind=full) non-idle tasks were stalled on the resource (PSI).",
+        );
+        for resource in ["cpu", "memory", "io"] {
+            let path = self.dir.join(resource);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            for (kind, total_us) in parse_psi(&text).with_context(|| format!("parsing {}", path.display()))? {
+                f.add(&[("resource", resource), ("kind", kind)], total_us as f64 / 1e6);
+            }
+        }
+        out.push(f);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_parses_some_and_full() {
+        let t = "some avg10=0.28 avg60=0.64 avg300=0.99 total=6026109\nfull avg10=0.13 avg60=0.55 avg300=0.90 total=5459876\n";
+        assert_eq!(parse_psi(t).unwrap(), vec![("some", 6026109), ("full", 5459876)]);
+        assert!(parse_psi("").is_err());
+        assert!(parse_psi("some avg10=1").is_err());
+        assert!(parse_psi("garbage total=1").is_err());
+        assert!(parse_psi("some total=abc").is_err());
+    }
+
+    #[test]
+    fn busy_ratio_is_busy_over_total() {
+        assert!((busy_ratio((100, 200), (130, 300)) - 0.3).abs() < 1e-9);
+        assert_eq!(busy_ratio((100, 200), (100, 200)), 0.0);
+        // Counters going backwards (a CPU taken offline) never give a ratio outside 0..1.
+        assert!((0.0..=1.0).contains(&busy_ratio((1000, 2000), (130, 300))));
+        assert!((0.0..=1.0).contains(&busy_ratio((100, 200), (300, 250))));
+    }
+}

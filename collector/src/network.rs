@@ -1,0 +1,143 @@
+//! Network: /proc/net/dev per interface (`netdev`), and from cgroup_skb programs on the cgroup
+//! v2 root the bytes and packets of every cgroup (`netbpf`). Kernel half:
+//! collector-ebpf/src/network.rs.
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use aya::{
+    maps::{MapData, PerCpuHashMap},
+    programs::CgroupSkbAttachType,
+};
+use collector_common::network::NetCounters;
+use procfs::FromRead as _;
+
+use crate::{
+    bpf::{self, Loader},
+    cgroup::Resolver,
+    disk::cgroup_labels,
+    metrics::{Collector, Family, Out},
+};
+
+/// `/proc/net/dev` (the network namespace of the process reading it).
+pub struct Netdev {
+    path: PathBuf,
+}
+
+impl Netdev {
+    pub fn new(procfs_root: &std::path::Path) -> Self {
+        Self { path: procfs_root.join("net/dev") }
+    }
+}
+
+impl Collector for Netdev {
+    fn name(&self) -> &'static str {
+        "netdev"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let devs = procfs::net::InterfaceDeviceStatus::from_file(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let mut bytes = Family::counter(
+            "system_network_bytes_total",
+            "Bytes received and transmitted per network interface (from /proc/net/dev).",
+        );
+        let mut packets = Family::counter("system_network_packets_total", "Packets per interface and direction.");
+        let mut errors = Family::counter("system_network_errors_total", "Errors per interface and direction.");
+        let mut dropped = Family::counter("system_network_dropped_total", "Packets dropped per interface and direction.");
+        let mut names: Vec<_> = devs.0.keys().collect();
+        names.sort();
+        for name in names {
+            let d = &devs.0[name];
+            for (direction, b, p, e, dr) in [
+                ("receive", d.recv_bytes, d.recv_packets, d.recv_errs, d.recv_drop),
+                ("transmit", d.sent_bytes, d.sent_packets, d.sent_errs, d.sent_drop),
+            ] {
+                let l = [("device", name.as_str()), ("direction", direction)];
+                bytes.add(&l, b as f64);
+                packets.add(&l, p as f64);
+                errors.add(&l, e as f64);
+                dropped.add(&l, dr as f64);
+            }
+        }
+        for f in [bytes, packets, errors, dropped] {
+            out.push(f);
+        }
+        Ok(())
+    }
+}
+
+/// `netbpf`: reads the CGROUP_NET map.
+pub struct NetBpf {
+    map: PerCpuHashMap<MapData, u64, NetCounters>,
+    cgroups: Arc<Resolver>,
+}
+
+impl NetBpf {
+    /// Attaches ingress and egress programs to the v2 root; on failure nothing stays attached.
+    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>) -> Result<Self, String> {
+        let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
+        let progs = [
+            ("cgroup_net_ingress", CgroupSkbAttachType::Ingress),
+            ("cgroup_net_egress", CgroupSkbAttachType::Egress),
+        ];
+        for (program, attach) in progs {
+            if let Err(e) = loader.attach_cgroup_skb(program, &root, attach) {
+                for (p, _) in progs {
+                    loader.unload(p);
+                }
+                return Err(e);
+            }
+        }
+        let map = loader
+            .take_map("CGROUP_NET")
+            .and_then(|m| Ok(PerCpuHashMap::try_from(m)?))
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(Self { map, cgroups })
+    }
+}
+
+impl Collector for NetBpf {
+    fn name(&self) -> &'static str {
+        "netbpf"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut entries = Vec::new();
+        for entry in self.map.iter() {
+            let (id, values) = entry.context("reading the CGROUP_NET map")?;
+            let mut sum = NetCounters::default();
+            bpf::sum_per_cpu(&values, |c| {
+                sum.rx_bytes += c.rx_bytes;
+                sum.rx_packets += c.rx_packets;
+                sum.tx_bytes += c.tx_bytes;
+                sum.tx_packets += c.tx_packets;
+            });
+            entries.push((id, sum));
+        }
+        let ids = self.cgroups.resolve(entries.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        let mut sums: HashMap<[&str; 3], NetCounters> = HashMap::new();
+        for (id, c) in &entries {
+            let s = sums.entry(cgroup_labels(ids[id].as_ref())).or_default();
+            s.rx_bytes += c.rx_bytes;
+            s.rx_packets += c.rx_packets;
+            s.tx_bytes += c.tx_bytes;
+            s.tx_packets += c.tx_packets;
+        }
+        let mut bytes = Family::counter(
+            "cgroup_network_bytes_total",
+            "Bytes of IP packets (headers included) sent and received by sockets of a cgroup, \
+             counted by cgroup_skb programs on the cgroup v2 root (loopback included).",
+        );
+        let mut packets = Family::counter("cgroup_network_packets_total", "IP packets per cgroup and direction.");
+        for ([path, container, unit], c) in &sums {
+            for (direction, b, p) in [("receive", c.rx_bytes, c.rx_packets), ("transmit", c.tx_bytes, c.tx_packets)] {
+                let l = [("cgroup", *path), ("container_id", *container), ("systemd_unit", *unit), ("direction", direction)];
+                bytes.add(&l, b as f64);
+                packets.add(&l, p as f64);
+            }
+        }
+        out.push(bytes);
+        out.push(packets);
+        Ok(())
+    }
+}
