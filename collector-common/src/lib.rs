@@ -1,6 +1,6 @@
 //! Map keys and values shared by the kernel programs (`collector-ebpf`) and the daemon
 //! (`collector`). Everything here is `#[repr(C)]` plain data: both sides read the same bytes.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod disk;
 pub mod network;

@@ -1,1 +1,216 @@
-fn main(){}
+//! Project tasks: `cargo xtask build-ebpf | run | test`.
+//!
+//! `build-ebpf` makes sure bpf-linker exists and matches rustc's LLVM major (installing it on
+//! Debian/Ubuntu as root, or printing the exact commands), then builds `collector-ebpf` for
+//! `bpfel-unknown-none` with BTF. The collector embeds the object it produces.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker release known to work with the pinned toolchain.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(about = "Build, run and test the collector")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the eBPF programs (installs bpf-linker when missing or built for another LLVM).
+    BuildEbpf,
+    /// Build everything (release) and run the collector; arguments after `--` go to it.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run the whole test suite (needs root: the tests load programs).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Run { args } => run(&args),
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {shown}"))?;
+    ensure!(st.success(), "{shown} failed ({st})");
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// LLVM major version of the active rustc.
+fn rustc_llvm_major() -> anyhow::Result<u32> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let v = output(Command::new(&rustc).arg("-vV")).with_context(|| format!("running {rustc} -vV"))?;
+    let line = v.lines().find_map(|l| l.strip_prefix("LLVM version:")).context("rustc -vV shows no LLVM version")?;
+    line.trim().split('.').next().unwrap_or("").parse().context("parsing rustc's LLVM version")
+}
+
+/// The LLVM feature bpf-linker was installed with, from cargo's install record; `None` when
+/// bpf-linker is not installed. `Some(None)` when it is but the record says nothing.
+fn bpf_linker_llvm() -> Option<Option<u32>> {
+    output(Command::new("bpf-linker").arg("--version"))?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let text = std::fs::read_to_string(cargo_home.join(".crates2.json")).ok();
+    let json: Option<serde_json::Value> = text.and_then(|t| serde_json::from_str(&t).ok());
+    let major = json.and_then(|j| {
+        let installs = j.get("installs")?.as_object()?;
+        let (_, v) = installs.iter().find(|(k, _)| k.starts_with("bpf-linker "))?;
+        v.get("features")?
+            .as_array()?
+            .iter()
+            .filter_map(|f| f.as_str()?.strip_prefix("llvm-")?.parse().ok())
+            .next()
+    });
+    Some(major)
+}
+
+fn install_commands(major: u32) -> String {
+    format!(
+        "  apt-get update && apt-get install -y llvm-{major}-dev libclang-{major}-dev zlib1g-dev libzstd-dev\n  \
+         PATH=/usr/lib/llvm-{major}/bin:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} --force \
+         --no-default-features --features llvm-{major}"
+    )
+}
+
+/// Installs bpf-linker for LLVM `major`, or fails with the commands a user must run.
+fn install_bpf_linker(major: u32, why: &str) -> anyhow::Result<()> {
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !(apt && is_root()) {
+        bail!(
+            "bpf-linker {why}; it must be built against LLVM {major} like rustc. \
+             This needs root on Debian/Ubuntu; run:\n{}",
+            install_commands(major)
+        );
+    }
+    eprintln!("xtask: bpf-linker {why}: installing it for LLVM {major}");
+    let pkgs = [format!("llvm-{major}-dev"), format!("libclang-{major}-dev"), "zlib1g-dev".into(), "libzstd-dev".into()];
+    apt_install(&pkgs)?;
+    let path = format!("/usr/lib/llvm-{major}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    status(
+        cargo()
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("PATH", path),
+    )
+    .with_context(|| format!("installing bpf-linker; to do it by hand:\n{}", install_commands(major)))
+}
+
+/// Installs Debian packages that are missing (runs `apt-get update` once if needed).
+fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
+    let missing: Vec<&String> = pkgs
+        .iter()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p.as_str()]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    ensure!(
+        is_root() && Path::new("/usr/bin/apt-get").exists(),
+        "missing packages {missing:?}: install them (apt-get install -y ...) as root"
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        status(Command::new("apt-get").args(["update", "-q"]))?;
+        ensure!(install(), "apt-get install {missing:?} failed");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> anyhow::Result<()> {
+    let major = rustc_llvm_major()?;
+    match bpf_linker_llvm() {
+        None => install_bpf_linker(major, "is not installed")?,
+        Some(Some(m)) if m != major => install_bpf_linker(major, &format!("is built against LLVM {m}, rustc uses {major}"))?,
+        Some(_) => {}
+    }
+    let dir = root_dir().join("collector-ebpf");
+    // build-std on the pinned stable toolchain needs RUSTC_BOOTSTRAP, scoped to this build.
+    status(
+        cargo()
+            .current_dir(&dir)
+            .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"),
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "building the eBPF programs; if the linker reports \"Invalid record\", bpf-linker and \
+             rustc use different LLVM versions: reinstall it with\n{}",
+            install_commands(major)
+        ))
+    })
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    build_ebpf()?;
+    status(cargo().current_dir(root_dir()).args(["build", "--release", "-p", "collector"]))?;
+    if !is_root() {
+        eprintln!(
+            "xtask: warning: not running as root; the eBPF collectors need CAP_BPF, CAP_PERFMON and \
+             CAP_NET_ADMIN. Run `sudo -E cargo xtask run`, or pass --no-collector.diskbpf --no-collector.netbpf"
+        );
+    }
+    let bin = root_dir().join("target/release/collector");
+    status(Command::new(bin).args(args))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    ensure!(
+        is_root(),
+        "the test suite loads eBPF programs and creates cgroups: run it as root (sudo -E cargo xtask test)"
+    );
+    build_ebpf()?;
+    // promtool checks the exposition; the other tools generate traffic in later suites.
+    if output(Command::new("promtool").arg("--version")).is_none() {
+        apt_install(&["prometheus".to_owned()])?;
+    }
+    // Integration tests compare live kernel counters: one at a time, so they do not disturb
+    // each other's traffic.
+    status(cargo().current_dir(root_dir()).args(["test", "--workspace", "--", "--test-threads=1"]).args(args))
+}

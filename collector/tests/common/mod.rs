@@ -1,0 +1,243 @@
+//! Helpers for the integration tests: start the real collector binary, scrape it, parse the
+//! exposition, and make cgroups and traffic. The tests need root and a kernel with the hooks.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_collector");
+
+/// A running collector; killed on drop.
+pub struct Collector {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Collector {
+    /// Starts the collector on a free loopback port with JSON logs and waits until it serves.
+    pub fn start(args: &[&str]) -> Collector {
+        let mut child = Command::new(BIN)
+            .args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the collector");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("collector started") {
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+                    let _ = tx.send(v["fields"]["listen"].as_str().unwrap().to_owned());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("collector did not start ({status:?}); log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Collector { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Scrapes /metrics and parses it.
+    pub fn scrape(&self) -> Metrics {
+        Metrics::parse(&self.scrape_text())
+    }
+
+    pub fn scrape_text(&self) -> String {
+        let resp = ureq::get(&self.url("/metrics")).call().expect("scrape");
+        assert_eq!(resp.status(), 200);
+        resp.into_string().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of the exposition.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The parsed exposition (text format 0.0.4).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    /// `# TYPE` of each family.
+    pub types: BTreeMap<String, String>,
+    pub help: BTreeMap<String, String>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut m = Metrics::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (n, t) = rest.split_once(' ').unwrap();
+                m.types.insert(n.into(), t.into());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (n, h) = rest.split_once(' ').unwrap_or((rest, ""));
+                m.help.insert(n.into(), h.into());
+                continue;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name_labels, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match name_labels.split_once('{') {
+                None => (name_labels.to_owned(), BTreeMap::new()),
+                Some((n, rest)) => (n.to_owned(), parse_labels(rest.strip_suffix('}').unwrap())),
+            };
+            m.samples.push(Sample { name, labels, value });
+        }
+        m
+    }
+
+    /// Samples of `name` whose labels include every pair in `want`.
+    pub fn find(&self, name: &str, want: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .collect()
+    }
+
+    /// The single sample of `name` with labels `want`; panics when absent or ambiguous.
+    pub fn get(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+        let found = self.find(name, want);
+        assert_eq!(found.len(), 1, "expected one {name}{want:?}, found {found:?}");
+        found[0].value
+    }
+
+    /// Like [`Metrics::get`], 0 when the series does not exist yet.
+    pub fn get_or_zero(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+        let found = self.find(name, want);
+        assert!(found.len() <= 1, "ambiguous {name}{want:?}: {found:?}");
+        found.first().map_or(0.0, |s| s.value)
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut val = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => val.push('\n'),
+                    Some(o) => val.push(o),
+                    None => break,
+                },
+                '"' => break,
+                o => val.push(o),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_owned(), val);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// The cgroup v2 mount on this machine (pure v2 or hybrid).
+pub fn cgroup_v2_root() -> PathBuf {
+    for p in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if Path::new(p).join("cgroup.procs").exists() && Path::new(p).join("cgroup.controllers").exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+}
+
+/// A cgroup created for one test, removed on drop (after its processes exit).
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// Path relative to the v2 root, as the collector labels it.
+    pub rel: String,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> TestCgroup {
+        let name = format!("collector-test-{tag}-{}", std::process::id());
+        let dir = cgroup_v2_root().join(&name);
+        std::fs::create_dir(&dir).expect("creating a test cgroup (needs root)");
+        TestCgroup { dir, rel: format!("/{name}") }
+    }
+
+    /// Runs `script` with bash inside the cgroup and waits for it.
+    pub fn run_bash(&self, script: &str) {
+        let procs = self.dir.join("cgroup.procs");
+        let full = format!("echo $$ > {} && {script}", procs.display());
+        let out = Command::new("bash").arg("-c").arg(&full).output().expect("bash");
+        assert!(out.status.success(), "{full} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs promtool's linter on an exposition; returns its complaints (empty when clean).
+pub fn promtool_check(text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: cargo xtask test installs it");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    if out.status.success() { String::new() } else { s }
+}
