@@ -95,11 +95,7 @@ pub fn latency_bucket(ns: u64) -> usize {
 
 /// Upper bound (seconds) of bucket `i`; `None` for the +Inf bucket.
 pub fn bucket_upper_seconds(i: usize) -> Option<f64> {
-    if i >= LATENCY_BUCKETS - 1 {
-        None
-    } else {
-        Some((1u64 << i) as f64 * 1e-6)
-    }
+    if i >= LATENCY_BUCKETS - 1 { None } else { Some((1u64 << i) as f64 * 1e-6) }
 }
 
 /// Operation class from the tracepoint's `rwbs` characters (see the kernel's `blk_fill_rwbs`:

@@ -20,12 +20,8 @@ pub mod drop {
     pub const DISK_UNMATCHED_COMPLETION: u32 = 3;
     pub const COUNT: u32 = 4;
     /// Label values, indexed by the constants above.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "disk_latency_map_full",
-        "cgroup_io_map_full",
-        "cgroup_network_map_full",
-        "disk_completion_unmatched",
-    ];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["disk_latency_map_full", "cgroup_io_map_full", "cgroup_network_map_full", "disk_completion_unmatched"];
 }
 
 /// Implements `aya::Pod` for the userspace side (`user` feature) so the types can be read

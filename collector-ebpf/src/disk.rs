@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use collector_common::{
     disk::{
-        BlockTpOffsets, CgroupIoKey, CgroupIoVal, DevOp, InflightKey, InflightVal, LatencyHist,
-        LATENCY_BUCKETS, classify_rwbs, latency_bucket,
+        BlockTpOffsets, CgroupIoKey, CgroupIoVal, DevOp, InflightKey, InflightVal, LATENCY_BUCKETS, LatencyHist,
+        classify_rwbs, latency_bucket,
     },
     drop,
 };
@@ -40,8 +40,7 @@ static INFLIGHT: LruHashMap<InflightKey, InflightVal> = LruHashMap::with_max_ent
 static LATENCY: PerCpuHashMap<DevOp, LatencyHist> = PerCpuHashMap::with_max_entries(1024, 0);
 
 #[map]
-static CGROUP_IO: PerCpuHashMap<CgroupIoKey, CgroupIoVal> =
-    PerCpuHashMap::with_max_entries(16384, 0);
+static CGROUP_IO: PerCpuHashMap<CgroupIoKey, CgroupIoVal> = PerCpuHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 fn read_op(ctx: &TracePointContext, off: &BlockTpOffsets) -> u32 {
@@ -52,9 +51,9 @@ fn read_op(ctx: &TracePointContext, off: &BlockTpOffsets) -> u32 {
 #[tracepoint(category = "block", name = "block_rq_issue")]
 pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
     let off = RQ_ISSUE_OFFSETS.load();
-    let (Ok(dev), Ok(sector)) = (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe {
-        ctx.read_at::<u64>(off.sector as usize)
-    }) else {
+    let (Ok(dev), Ok(sector)) =
+        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u64>(off.sector as usize) })
+    else {
         return 0;
     };
     let key = InflightKey { dev, _pad: 0, sector };
@@ -68,9 +67,9 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let off = RQ_COMPLETE_OFFSETS.load();
-    let (Ok(dev), Ok(sector)) = (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe {
-        ctx.read_at::<u64>(off.sector as usize)
-    }) else {
+    let (Ok(dev), Ok(sector)) =
+        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u64>(off.sector as usize) })
+    else {
         return 0;
     };
     let key = InflightKey { dev, _pad: 0, sector };
@@ -102,13 +101,12 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
 static ZERO_HIST: LatencyHist = LatencyHist { buckets: [0; LATENCY_BUCKETS], sum_ns: 0 };
 static ZERO_IO: CgroupIoVal = CgroupIoVal { bytes: 0, bios: 0 };
 
-
 #[tracepoint(category = "block", name = "block_bio_queue")]
 pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
     let off = BIO_QUEUE_OFFSETS.load();
-    let (Ok(dev), Ok(nr_sector)) = (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe {
-        ctx.read_at::<u32>(off.nr_sector as usize)
-    }) else {
+    let (Ok(dev), Ok(nr_sector)) =
+        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u32>(off.nr_sector as usize) })
+    else {
         return 0;
     };
     let op = read_op(&ctx, &off);

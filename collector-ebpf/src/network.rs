@@ -2,12 +2,12 @@
 //! the socket's cgroup (`bpf_skb_cgroup_id`), in both directions, loopback included.
 //! They never drop traffic: both return 1 (allow).
 use aya_ebpf::{
+    EbpfContext,
     bindings::__sk_buff,
     helpers::generated::bpf_skb_cgroup_id,
     macros::{cgroup_skb, map},
     maps::PerCpuHashMap,
     programs::SkBuffContext,
-    EbpfContext,
 };
 use collector_common::{drop, network::NetCounters};
 

@@ -91,9 +91,7 @@ pub fn find_tracefs(explicit: Option<&Path>) -> Result<PathBuf, String> {
     let target = candidates[0];
     let src = c"tracefs";
     let dst = c"/sys/kernel/tracing";
-    if target.is_dir()
-        && unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) } == 0
-    {
+    if target.is_dir() && unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) } == 0 {
         tracing::info!("mounted tracefs at /sys/kernel/tracing");
         if target.join("events").is_dir() {
             return Ok(target.to_path_buf());
@@ -201,11 +199,8 @@ impl Loader {
     pub fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), String> {
         let hook = format!("tracepoint/{category}/{name}");
         let result = (|| -> anyhow::Result<()> {
-            let prog: &mut aya::programs::TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
+            let prog: &mut aya::programs::TracePoint =
+                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
             prog.load().context("load")?;
             prog.attach(category, name).context("attach")?;
             Ok(())
@@ -230,14 +225,10 @@ impl Loader {
         let hook = format!("cgroup_skb/{dir}:{}", cgroup.display());
         let result = (|| -> anyhow::Result<()> {
             let file = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
-            let prog: &mut aya::programs::CgroupSkb = self
-                .ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
+            let prog: &mut aya::programs::CgroupSkb =
+                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
             prog.load().context("load")?;
-            let links = aya::util::KernelVersion::current()
-                .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+            let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
             let mode = if links {
                 aya::programs::CgroupAttachMode::Single
             } else {

@@ -79,8 +79,8 @@ impl Collector for Diskstats {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let stats = procfs::DiskStats::from_file(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?;
+        let stats =
+            procfs::DiskStats::from_file(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
         let mut ops = Family::counter(
             "system_disk_io_operations_total",
             "Completed I/O requests per device and operation (from /proc/diskstats).",
@@ -104,12 +104,9 @@ impl Collector for Diskstats {
         );
         let mut in_progress = Family::gauge("system_disk_io_in_progress", "Requests currently in flight.");
         for d in &stats.0 {
-            let is_partition = self
-                .devices
-                .lookup(d.major as u32, d.minor as u32)
-                .map(|(_, p)| p)
-                .unwrap_or(false);
-            if (is_partition && !self.include_partitions) || self.exclude.as_ref().is_some_and(|r| r.is_match(&d.name)) {
+            let is_partition = self.devices.lookup(d.major as u32, d.minor as u32).map(|(_, p)| p).unwrap_or(false);
+            if (is_partition && !self.include_partitions) || self.exclude.as_ref().is_some_and(|r| r.is_match(&d.name))
+            {
                 continue;
             }
             let dev = d.name.as_str();
@@ -185,8 +182,11 @@ pub fn globals(tracefs: &Result<PathBuf, String>) -> Result<Vec<(&'static str, V
     ])
 }
 
-const PROGRAMS: [(&str, &str); 3] =
-    [("block_rq_issue", "block_rq_issue"), ("block_rq_complete", "block_rq_complete"), ("block_bio_queue", "block_bio_queue")];
+const PROGRAMS: [(&str, &str); 3] = [
+    ("block_rq_issue", "block_rq_issue"),
+    ("block_rq_complete", "block_rq_complete"),
+    ("block_bio_queue", "block_bio_queue"),
+];
 
 impl DiskBpf {
     /// Attaches the block programs and takes their maps; on failure nothing stays attached.

@@ -15,8 +15,11 @@ pub struct Cpu {
     stat: PathBuf,
     system_info: procfs::ExplicitSystemInfo,
     /// The sample the ratio is measured from, and the last ratio.
-    last: Mutex<(Option<(Instant, (u64, u64))>, f64)>,
+    last: Mutex<(Option<Sample>, f64)>,
 }
+
+/// When a CPU sample was taken, and its (busy, total) ticks.
+type Sample = (Instant, (u64, u64));
 
 /// The busy ratio is recomputed only when at least this much time has passed since the sample
 /// it is measured from, so that close scrapes do not report noise from a tiny window.
@@ -51,12 +54,7 @@ impl Cpu {
 /// Busy and total ticks of a CPU time sample. Idle time is `idle + iowait`.
 pub fn busy_total(t: &procfs::CpuTime) -> (u64, u64) {
     let idle = t.idle + t.iowait.unwrap_or(0);
-    let busy = t.user
-        + t.nice
-        + t.system
-        + t.irq.unwrap_or(0)
-        + t.softirq.unwrap_or(0)
-        + t.steal.unwrap_or(0);
+    let busy = t.user + t.nice + t.system + t.irq.unwrap_or(0) + t.softirq.unwrap_or(0) + t.steal.unwrap_or(0);
     (busy, busy + idle)
 }
 
@@ -150,11 +148,8 @@ impl Collector for Memory {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let m = procfs::Meminfo::from_file(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?;
-        let available = m
-            .mem_available
-            .context("MemAvailable missing from meminfo (kernel older than 3.14?)")?;
+        let m = procfs::Meminfo::from_file(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        let available = m.mem_available.context("MemAvailable missing from meminfo (kernel older than 3.14?)")?;
         let gauges: [(&str, &str, u64); 8] = [
             ("system_memory_total_bytes", "Total usable memory (MemTotal).", m.mem_total),
             (
@@ -203,8 +198,8 @@ impl Collector for Load {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let l = procfs::LoadAverage::from_file(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?;
+        let l =
+            procfs::LoadAverage::from_file(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
         let mut f = Family::gauge(
             "system_load_average",
             "Load average: runnable and uninterruptible tasks, averaged over the period.",

@@ -119,11 +119,9 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
             }
         }
         let mut net_ok = on("netbpf");
-        if net_ok {
-            if let Err(reason) = &v2_root {
-                skip(&mut registry, "netbpf", reason.clone());
-                net_ok = false;
-            }
+        if net_ok && let Err(reason) = &v2_root {
+            skip(&mut registry, "netbpf", reason.clone());
+            net_ok = false;
         }
         if disk_ok || net_ok {
             match bpf::Loader::load(&globals) {
@@ -210,9 +208,7 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListe
         Ok(l) => Ok(l),
         Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
             let v4: std::net::SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, addr.port()).into();
-            tokio::net::TcpListener::bind(v4)
-                .await
-                .with_context(|| format!("listening on {addr} ({e}) or {v4}"))
+            tokio::net::TcpListener::bind(v4).await.with_context(|| format!("listening on {addr} ({e}) or {v4}"))
         }
         Err(e) => Err(e).with_context(|| format!("listening on {addr}")),
     }

@@ -43,7 +43,8 @@ impl Collector for Netdev {
         );
         let mut packets = Family::counter("system_network_packets_total", "Packets per interface and direction.");
         let mut errors = Family::counter("system_network_errors_total", "Errors per interface and direction.");
-        let mut dropped = Family::counter("system_network_dropped_total", "Packets dropped per interface and direction.");
+        let mut dropped =
+            Family::counter("system_network_dropped_total", "Packets dropped per interface and direction.");
         let mut names: Vec<_> = devs.0.keys().collect();
         names.sort();
         for name in names {
@@ -76,10 +77,8 @@ impl NetBpf {
     /// Attaches ingress and egress programs to the v2 root; on failure nothing stays attached.
     pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
-        let progs = [
-            ("cgroup_net_ingress", CgroupSkbAttachType::Ingress),
-            ("cgroup_net_egress", CgroupSkbAttachType::Egress),
-        ];
+        let progs =
+            [("cgroup_net_ingress", CgroupSkbAttachType::Ingress), ("cgroup_net_egress", CgroupSkbAttachType::Egress)];
         for (program, attach) in progs {
             if let Err(e) = loader.attach_cgroup_skb(program, &root, attach) {
                 for (p, _) in progs {
@@ -131,7 +130,12 @@ impl Collector for NetBpf {
         let mut packets = Family::counter("cgroup_network_packets_total", "IP packets per cgroup and direction.");
         for ([path, container, unit], c) in &sums {
             for (direction, b, p) in [("receive", c.rx_bytes, c.rx_packets), ("transmit", c.tx_bytes, c.tx_packets)] {
-                let l = [("cgroup", *path), ("container_id", *container), ("systemd_unit", *unit), ("direction", direction)];
+                let l = [
+                    ("cgroup", *path),
+                    ("container_id", *container),
+                    ("systemd_unit", *unit),
+                    ("direction", direction),
+                ];
                 bytes.add(&l, b as f64);
                 packets.add(&l, p as f64);
             }

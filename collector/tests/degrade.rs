@@ -48,7 +48,8 @@ fn broken_procfs_fails_those_collectors_and_keeps_serving() {
     std::fs::create_dir(p.join("pressure")).unwrap();
     std::fs::write(p.join("pressure/cpu"), "some avg10=x").unwrap();
     // net/dev is missing altogether.
-    let c = Collector::start(&["--path.procfs", p.to_str().unwrap(), "--no-collector.diskbpf", "--no-collector.netbpf"]);
+    let c =
+        Collector::start(&["--path.procfs", p.to_str().unwrap(), "--no-collector.diskbpf", "--no-collector.netbpf"]);
     for _ in 0..2 {
         let m = c.scrape();
         for failed in ["cpu", "meminfo", "pressure", "netdev"] {
@@ -70,7 +71,12 @@ fn broken_procfs_fails_those_collectors_and_keeps_serving() {
 fn missing_pressure_files_skip_the_pressure_collector() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("loadavg"), "0.50 0.40 0.30 1/100 1234\n").unwrap();
-    let c = Collector::start(&["--path.procfs", dir.path().to_str().unwrap(), "--no-collector.diskbpf", "--no-collector.netbpf"]);
+    let c = Collector::start(&[
+        "--path.procfs",
+        dir.path().to_str().unwrap(),
+        "--no-collector.diskbpf",
+        "--no-collector.netbpf",
+    ]);
     let reason = skipped_reason(&c.scrape(), "pressure");
     assert!(reason.contains("PSI not available"), "{reason}");
 }
@@ -86,11 +92,7 @@ fn without_privileges_it_says_what_is_missing_and_exits() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected, got:\n{stderr}");
-    assert!(
-        lines[0].contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"), "{}", lines[0]);
     assert!(lines[0].contains("--no-collector.diskbpf"), "{}", lines[0]);
 
     // Without the eBPF collectors no privilege is needed: it starts and serves.

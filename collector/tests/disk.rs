@@ -95,10 +95,8 @@ fn direct_io_moves_counters_histogram_and_cgroup_bytes() {
         assert_eq!(*buckets.last().unwrap(), hist_count(&m1, &disk, op));
 
         // Direct I/O is submitted by dd itself: the bytes belong to the test cgroup.
-        let cg_bytes = m1.get_or_zero(
-            "cgroup_disk_io_bytes_total",
-            &[("cgroup", &cg.rel), ("device", &fsdev), ("operation", op)],
-        );
+        let cg_bytes =
+            m1.get_or_zero("cgroup_disk_io_bytes_total", &[("cgroup", &cg.rel), ("device", &fsdev), ("operation", op)]);
         assert!(cg_bytes >= (MIB << 20) as f64, "{op}: cgroup {} has {cg_bytes} bytes", cg.rel);
     }
     let unmatched = m1.get("collector_bpf_events_dropped_total", &[("reason", "disk_completion_unmatched")]);

@@ -62,10 +62,8 @@ fn cpu_memory_and_load_agree_with_proc() {
     // The kernel updates load averages every 5 s: the value is one of the two readings.
     for (i, period) in ["1m", "5m", "15m"].iter().enumerate() {
         let v = m.get("system_load_average", &[("period", period)]);
-        let candidates: Vec<f64> = [&load_before, &load_after]
-            .iter()
-            .map(|l| l.split_whitespace().nth(i).unwrap().parse().unwrap())
-            .collect();
+        let candidates: Vec<f64> =
+            [&load_before, &load_after].iter().map(|l| l.split_whitespace().nth(i).unwrap().parse().unwrap()).collect();
         assert!(candidates.iter().any(|c| (c - v).abs() < 0.006), "load {period} {v} not in {candidates:?}");
     }
 }
@@ -129,7 +127,7 @@ fn exposition_passes_promtool_and_has_every_metric() {
         "process_cpu_seconds_total",
     ] {
         assert!(m.types.contains_key(name), "{name} missing from /metrics");
-        assert!(!m.help.get(name).map_or(true, |h| h.is_empty()), "{name} has no HELP");
+        assert!(m.help.get(name).is_some_and(|h| !h.is_empty()), "{name} has no HELP");
     }
     assert_eq!(m.types["system_disk_io_latency_seconds"], "histogram");
     // Every collector ran and succeeded, every program is attached.

@@ -89,11 +89,7 @@ fn bpf_linker_llvm() -> Option<Option<u32>> {
     let major = json.and_then(|j| {
         let installs = j.get("installs")?.as_object()?;
         let (_, v) = installs.iter().find(|(k, _)| k.starts_with("bpf-linker "))?;
-        v.get("features")?
-            .as_array()?
-            .iter()
-            .filter_map(|f| f.as_str()?.strip_prefix("llvm-")?.parse().ok())
-            .next()
+        v.get("features")?.as_array()?.iter().filter_map(|f| f.as_str()?.strip_prefix("llvm-")?.parse().ok()).next()
     });
     Some(major)
 }
@@ -117,7 +113,8 @@ fn install_bpf_linker(major: u32, why: &str) -> anyhow::Result<()> {
         );
     }
     eprintln!("xtask: bpf-linker {why}: installing it for LLVM {major}");
-    let pkgs = [format!("llvm-{major}-dev"), format!("libclang-{major}-dev"), "zlib1g-dev".into(), "libzstd-dev".into()];
+    let pkgs =
+        [format!("llvm-{major}-dev"), format!("libclang-{major}-dev"), "zlib1g-dev".into(), "libzstd-dev".into()];
     apt_install(&pkgs)?;
     let path = format!("/usr/lib/llvm-{major}/bin:{}", std::env::var("PATH").unwrap_or_default());
     status(
@@ -164,7 +161,9 @@ fn build_ebpf() -> anyhow::Result<()> {
     let major = rustc_llvm_major()?;
     match bpf_linker_llvm() {
         None => install_bpf_linker(major, "is not installed")?,
-        Some(Some(m)) if m != major => install_bpf_linker(major, &format!("is built against LLVM {m}, rustc uses {major}"))?,
+        Some(Some(m)) if m != major => {
+            install_bpf_linker(major, &format!("is built against LLVM {m}, rustc uses {major}"))?
+        }
         Some(_) => {}
     }
     let dir = root_dir().join("collector-ebpf");
