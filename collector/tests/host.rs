@@ -88,10 +88,15 @@ fn cpu_usage_ratio_sees_a_busy_core() {
 #[test]
 fn exposition_passes_promtool_and_has_every_metric() {
     let c = Collector::start(&[]);
-    // Some disk and network traffic so every family has samples.
-    std::fs::write(format!("{}/promtool-probe", env!("CARGO_TARGET_TMPDIR")), vec![1u8; 4096]).unwrap();
+    // Disk traffic so every family has samples: fsync submits the write (and a flush) to the
+    // device from this process. The scrapes themselves are loopback network traffic.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(format!("{}/promtool-probe", env!("CARGO_TARGET_TMPDIR"))).unwrap();
+        f.write_all(&[1u8; 4096]).unwrap();
+        f.sync_all().unwrap();
+    }
     let _ = c.scrape_text();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let text = c.scrape_text();
     let problems = promtool_check(&text);
     assert!(problems.is_empty(), "promtool check metrics:\n{problems}");
