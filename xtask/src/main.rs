@@ -211,5 +211,31 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     // Integration tests compare live kernel counters: one at a time, so they do not disturb
     // each other's traffic.
-    status(cargo().current_dir(root_dir()).args(["test", "--workspace", "--", "--test-threads=1"]).args(args))
+    let mut child = cargo()
+        .current_dir(root_dir())
+        .args(["test", "--workspace", "--", "--test-threads=1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    // Pass the output through and total the per-binary results into one closing line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap())) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']).map(str::trim) {
+                let mut w = part.split_whitespace();
+                match (w.next().and_then(|n| n.parse::<u64>().ok()), w.next()) {
+                    (Some(n), Some("passed")) => passed += n,
+                    (Some(n), Some("failed")) => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    ensure!(st.success() && passed > 0, "cargo test failed ({st})");
+    Ok(())
 }
