@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod disk;
+pub mod http;
 pub mod network;
 
 /// Indices of the per-CPU `DROPS` array: events a kernel program could not record because a
@@ -18,10 +19,30 @@ pub mod drop {
     /// A request completed that was never seen being issued (issued before the program
     /// attached, evicted from the in-flight LRU map, or a partial completion).
     pub const DISK_UNMATCHED_COMPLETION: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// An HTTP histogram entry could not be created (the request went to the overflow entry).
+    pub const HTTP_MAP_FULL: u32 = 4;
+    /// A response arrived with no request waiting for it.
+    pub const HTTP_RESPONSE_UNMATCHED: u32 = 5;
+    /// More pipelined requests in flight on one connection than the queue holds.
+    pub const HTTP_PIPELINE_OVERFLOW: u32 = 6;
+    /// Bytes that looked like HTTP but could not be followed (a gap in the TCP sequence, a
+    /// malformed message, a parser budget exceeded): the connection is no longer parsed.
+    pub const HTTP_DESYNC: u32 = 7;
+    /// Requests still waiting for a response when their connection was reset, closed or given up.
+    pub const HTTP_ABANDONED: u32 = 8;
+    pub const COUNT: u32 = 9;
     /// Label values, indexed by the constants above.
-    pub const NAMES: [&str; COUNT as usize] =
-        ["disk_latency_map_full", "cgroup_io_map_full", "cgroup_network_map_full", "disk_completion_unmatched"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "disk_latency_map_full",
+        "cgroup_io_map_full",
+        "cgroup_network_map_full",
+        "disk_completion_unmatched",
+        "http_map_full",
+        "http_response_unmatched",
+        "http_pipeline_overflow",
+        "http_desync",
+        "http_abandoned",
+    ];
 }
 
 /// Implements `aya::Pod` for the userspace side (`user` feature) so the types can be read

@@ -12,9 +12,14 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop::COUNT, 0);
 
 #[inline(always)]
 pub fn count(reason: u32) {
+    add(reason, 1);
+}
+
+#[inline(always)]
+pub fn add(reason: u32, n: u64) {
     if let Some(p) = DROPS.get_ptr_mut(reason) {
         // Per-CPU slot: no other CPU writes it, and programs do not nest on one CPU here.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 

@@ -2,9 +2,13 @@
 //! for `bpfel-unknown-none`; the daemon embeds the object and loads it.
 #![no_std]
 #![no_main]
+// Atomic adds on shared map values (see http.rs); the build enables it via RUSTC_BOOTSTRAP.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod disk;
 mod drops;
+mod http;
 mod network;
 
 #[cfg(not(test))]

@@ -241,6 +241,24 @@ impl Loader {
         result.map_err(|e| short_reason(&hook, &e))
     }
 
+    /// Attaches an ingress and an egress cgroup_skb program to `cgroup`: both, or neither.
+    pub fn attach_cgroup_skb_pair(
+        &mut self,
+        ingress: &'static str,
+        egress: &'static str,
+        cgroup: &Path,
+    ) -> Result<(), String> {
+        use aya::programs::CgroupSkbAttachType::{Egress, Ingress};
+        let result = self
+            .attach_cgroup_skb(ingress, cgroup, Ingress)
+            .and_then(|()| self.attach_cgroup_skb(egress, cgroup, Egress));
+        if result.is_err() {
+            self.unload(ingress);
+            self.unload(egress);
+        }
+        result
+    }
+
     /// Unloads a program again (after a sibling failed), so a skipped collector leaves nothing
     /// attached.
     pub fn unload(&mut self, program: &str) {

@@ -13,6 +13,11 @@ pub const COLLECTORS: &[(&str, bool, &str)] = &[
     ("netdev", true, "per-interface network counters (/proc/net/dev)"),
     ("diskbpf", true, "eBPF: disk I/O latency histograms and per-cgroup I/O bytes (block tracepoints)"),
     ("netbpf", true, "eBPF: per-cgroup network bytes and packets (cgroup_skb on the cgroup v2 root)"),
+    (
+        "http",
+        true,
+        "eBPF: HTTP/1.x request duration, body sizes and active requests (cgroup_skb on the cgroup v2 root)",
+    ),
 ];
 
 /// Default listen port: clear of node_exporter (9100) and Prometheus (9090).
@@ -54,6 +59,10 @@ pub struct Cli {
     /// Regular expression of device names the diskstats collector leaves out.
     #[arg(long = "collector.diskstats.device-exclude", default_value = "^(ram|loop|fd|zram)\\d+$")]
     pub diskstats_device_exclude: String,
+
+    /// Upper bounds (seconds) of the HTTP duration histogram buckets, increasing, at most 32.
+    #[arg(long = "collector.http.duration-buckets", default_value = crate::http::DEFAULT_BUCKETS)]
+    pub http_duration_buckets: String,
 
     /// Only level and above are logged.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]

@@ -5,6 +5,7 @@ mod cgroup;
 mod cli;
 mod disk;
 mod host;
+mod http;
 mod metrics;
 mod network;
 mod server;
@@ -47,7 +48,7 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-const EBPF_COLLECTORS: [&str; 2] = ["diskbpf", "netbpf"];
+const EBPF_COLLECTORS: [&str; 3] = ["diskbpf", "netbpf", "http"];
 
 /// Everything that must live as long as the endpoint: the registry and the loaded programs
 /// (dropping the loader detaches them).
@@ -67,7 +68,7 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
 
     let ebpf_wanted: Vec<&str> = EBPF_COLLECTORS.into_iter().filter(|c| on(c)).collect();
     if !ebpf_wanted.is_empty() {
-        bpf::check_privileges(&ebpf_wanted, on("netbpf"))?;
+        bpf::check_privileges(&ebpf_wanted, on("netbpf") || on("http"))?;
     }
 
     let procfs = cli.procfs.as_path();
@@ -123,11 +124,22 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
             skip(&mut registry, "netbpf", reason.clone());
             net_ok = false;
         }
-        if disk_ok || net_ok {
+        let mut http_ok = on("http");
+        let http_buckets = http::parse_buckets(&cli.http_duration_buckets)
+            .map_err(|e| anyhow::anyhow!("--collector.http.duration-buckets: {e}"))?;
+        if http_ok {
+            if let Err(reason) = &v2_root {
+                skip(&mut registry, "http", reason.clone());
+                http_ok = false;
+            } else {
+                globals.push(("DURATION_BOUNDS_NS", http::bounds_global(&http_buckets)));
+            }
+        }
+        if disk_ok || net_ok || http_ok {
             match bpf::Loader::load(&globals) {
                 Err(e) => {
                     let reason = format!("{e:#}");
-                    for (name, ok) in [("diskbpf", disk_ok), ("netbpf", net_ok)] {
+                    for (name, ok) in [("diskbpf", disk_ok), ("netbpf", net_ok), ("http", http_ok)] {
                         if ok {
                             skip(&mut registry, name, reason.clone());
                         }
@@ -144,6 +156,12 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                         match network::NetBpf::start(&mut l, resolver.clone()) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "netbpf", reason),
+                        }
+                    }
+                    if http_ok {
+                        match http::Http::start(&mut l, resolver.clone(), http_buckets) {
+                            Ok(c) => registry.collectors.push(Box::new(c)),
+                            Err(reason) => skip(&mut registry, "http", reason),
                         }
                     }
                     registry.drops = Some(bpf::Drops::new(&mut l)?);

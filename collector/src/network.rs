@@ -4,10 +4,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use aya::{
-    maps::{MapData, PerCpuHashMap},
-    programs::CgroupSkbAttachType,
-};
+use aya::maps::{MapData, PerCpuHashMap};
 use collector_common::network::NetCounters;
 use procfs::FromRead as _;
 
@@ -77,16 +74,7 @@ impl NetBpf {
     /// Attaches ingress and egress programs to the v2 root; on failure nothing stays attached.
     pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
-        let progs =
-            [("cgroup_net_ingress", CgroupSkbAttachType::Ingress), ("cgroup_net_egress", CgroupSkbAttachType::Egress)];
-        for (program, attach) in progs {
-            if let Err(e) = loader.attach_cgroup_skb(program, &root, attach) {
-                for (p, _) in progs {
-                    loader.unload(p);
-                }
-                return Err(e);
-            }
-        }
+        loader.attach_cgroup_skb_pair("cgroup_net_ingress", "cgroup_net_egress", &root)?;
         let map = loader
             .take_map("CGROUP_NET")
             .and_then(|m| Ok(PerCpuHashMap::try_from(m)?))

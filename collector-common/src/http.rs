@@ -1,0 +1,165 @@
+//! Socket-level HTTP/1.x: per-connection parser state (kernel only) and the aggregated
+//! histograms the daemon reads. See collector-ebpf/src/http.rs for the parser.
+
+/// Upper bounds (ns) of the duration histogram come from userspace (`DURATION_BOUNDS_NS`);
+/// at most this many, plus the +Inf bucket.
+pub const MAX_DURATION_BOUNDS: usize = 32;
+
+/// Values the kernel compares arithmetically stay below this (2^62): unused bound slots hold it,
+/// durations and sizes are capped just under it.
+pub const BOUND_CAP: u64 = 1 << 62;
+
+/// Body size buckets: bucket `i` counts bodies of at most `SIZE_BOUNDS[i]` bytes; the last
+/// bucket is +Inf.
+pub const SIZE_BOUNDS: [u64; 13] =
+    [0, 64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20];
+pub const SIZE_BUCKETS: usize = SIZE_BOUNDS.len() + 1;
+
+/// Request methods (OpenTelemetry's known methods; everything else is `_OTHER`).
+pub mod method {
+    pub const OTHER: u8 = 0;
+    pub const GET: u8 = 1;
+    pub const HEAD: u8 = 2;
+    pub const POST: u8 = 3;
+    pub const PUT: u8 = 4;
+    pub const DELETE: u8 = 5;
+    pub const CONNECT: u8 = 6;
+    pub const OPTIONS: u8 = 7;
+    pub const TRACE: u8 = 8;
+    pub const PATCH: u8 = 9;
+    pub const COUNT: usize = 10;
+    pub const NAMES: [&str; COUNT] =
+        ["_OTHER", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+    /// Method id from the first bytes of the request line, packed big-endian into a u64
+    /// (first byte in the top byte), up to the space that ends the method.
+    #[inline(always)]
+    pub fn from_word(w: u64, len: u32) -> u8 {
+        const fn pack(s: &[u8]) -> u64 {
+            let mut v = 0u64;
+            let mut i = 0;
+            while i < s.len() {
+                v = (v << 8) | s[i] as u64;
+                i += 1;
+            }
+            v
+        }
+        match (len, w) {
+            (3, x) if x == pack(b"GET") => GET,
+            (4, x) if x == pack(b"HEAD") => HEAD,
+            (4, x) if x == pack(b"POST") => POST,
+            (3, x) if x == pack(b"PUT") => PUT,
+            (6, x) if x == pack(b"DELETE") => DELETE,
+            (7, x) if x == pack(b"CONNECT") => CONNECT,
+            (7, x) if x == pack(b"OPTIONS") => OPTIONS,
+            (5, x) if x == pack(b"TRACE") => TRACE,
+            (5, x) if x == pack(b"PATCH") => PATCH,
+            _ => OTHER,
+        }
+    }
+}
+
+/// Which side of the exchange a histogram entry describes.
+pub const SIDE_SERVER: u8 = 0;
+pub const SIDE_CLIENT: u8 = 1;
+/// `method` value of the overflow entry that takes requests whose own entry found the map full.
+pub const OVERFLOW_METHOD: u8 = 0xff;
+
+/// Key of one aggregated histogram: who served or made the request and what it was.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct HttpKey {
+    /// Cgroup of the socket.
+    pub cgroup_id: u64,
+    /// Name of the process that owns the socket (NUL-padded), when the programs saw it in
+    /// process context; all zero otherwise.
+    pub comm: [u8; 16],
+    /// Status code of the final response (100..=599), 0 when it was not a valid code.
+    pub status: u16,
+    /// Server side: the local port. Client side: the peer's port.
+    pub port: u16,
+    pub method: u8,
+    /// `SIDE_SERVER` or `SIDE_CLIENT`.
+    pub side: u8,
+    /// Client side: 4 or 6, with the peer address in `addr`; server side 0.
+    pub family: u8,
+    pub _pad: [u8; 1],
+    pub addr: [u8; 16],
+}
+
+/// Aggregated histograms of one key. Updated with atomic adds (the map is shared by CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpHist {
+    pub duration: [u64; MAX_DURATION_BOUNDS + 1],
+    pub duration_sum_ns: u64,
+    pub req_size: [u64; SIZE_BUCKETS],
+    pub req_size_sum: u64,
+    pub resp_size: [u64; SIZE_BUCKETS],
+    pub resp_size_sum: u64,
+}
+
+impl HttpHist {
+    pub const ZERO: HttpHist = HttpHist {
+        duration: [0; MAX_DURATION_BOUNDS + 1],
+        duration_sum_ns: 0,
+        req_size: [0; SIZE_BUCKETS],
+        req_size_sum: 0,
+        resp_size: [0; SIZE_BUCKETS],
+        resp_size_sum: 0,
+    };
+}
+
+/// Key of the in-flight request gauge (server side).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ActiveKey {
+    pub cgroup_id: u64,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Index of the size bucket for `n` bytes: the number of bounds below `n`, summed without
+/// branches (the sign bit of `bound - n`, all values below 2^62) so that a kernel program has a
+/// single path through it.
+#[inline(always)]
+pub fn size_bucket(n: u64) -> usize {
+    let n = if n >= BOUND_CAP { BOUND_CAP - 1 } else { n };
+    let mut idx = 0u64;
+    let mut i = 0;
+    while i < SIZE_BOUNDS.len() {
+        idx += SIZE_BOUNDS[i].wrapping_sub(n) >> 63;
+        i += 1;
+    }
+    idx as usize
+}
+
+crate::impl_pod!(HttpKey, HttpHist, ActiveKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(s: &[u8]) -> u64 {
+        s.iter().fold(0u64, |w, b| (w << 8) | *b as u64)
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(method::from_word(word(b"GET"), 3), method::GET);
+        assert_eq!(method::from_word(word(b"OPTIONS"), 7), method::OPTIONS);
+        assert_eq!(method::from_word(word(b"PROPFIND"), 8), method::OTHER);
+        assert_eq!(method::from_word(word(b"GE"), 2), method::OTHER);
+        assert_eq!(method::NAMES[method::PATCH as usize], "PATCH");
+    }
+
+    #[test]
+    fn size_buckets() {
+        assert_eq!(size_bucket(0), 0);
+        assert_eq!(size_bucket(1), 1);
+        assert_eq!(size_bucket(64), 1);
+        assert_eq!(size_bucket(65), 2);
+        assert_eq!(size_bucket(10 << 20), 10);
+        assert_eq!(size_bucket(u64::MAX), SIZE_BUCKETS - 1);
+    }
+}

@@ -1,0 +1,915 @@
+//! HTTP: socket-level HTTP/1.x request/response tracking on cgroup_skb ingress and egress of the
+//! cgroup v2 root. Every TCP segment with payload is fed, in stream order (TCP sequence numbers),
+//! to a per-connection, per-direction HTTP/1.x framer keyed by the socket cookie. The framer
+//! parses only start lines and the headers that frame a message (Content-Length,
+//! Transfer-Encoding: chunked); bodies are skipped arithmetically, so a large or sendfile
+//! response costs the same as a small one. Requests wait in a per-connection FIFO (pipelining)
+//! until their response's last byte passes; the duration and sizes then go into histograms
+//! aggregated in the kernel (`HTTP_HIST`). No payload byte leaves the kernel.
+//!
+//! Server side (a socket that receives requests): from the first request byte arriving
+//! (ingress) to the last response byte leaving (egress). Client side (a socket that sends
+//! requests): from the first request byte leaving to the last response byte arriving.
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{__sk_buff, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_comm, bpf_ktime_get_ns,
+        generated::{bpf_get_socket_cookie, bpf_loop, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    },
+    macros::{cgroup_skb, map},
+    maps::{HashMap, LruHashMap},
+    programs::SkBuffContext,
+};
+use collector_common::{
+    drop,
+    http::{
+        ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
+        method, size_bucket,
+    },
+};
+
+use crate::drops;
+
+/// Upper bounds of the duration buckets in nanoseconds, set by the daemon; unused slots hold
+/// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
+#[unsafe(no_mangle)]
+static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION_BOUNDS];
+
+/// Requests in flight per connection (pipelining depth); a power of two.
+const PIPELINE: usize = 8;
+/// Parser steps per segment: each step skips body bytes or parses one byte of start line,
+/// headers or chunk framing (a GSO segment carries at most 64 KiB, plus a step per body run).
+const MAX_STEPS: u32 = 1 << 17;
+
+// Parser states.
+const S_START: u8 = 0;
+const S_REQLINE: u8 = 1;
+const S_RESPLINE: u8 = 2;
+const S_HEADERS: u8 = 3;
+const S_HDR_LF: u8 = 4;
+const S_BODY: u8 = 5;
+const S_CHUNK_SIZE: u8 = 6;
+const S_CHUNK_EXT: u8 = 7;
+const S_CHUNK_DATA: u8 = 8;
+const S_CHUNK_END: u8 = 9;
+const S_TRAILER: u8 = 10;
+const S_TRAILER_LF: u8 = 11;
+const S_UNTIL_CLOSE: u8 = 12;
+/// Not HTTP/1.x (or no longer followable): segments are ignored.
+const S_IGNORE: u8 = 13;
+
+// Header matcher states.
+const M_NONE: u8 = 0;
+const M_CL: u8 = 1;
+const M_TE: u8 = 2;
+const M_CL_VAL: u8 = 3;
+const M_TE_VAL: u8 = 4;
+
+// Stream flags.
+const F_SYNCED: u8 = 1;
+const F_CHUNKED: u8 = 2;
+const F_HAS_CL: u8 = 4;
+const F_METHOD_DONE: u8 = 8;
+const F_DIGIT: u8 = 16;
+
+// Connection roles.
+const ROLE_UNKNOWN: u8 = 0;
+const ROLE_SERVER: u8 = 1;
+const ROLE_CLIENT: u8 = 2;
+const ROLE_NOT_HTTP: u8 = 3;
+
+const CL_NAME: &[u8; 15] = b"content-length:";
+const TE_NAME: &[u8; 18] = b"transfer-encoding:";
+const CHUNKED: &[u8; 7] = b"chunked";
+
+/// One direction of a connection.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stream {
+    next_seq: u32,
+    state: u8,
+    hmatch: u8,
+    hidx: u8,
+    flags: u8,
+    line_pos: u32,
+    status: u16,
+    method_len: u8,
+    _pad: u8,
+    /// First bytes of the start line (the method), big-endian.
+    word: u64,
+    /// The last 8 bytes seen on the start line.
+    tail: u64,
+    /// Body or chunk bytes still to skip.
+    remaining: u64,
+    content_length: u64,
+    /// Body bytes of the current message.
+    body: u64,
+    // The walk over the current segment. Kept in the map value rather than on the stack: the
+    // verifier does not track map memory, so the bpf_loop callback converges at once.
+    w_off: u32,
+    w_end: u32,
+    w_base: u32,
+    w_stop: u32,
+    w_now: u64,
+    w_lo: u64,
+    w_hi: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    start_ns: u64,
+    req_bytes: u64,
+    method: u8,
+    _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Conn {
+    /// The stream carrying requests (ingress for servers, egress for clients) and responses.
+    req: Stream,
+    resp: Stream,
+    role: u8,
+    head: u8,
+    count: u8,
+    /// Bit 0: FIN seen on egress; bit 1: on ingress.
+    fin: u8,
+    /// Name of the process that owns the socket (first 16 bytes, NUL-padded), when seen.
+    comm: [u8; 16],
+    cgroup_id: u64,
+    local_port: u16,
+    peer_port: u16,
+    family: u8,
+    _pad: [u8; 3],
+    addr: [u8; 16],
+    pending: [Pending; PIPELINE],
+}
+
+const ZERO_STREAM: Stream = Stream {
+    next_seq: 0,
+    state: S_START,
+    hmatch: 0,
+    hidx: 0,
+    flags: 0,
+    line_pos: 0,
+    status: 0,
+    method_len: 0,
+    _pad: 0,
+    word: 0,
+    tail: 0,
+    remaining: 0,
+    content_length: 0,
+    body: 0,
+    w_off: 0,
+    w_end: 0,
+    w_base: 0,
+    w_stop: 0,
+    w_now: 0,
+    w_lo: 0,
+    w_hi: 0,
+};
+const ZERO_PENDING: Pending = Pending { start_ns: 0, req_bytes: 0, method: 0, _pad: [0; 7] };
+static ZERO_CONN: Conn = Conn {
+    req: ZERO_STREAM,
+    resp: ZERO_STREAM,
+    role: ROLE_UNKNOWN,
+    head: 0,
+    count: 0,
+    fin: 0,
+    comm: [0; 16],
+    cgroup_id: 0,
+    local_port: 0,
+    peer_port: 0,
+    family: 0,
+    _pad: [0; 3],
+    addr: [0; 16],
+    pending: [ZERO_PENDING; PIPELINE],
+};
+static ZERO_HIST: HttpHist = HttpHist::ZERO;
+
+/// Connection state by socket cookie. LRU: connections that end without a FIN or RST passing
+/// through (or that the map outgrows) are evicted; their waiting requests are lost.
+#[map]
+static HTTP_CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(16384, 0);
+
+/// Aggregated histograms. Shared by all CPUs (atomic adds): one entry per label set.
+#[map]
+static HTTP_HIST: HashMap<HttpKey, HttpHist> = HashMap::with_max_entries(8192, 0);
+
+/// Server requests in flight per (cgroup, port): +1 when a request starts, -1 when its response
+/// ends or it is abandoned (two's complement adds).
+#[map]
+static HTTP_ACTIVE: HashMap<ActiveKey, u64> = HashMap::with_max_entries(4096, 0);
+
+/// What the bpf_loop callback needs that does not change during a walk.
+#[repr(C)]
+struct Walk {
+    skb: *mut __sk_buff,
+    conn: *mut Conn,
+    is_req: u64,
+}
+
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+#[inline(always)]
+fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = unsafe {
+        bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
+    };
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
+}
+
+#[inline(always)]
+fn active_add(conn: &Conn, delta: u64) {
+    if conn.role != ROLE_SERVER {
+        return;
+    }
+    let key = ActiveKey { cgroup_id: conn.cgroup_id, port: conn.local_port, _pad: [0; 6] };
+    if HTTP_ACTIVE.get_ptr_mut(&key).is_none() {
+        let _ = HTTP_ACTIVE.insert(&key, &0, BPF_NOEXIST as u64);
+    }
+    if let Some(p) = HTTP_ACTIVE.get_ptr_mut(&key) {
+        atomic_add(p, delta);
+    }
+}
+
+/// Drops every waiting request (counted) and stops parsing the connection.
+#[inline(always)]
+fn give_up(conn: &mut Conn, reason: u32) {
+    drops::count(reason);
+    let n = conn.count as u64;
+    if n > 0 {
+        drops::add(drop::HTTP_ABANDONED, n);
+        active_add(conn, n.wrapping_neg());
+    }
+    conn.count = 0;
+    conn.role = ROLE_NOT_HTTP;
+    conn.req.state = S_IGNORE;
+    conn.resp.state = S_IGNORE;
+}
+
+#[inline(always)]
+fn reset_message(st: &mut Stream) {
+    st.state = S_START;
+    st.hmatch = M_NONE;
+    st.hidx = 0;
+    st.flags &= F_SYNCED;
+    st.line_pos = 0;
+    st.status = 0;
+    st.method_len = 0;
+    st.word = 0;
+    st.tail = 0;
+    st.remaining = 0;
+    st.content_length = 0;
+    st.body = 0;
+}
+
+/// Records the response to the oldest waiting request.
+#[inline(always)]
+fn complete(conn: &mut Conn, status: u16, resp_bytes: u64, now: u64) {
+    http_complete(conn, status as u64, resp_bytes, now);
+}
+
+/// The body of [`complete`], a global function: the verifier checks it once on its own instead
+/// of at every place the parser finishes a response.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, now: u64) -> i64 {
+    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
+    let status = status as u16;
+    if conn.count == 0 {
+        drops::count(drop::HTTP_RESPONSE_UNMATCHED);
+        return 0;
+    }
+    let p = conn.pending[(conn.head as usize) & (PIPELINE - 1)];
+    conn.head = ((conn.head as usize + 1) & (PIPELINE - 1)) as u8;
+    conn.count -= 1;
+    active_add(conn, u64::MAX);
+    let server = conn.role == ROLE_SERVER;
+    let mut key = HttpKey {
+        cgroup_id: conn.cgroup_id,
+        comm: conn.comm,
+        status: if (100..600).contains(&status) { status } else { 0 },
+        port: if server { conn.local_port } else { conn.peer_port },
+        method: p.method,
+        side: if server { SIDE_SERVER } else { SIDE_CLIENT },
+        family: if server { 0 } else { conn.family },
+        _pad: [0; 1],
+        addr: if server { [0; 16] } else { conn.addr },
+    };
+    if HTTP_HIST.get_ptr_mut(&key).is_none() && HTTP_HIST.insert(&key, &ZERO_HIST, BPF_NOEXIST as u64).is_err() {
+        // Full: the overflow entry of this side (created by the daemon) takes it.
+        drops::count(drop::HTTP_MAP_FULL);
+        key = HttpKey { method: OVERFLOW_METHOD, side: key.side, ..HttpKey::default() };
+    }
+    let Some(h) = HTTP_HIST.get_ptr_mut(&key) else { return 0 };
+    let dur = now.saturating_sub(p.start_ns).min(BOUND_CAP - 1);
+    // Bucket = number of bounds below the duration, summed without branches so that the
+    // verifier follows one path here (bounds and durations stay below 2^62, so the sign bit of
+    // `bound - dur` says whether dur > bound).
+    // The bounds are read through a pointer the compiler cannot see through (so it neither
+    // folds the defaults nor hoists all 32 loads onto the stack).
+    let bounds: *const [u64; MAX_DURATION_BOUNDS] =
+        unsafe { core::ptr::read_volatile(&(&raw const DURATION_BOUNDS_NS)) };
+    let mut idx = 0u64;
+    let mut i = 0usize;
+    while i < MAX_DURATION_BOUNDS {
+        idx += unsafe { (*bounds)[i] }.wrapping_sub(dur) >> 63;
+        i += 1;
+    }
+    let idx = idx as usize;
+    if idx > MAX_DURATION_BOUNDS {
+        return 0;
+    }
+    unsafe {
+        atomic_add(&mut (*h).duration[idx], 1);
+        atomic_add(&mut (*h).duration_sum_ns, dur);
+        let r = size_bucket(p.req_bytes);
+        if r < (*h).req_size.len() {
+            atomic_add(&mut (*h).req_size[r], 1);
+        }
+        atomic_add(&mut (*h).req_size_sum, p.req_bytes);
+        let s = size_bucket(resp_bytes);
+        if s < (*h).resp_size.len() {
+            atomic_add(&mut (*h).resp_size[s], 1);
+        }
+        atomic_add(&mut (*h).resp_size_sum, resp_bytes);
+    }
+    0
+}
+
+/// A message's last byte has been parsed.
+#[inline(always)]
+fn message_done(conn: &mut Conn, is_req: bool, now: u64) {
+    if is_req {
+        if conn.count > 0 {
+            let last = (conn.head as usize + conn.count as usize - 1) & (PIPELINE - 1);
+            conn.pending[last].req_bytes = conn.req.body;
+        }
+        reset_message(&mut conn.req);
+    } else {
+        let (status, body) = (conn.resp.status, conn.resp.body);
+        complete(conn, status, body, now);
+        reset_message(&mut conn.resp);
+    }
+}
+
+/// The blank line after the headers: decide how the body is framed (RFC 9112 §6.3).
+#[inline(always)]
+fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
+    let chunked = st.flags & F_CHUNKED != 0;
+    let has_cl = st.flags & F_HAS_CL != 0;
+    let cl = st.content_length;
+    if is_req {
+        if chunked {
+            st.state = S_CHUNK_SIZE;
+            st.remaining = 0;
+        } else if has_cl && cl > 0 {
+            st.state = S_BODY;
+            st.remaining = cl;
+        } else {
+            message_done(conn, true, now);
+        }
+        return;
+    }
+    let status = st.status;
+    if (100..200).contains(&status) && status != 101 {
+        // Interim response (100 Continue, 103 Early Hints): the final one follows.
+        reset_message(st);
+        return;
+    }
+    let head_method = conn.pending[(conn.head as usize) & (PIPELINE - 1)].method;
+    if status == 101 || (head_method == method::CONNECT && (200..300).contains(&status)) {
+        // The connection changes protocol: record the exchange, ignore what follows.
+        complete(conn, status, 0, now);
+        conn.req.state = S_IGNORE;
+        conn.resp.state = S_IGNORE;
+        return;
+    }
+    if (conn.count > 0 && head_method == method::HEAD) || status == 204 || status == 304 {
+        message_done(conn, false, now);
+    } else if chunked {
+        st.state = S_CHUNK_SIZE;
+        st.remaining = 0;
+    } else if has_cl {
+        if cl == 0 {
+            message_done(conn, false, now);
+        } else {
+            st.state = S_BODY;
+            st.remaining = cl;
+        }
+    } else {
+        // Neither length nor chunked: the body runs to the end of the connection.
+        st.state = S_UNTIL_CLOSE;
+    }
+}
+
+#[inline(always)]
+fn lower(b: u8) -> u8 {
+    if b.is_ascii_uppercase() { b | 0x20 } else { b }
+}
+
+/// Feeds one byte to the parser of one direction.
+#[inline(always)]
+fn feed(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
+    http_feed(conn, is_req as u64, b as u64, now);
+}
+
+/// The body of [`feed`], a global function verified once on its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_feed(conn: *mut Conn, is_req: u64, b: u64, now: u64) -> i64 {
+    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
+    let (is_req, b) = (is_req != 0, b as u8);
+    http_feed_inner(conn, is_req, b, now);
+    0
+}
+
+#[inline(always)]
+fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
+    let mut state = st.state;
+    if state == S_START {
+        if b == b'\r' || b == b'\n' {
+            return; // stray line breaks between messages are allowed
+        }
+        if is_req {
+            if !b.is_ascii_uppercase() {
+                give_up(conn, drop::HTTP_DESYNC);
+                return;
+            }
+            if conn.count as usize >= PIPELINE {
+                give_up(conn, drop::HTTP_PIPELINE_OVERFLOW);
+                return;
+            }
+            let tail = (conn.head as usize + conn.count as usize) & (PIPELINE - 1);
+            conn.pending[tail] = Pending { start_ns: now, req_bytes: 0, method: method::OTHER, _pad: [0; 7] };
+            conn.count += 1;
+            active_add(conn, 1);
+            conn.req.state = S_REQLINE;
+        } else {
+            if b != b'H' {
+                give_up(conn, drop::HTTP_DESYNC);
+                return;
+            }
+            conn.resp.state = S_RESPLINE;
+        }
+        state = if is_req { S_REQLINE } else { S_RESPLINE };
+    }
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
+    match state {
+        S_REQLINE => {
+            let pos = st.line_pos;
+            if b == b'\n' {
+                const V11: u64 = u64::from_be_bytes(*b"TTP/1.1\r");
+                const V10: u64 = u64::from_be_bytes(*b"TTP/1.0\r");
+                if st.flags & F_METHOD_DONE == 0 || (st.tail != V11 && st.tail != V10) {
+                    give_up(conn, drop::HTTP_DESYNC);
+                    return;
+                }
+                st.state = S_HEADERS;
+                st.line_pos = 0;
+                return;
+            }
+            if st.flags & F_METHOD_DONE == 0 {
+                if b == b' ' && pos > 0 {
+                    st.flags |= F_METHOD_DONE;
+                    let m = method::from_word(st.word, pos);
+                    if conn.count > 0 {
+                        let last = (conn.head as usize + conn.count as usize - 1) & (PIPELINE - 1);
+                        conn.pending[last].method = m;
+                    }
+                } else if (b.is_ascii_uppercase() || b == b'-' || b == b'_') && pos < 16 {
+                    if pos < 8 {
+                        st.word = (st.word << 8) | b as u64;
+                    }
+                } else {
+                    give_up(conn, drop::HTTP_DESYNC);
+                    return;
+                }
+            }
+            let st = &mut conn.req;
+            st.tail = (st.tail << 8) | b as u64;
+            st.line_pos = pos.saturating_add(1);
+        }
+        S_RESPLINE => {
+            let pos = st.line_pos;
+            let ok = match pos {
+                0 => b == b'H',
+                1 | 2 => b == b'T',
+                3 => b == b'P',
+                4 => b == b'/',
+                5 => b == b'1',
+                6 => b == b'.',
+                7 => b == b'0' || b == b'1',
+                8 => b == b' ',
+                9..=11 => {
+                    if b.is_ascii_digit() {
+                        st.status = st.status * 10 + (b - b'0') as u16;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                12 => b == b' ' || b == b'\r' || b == b'\n',
+                _ => true,
+            };
+            if !ok || (b == b'\n' && pos < 12) {
+                give_up(conn, drop::HTTP_DESYNC);
+                return;
+            }
+            if b == b'\n' {
+                st.state = S_HEADERS;
+                st.line_pos = 0;
+            } else {
+                st.line_pos = pos.saturating_add(1);
+            }
+        }
+        S_HEADERS => {
+            if st.line_pos == 0 {
+                if b == b'\r' {
+                    st.state = S_HDR_LF;
+                    return;
+                }
+                if b == b'\n' {
+                    headers_done(conn, is_req, now);
+                    return;
+                }
+                let l = lower(b);
+                st.hmatch = if l == b'c' {
+                    M_CL
+                } else if l == b't' {
+                    M_TE
+                } else {
+                    M_NONE
+                };
+                st.hidx = 1;
+                st.line_pos = 1;
+                return;
+            }
+            st.line_pos = st.line_pos.saturating_add(1);
+            if b == b'\n' {
+                st.line_pos = 0;
+                st.hmatch = M_NONE;
+                return;
+            }
+            let l = lower(b);
+            let i = st.hidx as usize;
+            match st.hmatch {
+                M_CL => {
+                    if i < CL_NAME.len() && l == CL_NAME[i] {
+                        st.hidx += 1;
+                        if st.hidx as usize == CL_NAME.len() {
+                            st.hmatch = M_CL_VAL;
+                            st.content_length = 0;
+                        }
+                    } else {
+                        st.hmatch = M_NONE;
+                    }
+                }
+                M_TE => {
+                    if i < TE_NAME.len() && l == TE_NAME[i] {
+                        st.hidx += 1;
+                        if st.hidx as usize == TE_NAME.len() {
+                            st.hmatch = M_TE_VAL;
+                            st.hidx = 0;
+                        }
+                    } else {
+                        st.hmatch = M_NONE;
+                    }
+                }
+                M_CL_VAL => {
+                    if b.is_ascii_digit() {
+                        if st.content_length < (1 << 50) {
+                            st.content_length = st.content_length * 10 + (b - b'0') as u64;
+                        }
+                        st.flags |= F_HAS_CL;
+                    } else if b != b' ' && b != b'\t' && b != b'\r' {
+                        st.hmatch = M_NONE;
+                    }
+                }
+                M_TE_VAL => {
+                    if i < CHUNKED.len() && l == CHUNKED[i] {
+                        st.hidx += 1;
+                        if st.hidx as usize == CHUNKED.len() {
+                            st.flags |= F_CHUNKED;
+                            st.hidx = 0;
+                        }
+                    } else {
+                        st.hidx = if l == b'c' { 1 } else { 0 };
+                    }
+                }
+                _ => {}
+            }
+        }
+        S_HDR_LF => {
+            if b == b'\n' {
+                headers_done(conn, is_req, now);
+            } else {
+                give_up(conn, drop::HTTP_DESYNC);
+            }
+        }
+        S_CHUNK_SIZE | S_CHUNK_EXT => {
+            if b == b'\n' {
+                if st.flags & F_DIGIT == 0 {
+                    give_up(conn, drop::HTTP_DESYNC);
+                    return;
+                }
+                st.flags &= !F_DIGIT;
+                if st.remaining == 0 {
+                    st.state = S_TRAILER;
+                    st.line_pos = 0;
+                } else {
+                    st.state = S_CHUNK_DATA;
+                }
+                return;
+            }
+            if state == S_CHUNK_EXT || b == b'\r' {
+                return;
+            }
+            let v = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
+                b';' | b' ' | b'\t' => {
+                    st.state = S_CHUNK_EXT;
+                    return;
+                }
+                _ => {
+                    give_up(conn, drop::HTTP_DESYNC);
+                    return;
+                }
+            };
+            if st.remaining < (1 << 50) {
+                st.remaining = (st.remaining << 4) | v as u64;
+            }
+            st.flags |= F_DIGIT;
+        }
+        S_CHUNK_END => {
+            // CRLF after chunk data.
+            if b == b'\n' {
+                st.state = S_CHUNK_SIZE;
+                st.remaining = 0;
+            } else if b != b'\r' {
+                give_up(conn, drop::HTTP_DESYNC);
+            }
+        }
+        S_TRAILER => {
+            if st.line_pos == 0 {
+                if b == b'\r' {
+                    st.state = S_TRAILER_LF;
+                    return;
+                }
+                if b == b'\n' {
+                    message_done(conn, is_req, now);
+                    return;
+                }
+                st.line_pos = 1;
+            } else if b == b'\n' {
+                st.line_pos = 0;
+            }
+        }
+        S_TRAILER_LF => {
+            if b == b'\n' {
+                message_done(conn, is_req, now);
+            } else {
+                give_up(conn, drop::HTTP_DESYNC);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One parser step: skip body bytes, or parse up to 16 bytes of start line, headers or chunk
+/// framing. Returns 1 to stop the loop.
+extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
+    let w = unsafe { &*(ctx as *const Walk) };
+    let conn = unsafe { &mut *w.conn };
+    let is_req = w.is_req != 0;
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
+    let (off, end) = (st.w_off, st.w_end);
+    if off >= end || st.w_stop != 0 {
+        return 1;
+    }
+    let now = st.w_now;
+    let left = (end - off) as u64;
+    match st.state {
+        S_BODY | S_CHUNK_DATA => {
+            let n = if st.remaining < left { st.remaining } else { left };
+            st.remaining -= n;
+            st.body += n;
+            st.w_off = off + n as u32;
+            if st.remaining == 0 {
+                if st.state == S_BODY {
+                    message_done(conn, is_req, now);
+                } else {
+                    st.state = S_CHUNK_END;
+                }
+            }
+            return 0;
+        }
+        S_UNTIL_CLOSE => {
+            st.body += left;
+            st.w_off = end;
+            return 1;
+        }
+        S_IGNORE => {
+            st.w_off = end;
+            return 1;
+        }
+        _ => {}
+    }
+    // Bytes are parsed one per step (so the verifier checks the parser once, not once per
+    // unrolled byte); packet bytes are loaded 16 at a time: at `off`, or the last 16 of the
+    // packet when fewer remain (IP and TCP headers make every packet at least 40 bytes long).
+    if off < st.w_base || off >= st.w_base.saturating_add(16) {
+        let base = if left >= 16 { off } else { end - 16 };
+        match load::<[u64; 2]>(w.skb, base) {
+            Some(b) => {
+                st.w_lo = u64::from_le(b[0]);
+                st.w_hi = u64::from_le(b[1]);
+                st.w_base = base;
+            }
+            None => {
+                st.w_stop = 1;
+                return 1;
+            }
+        }
+    }
+    let i = off.wrapping_sub(st.w_base);
+    let word = if i < 8 { st.w_lo } else { st.w_hi };
+    let b = (word >> ((i & 7) * 8)) as u8;
+    st.w_off = off + 1;
+    feed(conn, is_req, b, now);
+    0
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+#[inline(always)]
+fn handle(ctx: &SkBuffContext, egress: bool) {
+    let skb = ctx.as_ptr() as *mut __sk_buff;
+    let Some(v) = load::<u8>(skb, 0) else { return };
+    let (ip_len, family) = match v >> 4 {
+        4 => {
+            if load::<u8>(skb, 9) != Some(6) {
+                return;
+            }
+            (((v & 0x0f) as u32) * 4, 4u8)
+        }
+        6 => {
+            // TCP directly after the fixed header; extension headers are not followed.
+            if load::<u8>(skb, 6) != Some(6) {
+                return;
+            }
+            (40u32, 6u8)
+        }
+        _ => return,
+    };
+    let Some(tcp) = load::<[u8; 14]>(skb, ip_len) else { return };
+    let doff = ((tcp[12] >> 4) as u32) * 4;
+    let flags = tcp[13];
+    let payload = ip_len + doff;
+    let end = unsafe { (*skb).len };
+    if payload > end {
+        return;
+    }
+    let plen = end - payload;
+    let closing = flags & (TCP_FIN | TCP_RST) != 0;
+    if plen == 0 && !closing {
+        return; // pure ACK
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
+    let mut conn_ptr = HTTP_CONNS.get_ptr_mut(&cookie);
+    if conn_ptr.is_none() {
+        if plen == 0 {
+            return;
+        }
+        let _ = HTTP_CONNS.insert(&cookie, &ZERO_CONN, BPF_NOEXIST as u64);
+        conn_ptr = HTTP_CONNS.get_ptr_mut(&cookie);
+    }
+    let Some(conn_ptr) = conn_ptr else { return };
+    let conn = unsafe { &mut *conn_ptr };
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if plen > 0 && conn.role != ROLE_NOT_HTTP {
+        if conn.role == ROLE_UNKNOWN {
+            // The first payload decides: a request line start makes this socket a server
+            // (received) or a client (sent); anything else is not HTTP/1.x.
+            let first = load::<u8>(skb, payload).unwrap_or(0);
+            if !first.is_ascii_uppercase() {
+                conn.role = ROLE_NOT_HTTP;
+                return;
+            }
+            conn.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
+            conn.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+            let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
+            // Local and peer as seen by this socket.
+            let (local, peer, peer_addr_off) = if egress { (sport, dport, 16u32) } else { (dport, sport, 12u32) };
+            conn.local_port = local;
+            conn.peer_port = peer;
+            conn.family = family;
+            if family == 4 {
+                if let Some(a) = load::<[u8; 4]>(skb, peer_addr_off) {
+                    conn.addr[..4].copy_from_slice(&a);
+                }
+            } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
+                conn.addr = a;
+            }
+        }
+        // Requests flow in on servers and out on clients.
+        let is_req = (conn.role == ROLE_SERVER) != egress;
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let st = if is_req { &mut conn.req } else { &mut conn.resp };
+        let mut off = payload;
+        if st.flags & F_SYNCED == 0 {
+            st.flags |= F_SYNCED;
+        } else {
+            let diff = seq.wrapping_sub(st.next_seq) as i32;
+            if diff > 0 {
+                // Bytes are missing (lost or reordered): the framing cannot be followed.
+                give_up(conn, drop::HTTP_DESYNC);
+                return;
+            }
+            if diff < 0 {
+                // Retransmission: skip what was already parsed.
+                let dup = (-(diff as i64)) as u32;
+                if dup >= plen {
+                    return;
+                }
+                off += dup;
+            }
+        }
+        let st = if is_req { &mut conn.req } else { &mut conn.resp };
+        st.next_seq = seq.wrapping_add(plen);
+        if egress && conn.comm[0] == 0 && st.state == S_START {
+            // A message starting on egress is almost always sent from the writing process.
+            if let Ok(c) = bpf_get_current_comm() {
+                conn.comm = c;
+            }
+        }
+        let st = if is_req { &mut conn.req } else { &mut conn.resp };
+        st.w_off = off;
+        st.w_end = end;
+        st.w_base = u32::MAX;
+        st.w_stop = 0;
+        st.w_now = now;
+        let mut walk = Walk { skb, conn: conn_ptr, is_req: is_req as u64 };
+        unsafe {
+            bpf_loop(MAX_STEPS, step as *mut c_void, &mut walk as *mut Walk as *mut c_void, 0);
+        }
+        let conn = unsafe { &mut *conn_ptr };
+        let st = if is_req { &conn.req } else { &conn.resp };
+        if st.w_off < st.w_end && st.w_stop == 0 && conn.role != ROLE_NOT_HTTP {
+            give_up(conn, drop::HTTP_DESYNC);
+        }
+    }
+
+    if closing {
+        let conn = unsafe { &mut *conn_ptr };
+        if flags & TCP_RST != 0 {
+            give_up(conn, drop::HTTP_ABANDONED);
+            let _ = HTTP_CONNS.remove(&cookie);
+            return;
+        }
+        // A FIN ends a body that runs to the end of the connection.
+        let resp_dir_egress = conn.role == ROLE_SERVER;
+        if egress == resp_dir_egress && conn.resp.state == S_UNTIL_CLOSE {
+            let (status, body) = (conn.resp.status, conn.resp.body);
+            complete(conn, status, body, now);
+            reset_message(&mut conn.resp);
+        }
+        conn.fin |= if egress { 1 } else { 2 };
+        if conn.fin == 3 {
+            if conn.count > 0 {
+                give_up(conn, drop::HTTP_ABANDONED);
+            }
+            let _ = HTTP_CONNS.remove(&cookie);
+        }
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn http_ingress(ctx: SkBuffContext) -> i32 {
+    handle(&ctx, false);
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn http_egress(ctx: SkBuffContext) -> i32 {
+    handle(&ctx, true);
+    1
+}

@@ -1,0 +1,286 @@
+//! HTTP: request duration, body sizes and in-flight requests of every HTTP/1.x server and client
+//! on the host, from the socket-level parser in collector-ebpf/src/http.rs. The kernel
+//! aggregates histograms per (cgroup, process, method, status, port[, peer]); this poller turns
+//! process and cgroup into `service_name` and exports OpenTelemetry-style metrics.
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use collector_common::http::{
+    ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
+    SIZE_BOUNDS, SIZE_BUCKETS, method,
+};
+
+use crate::{
+    bpf::Loader,
+    cgroup::{Identity, Resolver},
+    metrics::{Collector, Family, Out},
+};
+
+/// Default duration buckets (seconds): 100 µs to 10 s.
+pub const DEFAULT_BUCKETS: &str = "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10";
+
+/// Parses `--collector.http.duration-buckets`: increasing positive seconds, at most 32.
+pub fn parse_buckets(s: &str) -> Result<Vec<f64>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: f64 = part.parse().map_err(|_| format!("bucket {part:?} is not a number"))?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("bucket {part:?} must be a positive number of seconds"));
+        }
+        if out.last().is_some_and(|l| *l >= v) {
+            return Err(format!("buckets must increase ({part} follows {})", out.last().unwrap()));
+        }
+        out.push(v);
+    }
+    if out.is_empty() || out.len() > MAX_DURATION_BOUNDS {
+        return Err(format!("between 1 and {MAX_DURATION_BOUNDS} buckets are needed, got {}", out.len()));
+    }
+    Ok(out)
+}
+
+/// The `DURATION_BOUNDS_NS` global for the kernel: bounds in ns, unused slots `BOUND_CAP`.
+pub fn bounds_global(buckets: &[f64]) -> Vec<u8> {
+    let mut ns = [BOUND_CAP; MAX_DURATION_BOUNDS];
+    for (slot, b) in ns.iter_mut().zip(buckets) {
+        *slot = (b * 1e9).round() as u64;
+    }
+    ns.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+/// The process name the kernel recorded (NUL-padded), if any.
+fn comm(raw: &[u8; 16]) -> Option<String> {
+    let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
+}
+
+/// `service_name`: the process name when the programs saw the owning process, else the
+/// systemd unit, container id or cgroup path of the socket's cgroup.
+fn service_name(comm: Option<String>, id: Option<&Identity>) -> String {
+    if let Some(c) = comm {
+        return c;
+    }
+    match id {
+        Some(i) if !i.systemd_unit.is_empty() => i.systemd_unit.clone(),
+        Some(i) if !i.container_id.is_empty() => i.container_id[..12].to_owned(),
+        Some(i) => i.path.clone(),
+        None => "unknown".into(),
+    }
+}
+
+pub struct Http {
+    hist: BpfHashMap<MapData, HttpKey, HttpHist>,
+    active: BpfHashMap<MapData, ActiveKey, u64>,
+    cgroups: Arc<Resolver>,
+    buckets: Vec<f64>,
+}
+
+impl Http {
+    /// Attaches the HTTP programs to the cgroup v2 root and creates the overflow entries.
+    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>, buckets: Vec<f64>) -> Result<Self, String> {
+        let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
+        loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
+        let maps = (|| -> anyhow::Result<_> {
+            let mut hist: BpfHashMap<_, HttpKey, HttpHist> = BpfHashMap::try_from(loader.take_map("HTTP_HIST")?)?;
+            for side in [SIDE_SERVER, SIDE_CLIENT] {
+                let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };
+                hist.insert(&key, &HttpHist::ZERO, 0).context("creating the HTTP overflow entry")?;
+            }
+            Ok((hist, BpfHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?))
+        })();
+        let (hist, active) = maps.map_err(|e| format!("{e:#}"))?;
+        Ok(Self { hist, active, cgroups, buckets })
+    }
+}
+
+/// Sum of histograms sharing one label set.
+struct Agg {
+    h: HttpHist,
+}
+
+fn add(into: &mut HttpHist, h: &HttpHist) {
+    for (a, b) in into.duration.iter_mut().zip(h.duration.iter()) {
+        *a += b;
+    }
+    for (a, b) in into.req_size.iter_mut().zip(h.req_size.iter()) {
+        *a += b;
+    }
+    for (a, b) in into.resp_size.iter_mut().zip(h.resp_size.iter()) {
+        *a += b;
+    }
+    into.duration_sum_ns += h.duration_sum_ns;
+    into.req_size_sum += h.req_size_sum;
+    into.resp_size_sum += h.resp_size_sum;
+}
+
+fn peer_address(k: &HttpKey) -> String {
+    match k.family {
+        4 => Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string(),
+        6 => {
+            let v6 = Ipv6Addr::from(k.addr);
+            v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+        }
+        _ => String::new(),
+    }
+}
+
+impl Collector for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut entries = Vec::new();
+        for e in self.hist.iter() {
+            let (k, h) = e.context("reading the HTTP_HIST map")?;
+            entries.push((k, h));
+        }
+        let ids = self.cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        // (side, method, status, address, port, service) → summed histograms.
+        type Labels = (u8, &'static str, String, String, String, String);
+        let mut sums: HashMap<Labels, Agg> = HashMap::new();
+        {
+            for (k, h) in &entries {
+                let labels: Labels = if k.method == OVERFLOW_METHOD {
+                    if h.duration.iter().all(|c| *c == 0) {
+                        continue;
+                    }
+                    (k.side, "_OTHER", String::new(), String::new(), String::new(), "_overflow".into())
+                } else {
+                    let m = method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER");
+                    let service = service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref());
+                    let addr = if k.side == SIDE_CLIENT { peer_address(k) } else { String::new() };
+                    (k.side, m, k.status.to_string(), addr, k.port.to_string(), service)
+                };
+                add(&mut sums.entry(labels).or_insert(Agg { h: HttpHist::ZERO }).h, h);
+            }
+        }
+        let mut keys: Vec<&Labels> = sums.keys().collect();
+        keys.sort();
+
+        let dur_upper = |i: usize| self.buckets.get(i).copied();
+        let size_upper = |i: usize| SIZE_BOUNDS.get(i).map(|b| *b as f64);
+        for (side, prefix, what) in [(SIDE_SERVER, "http_server", "served"), (SIDE_CLIENT, "http_client", "made")] {
+            let mut dur = Family::histogram(
+                &format!("{prefix}_request_duration_seconds"),
+                &format!(
+                    "Duration of HTTP/1.x requests {what} by processes on this host, measured on their \
+                     sockets from the first request byte to the last response byte."
+                ),
+            );
+            let mut req = Family::histogram(
+                &format!("{prefix}_request_body_size_bytes"),
+                &format!("Size of the bodies of HTTP/1.x requests {what} (after chunked decoding framing)."),
+            );
+            let mut resp = Family::histogram(
+                &format!("{prefix}_response_body_size_bytes"),
+                &format!("Size of the bodies of HTTP/1.x responses to requests {what}."),
+            );
+            for l in keys.iter().filter(|l| l.0 == side) {
+                let h = &sums[*l].h;
+                let (_, m, status, addr, port, service) = l;
+                let mut labels: Vec<(&str, &str)> =
+                    vec![("http_request_method", m), ("http_response_status_code", status)];
+                if side == SIDE_CLIENT {
+                    labels.push(("server_address", addr));
+                }
+                labels.push(("server_port", port));
+                labels.push(("service_name", service));
+                dur.add_histogram(
+                    &labels,
+                    &h.duration[..=self.buckets.len()],
+                    dur_upper,
+                    h.duration_sum_ns as f64 / 1e9,
+                );
+                req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);
+                resp.add_histogram(&labels, &h.resp_size[..SIZE_BUCKETS], size_upper, h.resp_size_sum as f64);
+            }
+            out.push(dur);
+            out.push(req);
+            out.push(resp);
+        }
+
+        let mut active_entries = Vec::new();
+        for e in self.active.iter() {
+            let (k, v) = e.context("reading the HTTP_ACTIVE map")?;
+            active_entries.push((k, v as i64));
+        }
+        let ids = self.cgroups.resolve(active_entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        // The process serving a port, from the histogram keys (the gauge is keyed by cgroup).
+        let mut port_comm: HashMap<(u64, u16), String> = HashMap::new();
+        for (k, _) in entries.iter().filter(|(k, _)| k.side == SIDE_SERVER && k.method != OVERFLOW_METHOD) {
+            if let Some(c) = comm(&k.comm) {
+                port_comm.insert((k.cgroup_id, k.port), c);
+            }
+        }
+        let mut active: HashMap<(String, String), i64> = HashMap::new();
+        for (k, v) in &active_entries {
+            let service = service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref());
+            *active.entry((k.port.to_string(), service)).or_default() += v;
+        }
+        let mut gauge = Family::gauge(
+            "http_server_active_requests",
+            "HTTP/1.x requests received and not yet answered in full, per server port and service.",
+        );
+        let mut keys: Vec<_> = active.keys().collect();
+        keys.sort();
+        for k in keys {
+            gauge.add(&[("server_port", &k.0), ("service_name", &k.1)], active[k].max(0) as f64);
+        }
+        out.push(gauge);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_flag() {
+        assert_eq!(parse_buckets(DEFAULT_BUCKETS).unwrap().len(), 16);
+        assert_eq!(parse_buckets("0.001, 0.01").unwrap(), vec![0.001, 0.01]);
+        assert!(parse_buckets("").is_err());
+        assert!(parse_buckets("0.1,0.01").is_err());
+        assert!(parse_buckets("0,1").is_err());
+        assert!(parse_buckets("x").is_err());
+        assert!(
+            parse_buckets(
+                &vec!["1"; 33].iter().enumerate().map(|(i, _)| (i + 1).to_string()).collect::<Vec<_>>().join(",")
+            )
+            .is_err()
+        );
+        let g = bounds_global(&[0.001, 2.5]);
+        assert_eq!(g.len(), 8 * MAX_DURATION_BOUNDS);
+        assert_eq!(u64::from_ne_bytes(g[..8].try_into().unwrap()), 1_000_000);
+        assert_eq!(u64::from_ne_bytes(g[8..16].try_into().unwrap()), 2_500_000_000);
+        assert_eq!(u64::from_ne_bytes(g[16..24].try_into().unwrap()), BOUND_CAP);
+    }
+
+    #[test]
+    fn services_and_addresses() {
+        let id = Identity {
+            path: "/system.slice/x.service".into(),
+            container_id: String::new(),
+            systemd_unit: "x.service".into(),
+        };
+        assert_eq!(service_name(Some("nginx".into()), Some(&id)), "nginx");
+        assert_eq!(service_name(None, Some(&id)), "x.service");
+        assert_eq!(service_name(None, None), "unknown");
+        let mut raw = [0u8; 16];
+        raw[..5].copy_from_slice(b"nginx");
+        assert_eq!(comm(&raw).as_deref(), Some("nginx"));
+        assert_eq!(comm(&[0; 16]), None);
+        assert_eq!(comm(b"0123456789abcdef").as_deref(), Some("0123456789abcdef"));
+        let mut k = HttpKey { family: 4, ..HttpKey::default() };
+        k.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(peer_address(&k), "127.0.0.1");
+        k.family = 6;
+        k.addr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(peer_address(&k), "::1");
+    }
+}
