@@ -1,0 +1,383 @@
+//! HTTP/1.x RED metrics against real servers and clients on loopback: counts are exact in every
+//! framing scenario, durations agree with what clients measured, and non-HTTP bytes never make
+//! a series.
+mod common;
+
+#[path = "common/http.rs"]
+mod http_util;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command},
+    time::Duration,
+};
+
+use common::{Collector, Metrics};
+use http_util::{Client, TestServer};
+
+const FAST: &[&str] = &["--no-collector.diskbpf", "--no-collector.netbpf"];
+
+fn port_s(p: u16) -> String {
+    p.to_string()
+}
+
+/// Requests the server side recorded on `port`, per status ("" = all statuses).
+fn server_count(m: &Metrics, port: u16, status: &str) -> f64 {
+    let p = port_s(port);
+    let mut want = vec![("server_port", p.as_str())];
+    if !status.is_empty() {
+        want.push(("http_response_status_code", status));
+    }
+    m.find("http_server_request_duration_seconds_count", &want).iter().map(|s| s.value).sum()
+}
+
+fn client_count(m: &Metrics, port: u16, status: &str) -> f64 {
+    let p = port_s(port);
+    let mut want = vec![("server_port", p.as_str())];
+    if !status.is_empty() {
+        want.push(("http_response_status_code", status));
+    }
+    m.find("http_client_request_duration_seconds_count", &want).iter().map(|s| s.value).sum()
+}
+
+fn sum_of(m: &Metrics, name: &str, port: u16) -> f64 {
+    m.find(name, &[("server_port", &port_s(port))]).iter().map(|s| s.value).sum()
+}
+
+fn no_drops(m: &Metrics) {
+    for reason in ["http_map_full", "http_response_unmatched", "http_pipeline_overflow"] {
+        assert_eq!(m.get("collector_bpf_events_dropped_total", &[("reason", reason)]), 0.0, "{reason}");
+    }
+}
+
+#[test]
+fn keep_alive_counts_every_request_per_status() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let mut cl = Client::connect(&srv.addr);
+    for i in 0..30 {
+        let status = [200, 404, 500][i % 3];
+        let x = cl.get(&format!("/k?status={status}&size={}", i * 10));
+        assert_eq!(x.status, status);
+    }
+    let m = c.scrape();
+    for status in ["200", "404", "500"] {
+        assert_eq!(server_count(&m, srv.port, status), 10.0, "server {status}");
+        assert_eq!(client_count(&m, srv.port, status), 10.0, "client {status}");
+    }
+    // Response bodies: 0 + 10 + … + 290 bytes.
+    assert_eq!(sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port), (0..30).map(|i| i * 10).sum::<usize>() as f64);
+    let active = m.find("http_server_active_requests", &[("server_port", &port_s(srv.port))]);
+    assert!(active.iter().all(|s| s.value == 0.0), "{active:?}");
+    no_drops(&m);
+    // Client series carry the server's address.
+    assert_eq!(m.find("http_client_request_duration_seconds_count", &[("server_address", "127.0.0.1"), ("server_port", &port_s(srv.port))]).len(), 3);
+}
+
+#[test]
+fn connection_close_and_many_short_connections() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    for i in 0..300 {
+        let mut cl = Client::connect(&srv.addr);
+        // Half are closed by the server (Connection: close), half by the client.
+        let path = if i % 2 == 0 { "/s?close=1&size=100" } else { "/s?size=100" };
+        assert_eq!(cl.get(path).status, 200);
+    }
+    let m = c.scrape();
+    assert_eq!(server_count(&m, srv.port, "200"), 300.0);
+    assert_eq!(client_count(&m, srv.port, "200"), 300.0);
+    no_drops(&m);
+}
+
+#[test]
+fn pipelined_requests_are_matched_in_order() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let mut cl = Client::connect(&srv.addr);
+    for round in 0..5 {
+        // Eight requests (the queue depth) in one write, with bodies on some; the server answers
+        // each in turn and the responses may share segments.
+        let statuses = [200, 201, 404, 200, 500, 204, 200, 302];
+        let mut bytes = Vec::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let body = vec![b'b'; i * 7];
+            let method = if i % 2 == 0 { "GET" } else { "POST" };
+            bytes.extend(cl.encode(method, &format!("/p?status={s}&size={}", round * 3 + i), &body, 0, "HTTP/1.1"));
+        }
+        cl.send(&bytes);
+        for s in statuses {
+            assert_eq!(cl.read_response(false).0, s);
+        }
+    }
+    let m = c.scrape();
+    for (s, n) in [("200", 15.0), ("201", 5.0), ("404", 5.0), ("500", 5.0), ("204", 5.0), ("302", 5.0)] {
+        assert_eq!(server_count(&m, srv.port, s), n, "server {s}");
+        assert_eq!(client_count(&m, srv.port, s), n, "client {s}");
+    }
+    let p = port_s(srv.port);
+    let posts: f64 = m
+        .find("http_server_request_duration_seconds_count", &[("server_port", &p), ("http_request_method", "POST")])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(posts, 20.0);
+    // Request bodies: per round 7 + 21 + 35 + 49 (odd i, POST) and 0 + 14 + 28 + 42 (even i, GET).
+    assert_eq!(sum_of(&m, "http_server_request_body_size_bytes_sum", srv.port), 5.0 * (7 + 14 + 21 + 28 + 35 + 42 + 49) as f64);
+    no_drops(&m);
+}
+
+#[test]
+fn content_length_and_chunked_bodies_split_across_writes() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let mut cl = Client::connect(&srv.addr);
+    // Chunked request bodies, chunked responses in many writes, headers written byte by byte.
+    assert_eq!(cl.exchange("POST", "/c?chunks=10&size=100000", &vec![b'q'; 5000], 5).status, 200);
+    assert_eq!(cl.exchange("PUT", "/c?size=3000&split=1", &vec![b'q'; 1000], 0).status, 200);
+    assert_eq!(cl.exchange("POST", "/c?chunks=50&split=1&size=777", &vec![b'q'; 4321], 13).body, 777);
+    // A request written one byte per write.
+    let bytes = cl.encode("GET", "/c?size=10", b"", 0, "HTTP/1.1");
+    for b in &bytes {
+        cl.send(&[*b]);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(cl.read_response(false), (200, 10));
+    let m = c.scrape();
+    assert_eq!(server_count(&m, srv.port, "200"), 4.0);
+    assert_eq!(client_count(&m, srv.port, "200"), 4.0);
+    assert_eq!(sum_of(&m, "http_server_request_body_size_bytes_sum", srv.port), (5000 + 1000 + 4321) as f64);
+    assert_eq!(sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port), (100000 + 3000 + 777 + 10) as f64);
+    assert_eq!(sum_of(&m, "http_client_response_body_size_bytes_sum", srv.port), (100000 + 3000 + 777 + 10) as f64);
+    no_drops(&m);
+}
+
+#[test]
+fn http10_head_204_304_and_interim_responses() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    // HTTP/1.0: no Content-Length, the body ends when the server closes.
+    let mut cl = Client::connect(&srv.addr);
+    let req = cl.encode("GET", "/o?size=5000", b"", 0, "HTTP/1.0");
+    cl.send(&req);
+    assert_eq!(cl.read_response(false), (200, 5000));
+    // HEAD announces a length but has no body; the connection then carries on.
+    let mut cl = Client::connect(&srv.addr);
+    assert_eq!(cl.exchange("HEAD", "/o?size=1000", b"", 0).body, 0);
+    assert_eq!(cl.get("/o?status=204").status, 204);
+    assert_eq!(cl.get("/o?status=304").status, 304);
+    // 100 Continue before the final response is not a response of its own.
+    assert_eq!(cl.get("/o?interim=1&size=50").status, 200);
+    assert_eq!(cl.get("/o?size=1").status, 200);
+    let m = c.scrape();
+    assert_eq!(server_count(&m, srv.port, "200"), 4.0);
+    assert_eq!(server_count(&m, srv.port, "204"), 1.0);
+    assert_eq!(server_count(&m, srv.port, "304"), 1.0);
+    assert_eq!(server_count(&m, srv.port, "100"), 0.0);
+    assert_eq!(server_count(&m, srv.port, ""), 6.0);
+    assert_eq!(client_count(&m, srv.port, ""), 6.0);
+    let p = port_s(srv.port);
+    assert_eq!(m.get("http_server_request_duration_seconds_count", &[("server_port", &p), ("http_request_method", "HEAD")]), 1.0);
+    assert_eq!(sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port), (5000 + 50 + 1) as f64);
+    no_drops(&m);
+}
+
+#[test]
+fn ipv6_and_a_hundred_concurrent_connections() {
+    let c = Collector::start(FAST);
+    let srv6 = TestServer::start("::1");
+    let mut cl = Client::connect(&srv6.addr);
+    for _ in 0..5 {
+        assert_eq!(cl.get("/v6?size=10").status, 200);
+    }
+    let srv = TestServer::start("127.0.0.1");
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = srv.addr.clone();
+            std::thread::spawn(move || {
+                let mut cl = Client::connect(&addr);
+                for _ in 0..10 {
+                    assert_eq!(cl.get("/n?size=64").status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let m = c.scrape();
+    assert_eq!(server_count(&m, srv6.port, "200"), 5.0);
+    assert_eq!(m.get("http_client_request_duration_seconds_count", &[("server_address", "::1"), ("server_port", &port_s(srv6.port))]), 5.0);
+    assert_eq!(server_count(&m, srv.port, "200"), 1000.0);
+    assert_eq!(client_count(&m, srv.port, "200"), 1000.0);
+    no_drops(&m);
+}
+
+/// Bucket index of `v` among the histogram's upper bounds.
+fn bucket_of(bounds: &[f64], v: f64) -> usize {
+    bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+}
+
+#[test]
+fn durations_agree_with_client_measurements() {
+    let c = Collector::start(FAST);
+    for (delay_ms, n) in [(1u64, 60usize), (10, 30), (100, 10)] {
+        let srv = TestServer::start("127.0.0.1");
+        let mut cl = Client::connect(&srv.addr);
+        let mut lat: Vec<f64> =
+            (0..n).map(|_| cl.get(&format!("/d?delay_ms={delay_ms}&size=100")).latency.as_secs_f64()).collect();
+        let m = c.scrape();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let client_mean = lat.iter().sum::<f64>() / n as f64;
+        let client_median = lat[n / 2];
+        for side in ["server", "client"] {
+            let name = format!("http_{side}_request_duration_seconds");
+            let count = sum_of(&m, &format!("{name}_count"), srv.port);
+            let sum = sum_of(&m, &format!("{name}_sum"), srv.port);
+            assert_eq!(count, n as f64, "{side} count at {delay_ms} ms");
+            let mean = sum / count;
+            let err = (mean - client_mean).abs() / client_mean;
+            eprintln!("{delay_ms} ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%", err * 100.0);
+            assert!(err <= 0.05, "{side} mean {mean} vs client {client_mean} at {delay_ms} ms");
+            // The median falls in the client median's bucket.
+            let buckets = m.find(&format!("{name}_bucket"), &[("server_port", &port_s(srv.port))]);
+            let bounds: Vec<f64> = buckets.iter().filter(|b| b.labels["le"] != "+Inf").map(|b| b.labels["le"].parse().unwrap()).collect();
+            let cumulative: Vec<f64> = buckets.iter().map(|b| b.value).collect();
+            let median_bucket = cumulative.iter().position(|c| *c >= count / 2.0).unwrap();
+            assert_eq!(median_bucket, bucket_of(&bounds, client_median), "{side} median bucket at {delay_ms} ms");
+        }
+    }
+}
+
+#[test]
+fn garbage_tls_and_http2_make_no_series() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let tls_client_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03, 0x5a, 0x1f, 0x00, 0x01, 0x02, 0x03, 0x04,
+        0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
+        0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00,
+    ];
+    let h2: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00";
+    let mut garbage = vec![0u8; 4096];
+    for (i, b) in garbage.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[3];
+    }
+    let shouting: &[u8] = b"HELLO THERE, THIS IS NOT HTTP\r\n\r\n";
+    for payload in [tls_client_hello, h2, &garbage[..], shouting] {
+        let mut s = TcpStream::connect(&srv.addr).unwrap();
+        s.write_all(payload).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let m = c.scrape();
+    let p = port_s(srv.port);
+    for name in ["http_server_request_duration_seconds_count", "http_client_request_duration_seconds_count"] {
+        assert!(m.find(name, &[("server_port", &p)]).is_empty(), "{name} has a series for port {p}");
+    }
+}
+
+/// Runs a command to completion, panicking with its output on failure.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[test]
+fn nginx_sendfile_large_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("big.bin"), vec![7u8; 10 << 20]).unwrap();
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_timeout 30;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            d = dir.path().display(),
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
+    let c = Collector::start(FAST);
+    let _nginx = Daemon(Command::new("nginx").arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"));
+    wait_port(port);
+    let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
+    let mut total = Duration::ZERO;
+    for _ in 0..5 {
+        let x = cl.get("/big.bin");
+        assert_eq!((x.status, x.body), (200, 10 << 20));
+        total += x.latency;
+    }
+    assert_eq!(cl.get("/missing").status, 404);
+    let m = c.scrape();
+    assert_eq!(server_count(&m, port, "200"), 5.0);
+    assert_eq!(server_count(&m, port, "404"), 1.0);
+    let p = port_s(port);
+    let resp = m.get("http_server_response_body_size_bytes_sum", &[("server_port", &p), ("http_response_status_code", "200"), ("service_name", "nginx")]);
+    assert_eq!(resp, 5.0 * (10 << 20) as f64);
+    // sendfile responses last until their last byte leaves, not until the headers do.
+    let sum = m.get("http_server_request_duration_seconds_sum", &[("server_port", &p), ("http_response_status_code", "200")]);
+    let client = total.as_secs_f64();
+    eprintln!("nginx 5 x 10 MiB: server histogram {sum:.6} s, clients measured {client:.6} s");
+    assert!(sum >= 0.5 * client && sum <= 1.05 * client, "server {sum} s vs client {client} s");
+}
+
+#[test]
+fn python_http_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "hello\n").unwrap();
+    let port = free_port();
+    let c = Collector::start(FAST);
+    let _py = Daemon(
+        Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    for i in 0..12 {
+        let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
+        let path = if i % 4 == 3 { "/nope" } else { "/index.html" };
+        let x = cl.get(path);
+        assert_eq!(x.status, if i % 4 == 3 { 404 } else { 200 });
+    }
+    let m = c.scrape();
+    assert_eq!(server_count(&m, port, "200"), 9.0);
+    assert_eq!(server_count(&m, port, "404"), 3.0);
+    assert_eq!(client_count(&m, port, ""), 12.0);
+    let p = port_s(port);
+    assert_eq!(m.find("http_server_request_duration_seconds_count", &[("server_port", &p), ("service_name", "python3")]).len(), 2);
+}
