@@ -67,12 +67,22 @@ fn keep_alive_counts_every_request_per_status() {
         assert_eq!(client_count(&m, srv.port, status), 10.0, "client {status}");
     }
     // Response bodies: 0 + 10 + … + 290 bytes.
-    assert_eq!(sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port), (0..30).map(|i| i * 10).sum::<usize>() as f64);
+    assert_eq!(
+        sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port),
+        (0..30).map(|i| i * 10).sum::<usize>() as f64
+    );
     let active = m.find("http_server_active_requests", &[("server_port", &port_s(srv.port))]);
     assert!(active.iter().all(|s| s.value == 0.0), "{active:?}");
     no_drops(&m);
     // Client series carry the server's address.
-    assert_eq!(m.find("http_client_request_duration_seconds_count", &[("server_address", "127.0.0.1"), ("server_port", &port_s(srv.port))]).len(), 3);
+    assert_eq!(
+        m.find(
+            "http_client_request_duration_seconds_count",
+            &[("server_address", "127.0.0.1"), ("server_port", &port_s(srv.port))]
+        )
+        .len(),
+        3
+    );
 }
 
 #[test]
@@ -124,7 +134,10 @@ fn pipelined_requests_are_matched_in_order() {
         .sum();
     assert_eq!(posts, 20.0);
     // Request bodies: per round 7 + 21 + 35 + 49 (odd i, POST) and 0 + 14 + 28 + 42 (even i, GET).
-    assert_eq!(sum_of(&m, "http_server_request_body_size_bytes_sum", srv.port), 5.0 * (7 + 14 + 21 + 28 + 35 + 42 + 49) as f64);
+    assert_eq!(
+        sum_of(&m, "http_server_request_body_size_bytes_sum", srv.port),
+        5.0 * (7 + 14 + 21 + 28 + 35 + 42 + 49) as f64
+    );
     no_drops(&m);
 }
 
@@ -178,7 +191,10 @@ fn http10_head_204_304_and_interim_responses() {
     assert_eq!(server_count(&m, srv.port, ""), 6.0);
     assert_eq!(client_count(&m, srv.port, ""), 6.0);
     let p = port_s(srv.port);
-    assert_eq!(m.get("http_server_request_duration_seconds_count", &[("server_port", &p), ("http_request_method", "HEAD")]), 1.0);
+    assert_eq!(
+        m.get("http_server_request_duration_seconds_count", &[("server_port", &p), ("http_request_method", "HEAD")]),
+        1.0
+    );
     assert_eq!(sum_of(&m, "http_server_response_body_size_bytes_sum", srv.port), (5000 + 50 + 1) as f64);
     no_drops(&m);
 }
@@ -208,7 +224,13 @@ fn ipv6_and_a_hundred_concurrent_connections() {
     }
     let m = c.scrape();
     assert_eq!(server_count(&m, srv6.port, "200"), 5.0);
-    assert_eq!(m.get("http_client_request_duration_seconds_count", &[("server_address", "::1"), ("server_port", &port_s(srv6.port))]), 5.0);
+    assert_eq!(
+        m.get(
+            "http_client_request_duration_seconds_count",
+            &[("server_address", "::1"), ("server_port", &port_s(srv6.port))]
+        ),
+        5.0
+    );
     assert_eq!(server_count(&m, srv.port, "200"), 1000.0);
     assert_eq!(client_count(&m, srv.port, "200"), 1000.0);
     no_drops(&m);
@@ -238,11 +260,15 @@ fn durations_agree_with_client_measurements() {
             assert_eq!(count, n as f64, "{side} count at {delay_ms} ms");
             let mean = sum / count;
             let err = (mean - client_mean).abs() / client_mean;
-            eprintln!("{delay_ms} ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%", err * 100.0);
+            eprintln!(
+                "{delay_ms} ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%",
+                err * 100.0
+            );
             assert!(err <= 0.05, "{side} mean {mean} vs client {client_mean} at {delay_ms} ms");
             // The median falls in the client median's bucket.
             let buckets = m.find(&format!("{name}_bucket"), &[("server_port", &port_s(srv.port))]);
-            let bounds: Vec<f64> = buckets.iter().filter(|b| b.labels["le"] != "+Inf").map(|b| b.labels["le"].parse().unwrap()).collect();
+            let bounds: Vec<f64> =
+                buckets.iter().filter(|b| b.labels["le"] != "+Inf").map(|b| b.labels["le"].parse().unwrap()).collect();
             let cumulative: Vec<f64> = buckets.iter().map(|b| b.value).collect();
             let median_bucket = cumulative.iter().position(|c| *c >= count / 2.0).unwrap();
             assert_eq!(median_bucket, bucket_of(&bounds, client_median), "{side} median bucket at {delay_ms} ms");
@@ -282,7 +308,12 @@ fn garbage_tls_and_http2_make_no_series() {
 /// Runs a command to completion, panicking with its output on failure.
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Daemon(Child);
@@ -344,10 +375,14 @@ fn nginx_sendfile_large_file() {
     assert_eq!(server_count(&m, port, "200"), 5.0);
     assert_eq!(server_count(&m, port, "404"), 1.0);
     let p = port_s(port);
-    let resp = m.get("http_server_response_body_size_bytes_sum", &[("server_port", &p), ("http_response_status_code", "200"), ("service_name", "nginx")]);
+    let resp = m.get(
+        "http_server_response_body_size_bytes_sum",
+        &[("server_port", &p), ("http_response_status_code", "200"), ("service_name", "nginx")],
+    );
     assert_eq!(resp, 5.0 * (10 << 20) as f64);
     // sendfile responses last until their last byte leaves, not until the headers do.
-    let sum = m.get("http_server_request_duration_seconds_sum", &[("server_port", &p), ("http_response_status_code", "200")]);
+    let sum =
+        m.get("http_server_request_duration_seconds_sum", &[("server_port", &p), ("http_response_status_code", "200")]);
     let client = total.as_secs_f64();
     eprintln!("nginx 5 x 10 MiB: server histogram {sum:.6} s, clients measured {client:.6} s");
     assert!(sum >= 0.5 * client && sum <= 1.05 * client, "server {sum} s vs client {client} s");
@@ -379,5 +414,8 @@ fn python_http_server() {
     assert_eq!(server_count(&m, port, "404"), 3.0);
     assert_eq!(client_count(&m, port, ""), 12.0);
     let p = port_s(port);
-    assert_eq!(m.find("http_server_request_duration_seconds_count", &[("server_port", &p), ("service_name", "python3")]).len(), 2);
+    assert_eq!(
+        m.find("http_server_request_duration_seconds_count", &[("server_port", &p), ("service_name", "python3")]).len(),
+        2
+    );
 }

@@ -11,6 +11,8 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -30,6 +32,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks side by side on this machine and regenerate docs/performance.md.
+    Bench {
+        /// Interleaved rounds (each: one run without, one with the collector).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Build everything and run the whole test suite (needs root: the tests load programs).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -43,18 +54,19 @@ fn main() -> anyhow::Result<()> {
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { rounds, seconds } => bench::bench(rounds, seconds),
     }
 }
 
-fn root_dir() -> PathBuf {
+pub(crate) fn root_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn status(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let st = cmd.status().with_context(|| format!("starting {shown}"))?;
     ensure!(st.success(), "{shown} failed ({st})");
@@ -65,7 +77,7 @@ fn output(cmd: &mut Command) -> Option<String> {
     cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
@@ -127,7 +139,7 @@ fn install_bpf_linker(major: u32, why: &str) -> anyhow::Result<()> {
 }
 
 /// Installs Debian packages that are missing (runs `apt-get update` once if needed).
-fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
     let missing: Vec<&String> = pkgs
         .iter()
         .filter(|p| {
@@ -157,7 +169,7 @@ fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_ebpf() -> anyhow::Result<()> {
+pub(crate) fn build_ebpf() -> anyhow::Result<()> {
     let major = rustc_llvm_major()?;
     match bpf_linker_llvm() {
         None => install_bpf_linker(major, "is not installed")?,
