@@ -749,11 +749,56 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         }
     }
     let i = off.wrapping_sub(st.w_base);
+    // Inside a line the parser does not need (a header other than Content-Length and
+    // Transfer-Encoding, a reason phrase, a chunk extension, a trailer), jump to the next line
+    // break: a word-at-a-time search over the 16 loaded bytes instead of a step per byte.
+    let skippable = match st.state {
+        S_HEADERS | S_TRAILER => st.line_pos > 0 && st.hmatch == M_NONE,
+        S_RESPLINE => st.line_pos >= 13,
+        S_CHUNK_EXT => true,
+        _ => false,
+    };
+    if skippable && i < 16 {
+        let k = first_newline(st.w_lo, st.w_hi, i);
+        if k > i {
+            let n = k - i;
+            st.line_pos = st.line_pos.saturating_add(n);
+            st.w_off = off + n;
+            return 0;
+        }
+    }
     let word = if i < 8 { st.w_lo } else { st.w_hi };
     let b = (word >> ((i & 7) * 8)) as u8;
     st.w_off = off + 1;
     feed(conn, is_req, b, now);
     0
+}
+
+/// Bytes equal to '\n' in `w` get their top bit set (exact for the lowest such byte; a byte
+/// above a match may be flagged falsely, which `first_newline` checks).
+#[inline(always)]
+fn newline_bits(w: u64) -> u64 {
+    let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
+}
+
+/// Index (`i`..=16) of the first '\n' at or after byte `i` of the 16 bytes `lo`, `hi`
+/// (little-endian); 16 when there is none. A doubtful match returns `i`, which sends the byte
+/// through the exact per-byte parser.
+#[inline(always)]
+fn first_newline(lo: u64, hi: u64, i: u32) -> u32 {
+    let (mask_lo, mask_hi) = if i < 8 { (!0u64 << ((i & 7) * 8), !0u64) } else { (0, !0u64 << ((i & 7) * 8)) };
+    let a = newline_bits(lo) & mask_lo;
+    let (word, k) = if a != 0 {
+        (lo, a.trailing_zeros() / 8)
+    } else {
+        let b = newline_bits(hi) & mask_hi;
+        if b == 0 {
+            return 16;
+        }
+        (hi, 8 + b.trailing_zeros() / 8)
+    };
+    if (word >> ((k & 7) * 8)) as u8 == b'\n' { k } else { i }
 }
 
 const TCP_FIN: u8 = 0x01;

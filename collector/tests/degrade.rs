@@ -94,11 +94,13 @@ fn without_privileges_it_says_what_is_missing_and_exits() {
     assert_eq!(lines.len(), 1, "one line expected, got:\n{stderr}");
     assert!(lines[0].contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"), "{}", lines[0]);
     assert!(lines[0].contains("--no-collector.diskbpf"), "{}", lines[0]);
+    assert!(lines[0].contains("--no-collector.http"), "{}", lines[0]);
 
     // Without the eBPF collectors no privilege is needed: it starts and serves.
     let mut child = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", common::BIN])
-        .args(["--web.listen-address", "127.0.0.1:0", "--no-collector.diskbpf", "--no-collector.netbpf"])
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(["--no-collector.diskbpf", "--no-collector.netbpf", "--no-collector.http"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -128,6 +128,14 @@ fn exposition_passes_promtool_and_has_every_metric() {
         "collector_scrape_collector_duration_seconds",
         "collector_bpf_program_attached",
         "collector_bpf_events_dropped_total",
+        // The test's own scrapes are HTTP exchanges on loopback, seen from both ends.
+        "http_server_request_duration_seconds",
+        "http_server_request_body_size_bytes",
+        "http_server_response_body_size_bytes",
+        "http_server_active_requests",
+        "http_client_request_duration_seconds",
+        "http_client_request_body_size_bytes",
+        "http_client_response_body_size_bytes",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
     ] {
@@ -140,6 +148,6 @@ fn exposition_passes_promtool_and_has_every_metric() {
         assert_eq!(s.value, 1.0, "{:?}", s.labels);
     }
     let attached = m.find("collector_bpf_program_attached", &[]);
-    assert_eq!(attached.len(), 5, "{attached:?}");
+    assert_eq!(attached.len(), 7, "{attached:?}");
     assert!(attached.iter().all(|s| s.value == 1.0), "{attached:?}");
 }

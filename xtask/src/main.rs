@@ -223,7 +223,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // each other's traffic.
     let mut child = cargo()
         .current_dir(root_dir())
-        .args(["test", "--workspace", "--", "--test-threads=1"])
+        .args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=1"])
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
