@@ -58,7 +58,9 @@ fn keep_alive_counts_every_request_per_status() {
     let mut cl = Client::connect(&srv.addr);
     for i in 0..30 {
         let status = [200, 404, 500][i % 3];
-        let x = cl.get(&format!("/k?status={status}&size={}", i * 10));
+        // Request targets of every length from 19 to ~600 bytes, so the line end falls at every
+        // position of the parser's 16-byte window.
+        let x = cl.get(&format!("/k?status={status}&size={}&pad={}", i * 10, "p".repeat(i * i % 600)));
         assert_eq!(x.status, status);
     }
     let m = c.scrape();
