@@ -41,6 +41,11 @@ use crate::drops;
 #[unsafe(no_mangle)]
 static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION_BOUNDS];
 
+/// Packet bytes loaded per `bpf_skb_load_bytes` (a copy out of the skb's page fragments costs
+/// the same for 16 or 128 bytes).
+const BUF_WORDS: usize = 16;
+const BUF: u32 = (BUF_WORDS * 8) as u32;
+
 /// Requests in flight per connection (pipelining depth); a power of two.
 const PIPELINE: usize = 8;
 /// Parser steps per segment: each step skips body bytes or parses one byte of start line,
@@ -117,8 +122,10 @@ pub struct Stream {
     w_base: u32,
     w_stop: u32,
     w_now: u64,
-    w_lo: u64,
-    w_hi: u64,
+    w_len: u32,
+    _wpad: u32,
+    /// Packet bytes [w_base, w_base + w_len) loaded by the last reload, in memory order.
+    w_buf: [u64; BUF_WORDS],
 }
 
 #[repr(C)]
@@ -172,8 +179,9 @@ const ZERO_STREAM: Stream = Stream {
     w_base: 0,
     w_stop: 0,
     w_now: 0,
-    w_lo: 0,
-    w_hi: 0,
+    w_len: 0,
+    _wpad: 0,
+    w_buf: [0; BUF_WORDS],
 };
 const ZERO_PENDING: Pending = Pending { start_ns: 0, req_bytes: 0, method: 0, _pad: [0; 7] };
 static ZERO_CONN: Conn = Conn {
@@ -731,27 +739,29 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         }
         _ => {}
     }
-    // Bytes are parsed one per step (so the verifier checks the parser once, not once per
-    // unrolled byte); packet bytes are loaded 16 at a time: at `off`, or the last 16 of the
-    // packet when fewer remain (IP and TCP headers make every packet at least 40 bytes long).
-    if off < st.w_base || off >= st.w_base.saturating_add(16) {
-        let base = if left >= 16 { off } else { end - 16 };
-        match load::<[u64; 2]>(w.skb, base) {
-            Some(b) => {
-                st.w_lo = u64::from_le(b[0]);
-                st.w_hi = u64::from_le(b[1]);
-                st.w_base = base;
-            }
-            None => {
-                st.w_stop = 1;
-                return 1;
-            }
+    // Bytes the parser must read go one per step (so the verifier checks the parser once, not
+    // once per unrolled byte); packet bytes are loaded up to 128 at a time into the map value.
+    if off < st.w_base || off >= st.w_base.saturating_add(st.w_len) {
+        let n = (if left < BUF as u64 { left } else { BUF as u64 }) as u32;
+        // Re-read through memory so the bound check below stays in the program (LLVM knows
+        // it holds; the verifier needs to see it).
+        let n = unsafe { core::ptr::read_volatile(&n) };
+        if n == 0 || n > BUF {
+            st.w_stop = 1;
+            return 1;
         }
+        let r = unsafe {
+            bpf_skb_load_bytes(w.skb as *const c_void, off, st.w_buf.as_mut_ptr() as *mut c_void, n)
+        };
+        if r != 0 {
+            st.w_stop = 1;
+            return 1;
+        }
+        st.w_base = off;
+        st.w_len = n;
     }
-    let i = off.wrapping_sub(st.w_base);
-    // Inside a line the parser does not need (a header other than Content-Length and
-    // Transfer-Encoding, a reason phrase, a chunk extension, a trailer), jump to the next line
-    // break: a word-at-a-time search over the 16 loaded bytes instead of a step per byte.
+    let i = off.wrapping_sub(st.w_base) & (BUF - 1);
+    let len = st.w_len;
     // A status line's "TTP/1.x ddd" (after the 'H' the per-byte parser took) in one load.
     if st.state == S_RESPLINE && st.line_pos == 1 && left >= 11 {
         if let Some(v) = load::<[u8; 11]>(w.skb, off) {
@@ -766,8 +776,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     }
     // Inside a line the parser does not need (a request target, a header other than
     // Content-Length and Transfer-Encoding, a reason phrase, a chunk extension, a trailer),
-    // jump to the next line break: a word-at-a-time search over the 16 loaded bytes instead of
-    // a step per byte.
+    // jump to the next line break: a word-at-a-time search over the loaded bytes.
     let skippable = match st.state {
         S_REQLINE => st.flags & F_METHOD_DONE != 0,
         S_HEADERS | S_TRAILER => st.line_pos > 0 && st.hmatch == M_NONE,
@@ -775,16 +784,16 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         S_CHUNK_EXT => true,
         _ => false,
     };
-    if skippable && i < 16 {
-        let k = first_newline(st.w_lo, st.w_hi, i);
+    if skippable {
+        let k = find_newline(&st.w_buf, i, len);
         if k > i {
             let n = k - i;
             if st.state == S_REQLINE {
                 // Keep the last 8 bytes of the request line: its end is checked for "HTTP/1.x".
                 st.tail = if n >= 8 {
-                    window(st.w_lo, st.w_hi, k - 8).swap_bytes()
+                    window8(&st.w_buf, k - 8).swap_bytes()
                 } else {
-                    let x = window(st.w_lo, st.w_hi, i) & ((1u64 << (8 * n)) - 1);
+                    let x = window8(&st.w_buf, i) & ((1u64 << (8 * n)) - 1);
                     (st.tail << (8 * n)) | (x.swap_bytes() >> (64 - 8 * n))
                 };
             }
@@ -793,51 +802,59 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
             return 0;
         }
     }
-    let word = if i < 8 { st.w_lo } else { st.w_hi };
-    let b = (word >> ((i & 7) * 8)) as u8;
+    let b = byte_at(&st.w_buf, i);
     st.w_off = off + 1;
     feed(conn, is_req, b, now);
     0
 }
 
-/// The 8 bytes starting at byte `start` (0..=16) of the 16 bytes `lo`, `hi` (little-endian),
-/// zero beyond the end.
+/// Byte `i` (0..128) of the loaded block.
 #[inline(always)]
-fn window(lo: u64, hi: u64, start: u32) -> u64 {
-    match start {
-        0 => lo,
-        1..=7 => (lo >> (8 * start)) | (hi << (64 - 8 * start)),
-        8 => hi,
-        9..=15 => hi >> (8 * (start - 8)),
-        _ => 0,
-    }
+fn byte_at(buf: &[u64; BUF_WORDS], i: u32) -> u8 {
+    (buf[((i >> 3) as usize) & (BUF_WORDS - 1)] >> ((i & 7) * 8)) as u8
 }
 
+/// The 8 bytes starting at byte `p` of the loaded block, little-endian (bytes past the block
+/// are whatever the buffer holds; callers mask them off).
+#[inline(always)]
+fn window8(buf: &[u64; BUF_WORDS], p: u32) -> u64 {
+    let j = ((p >> 3) as usize) & (BUF_WORDS - 1);
+    let s = (p & 7) * 8;
+    if s == 0 { buf[j] } else { (buf[j] >> s) | (buf[(j + 1) & (BUF_WORDS - 1)] << (64 - s)) }
+}
+
+/// Index of the first '\n' at or after byte `i` among the first `len` loaded bytes; `len`
+/// when there is none. A doubtful match returns `i`, which sends the byte through the exact
+/// per-byte parser.
+#[inline(always)]
+fn find_newline(buf: &[u64; BUF_WORDS], i: u32, len: u32) -> u32 {
+    let mut j = (i >> 3) as usize;
+    let mut mask = !0u64 << ((i & 7) * 8);
+    while j < BUF_WORDS {
+        if (j as u32) * 8 >= len {
+            return len;
+        }
+        // Through memory: LLVM knows j < 16 and would drop the mask the verifier needs.
+        let w = buf[unsafe { core::ptr::read_volatile(&j) } & (BUF_WORDS - 1)];
+        let bits = newline_bits(w) & mask;
+        if bits != 0 {
+            let k = j as u32 * 8 + bits.trailing_zeros() / 8;
+            if k >= len {
+                return len;
+            }
+            return if (w >> ((k & 7) * 8)) as u8 == b'\n' { k } else { i };
+        }
+        mask = !0;
+        j += 1;
+    }
+    len
+}
 /// Bytes equal to '\n' in `w` get their top bit set (exact for the lowest such byte; a byte
 /// above a match may be flagged falsely, which `first_newline` checks).
 #[inline(always)]
 fn newline_bits(w: u64) -> u64 {
     let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
     x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
-}
-
-/// Index (`i`..=16) of the first '\n' at or after byte `i` of the 16 bytes `lo`, `hi`
-/// (little-endian); 16 when there is none. A doubtful match returns `i`, which sends the byte
-/// through the exact per-byte parser.
-#[inline(always)]
-fn first_newline(lo: u64, hi: u64, i: u32) -> u32 {
-    let (mask_lo, mask_hi) = if i < 8 { (!0u64 << ((i & 7) * 8), !0u64) } else { (0, !0u64 << ((i & 7) * 8)) };
-    let a = newline_bits(lo) & mask_lo;
-    let (word, k) = if a != 0 {
-        (lo, a.trailing_zeros() / 8)
-    } else {
-        let b = newline_bits(hi) & mask_hi;
-        if b == 0 {
-            return 16;
-        }
-        (hi, 8 + b.trailing_zeros() / 8)
-    };
-    if (word >> ((k & 7) * 8)) as u8 == b'\n' { k } else { i }
 }
 
 const TCP_FIN: u8 = 0x01;
@@ -949,6 +966,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         st.w_off = off;
         st.w_end = end;
         st.w_base = u32::MAX;
+        st.w_len = 0;
         st.w_stop = 0;
         st.w_now = now;
         let mut walk = Walk { skb, conn: conn_ptr, is_req: is_req as u64 };
