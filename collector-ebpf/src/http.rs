@@ -90,6 +90,38 @@ const ROLE_CLIENT: u8 = 2;
 const ROLE_NOT_HTTP: u8 = 3;
 
 const CL_NAME: &[u8; 15] = b"content-length:";
+/// Little-endian words of the header names, and masks that lower-case their letters only.
+const fn le(b: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        v |= (b[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+/// 0x20 in every byte that holds a letter of `b` (so only letters are folded to lower case).
+const fn letters(b: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_lowercase() {
+            v |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    v
+}
+const CL_WORD0: u64 = le(b"content-");
+const CL_MASK0: u64 = letters(b"content-");
+const CL_WORD1: u64 = le(b"length:");
+const CL_MASK1: u64 = letters(b"length:");
+const TE_WORD0: u64 = le(b"transfer");
+const TE_MASK0: u64 = letters(b"transfer");
+const TE_WORD1: u64 = le(b"-encodin");
+const TE_MASK1: u64 = letters(b"-encodin");
+const TE_WORD2: u64 = le(b"g:");
+const TE_MASK2: u64 = letters(b"g:");
 const TE_NAME: &[u8; 18] = b"transfer-encoding:";
 const CHUNKED: &[u8; 7] = b"chunked";
 
@@ -784,9 +816,62 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         S_CHUNK_EXT => true,
         _ => false,
     };
-    if skippable {
-        let k = find_newline(&st.w_buf, i, len);
-        if k > i {
+    // A header line's start: Content-Length and Transfer-Encoding are recognised by comparing
+    // words (letters case-insensitively); any other line is jumped over to its line break.
+    let mut skippable = skippable;
+    let mut from = i;
+    if st.state == S_HEADERS && st.line_pos == 0 {
+        let b = byte_at(&st.w_buf, i);
+        let l = b | 0x20;
+        if b == b'\r' || b == b'\n' {
+            // End of the headers: the per-byte parser decides the body.
+        } else if l == b'c' && i + 15 <= len {
+            let w0 = window8(&st.w_buf, i) | CL_MASK0;
+            let w1 = (window8(&st.w_buf, i + 8) & 0x00ff_ffff_ffff_ffff) | CL_MASK1;
+            if w0 == CL_WORD0 && w1 == CL_WORD1 {
+                st.hmatch = M_CL_VAL;
+                st.content_length = 0;
+                st.line_pos = 15;
+                st.w_off = off + 15;
+                return 0;
+            }
+            st.hmatch = M_NONE;
+            st.line_pos = 1;
+            skippable = true;
+            from = i + 1;
+        } else if l == b't' && i + 18 <= len {
+            let w0 = window8(&st.w_buf, i) | TE_MASK0;
+            let w1 = window8(&st.w_buf, i + 8) | TE_MASK1;
+            let w2 = (window8(&st.w_buf, i + 16) & 0xffff) | TE_MASK2;
+            if w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2 {
+                st.hmatch = M_TE_VAL;
+                st.hidx = 0;
+                st.line_pos = 18;
+                st.w_off = off + 18;
+                return 0;
+            }
+            st.hmatch = M_NONE;
+            st.line_pos = 1;
+            skippable = true;
+            from = i + 1;
+        } else if l != b'c' && l != b't' {
+            st.hmatch = M_NONE;
+            st.line_pos = 1;
+            skippable = true;
+            from = i + 1;
+        }
+    }
+    if skippable && from < len {
+        let k = find_newline(&st.w_buf, from, len);
+        if k < len && k > from && (st.state == S_HEADERS || st.state == S_TRAILER) {
+            // Take the line break too: the next line starts clean.
+            st.line_pos = 0;
+            st.hmatch = M_NONE;
+            st.w_off = off + (k - i) + 1;
+            return 0;
+        }
+        if k > from || from > i {
+            let k = if k > from { k } else { from };
             let n = k - i;
             if st.state == S_REQLINE {
                 // Keep the last 8 bytes of the request line: its end is checked for "HTTP/1.x".
