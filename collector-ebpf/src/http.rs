@@ -782,9 +782,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
             st.w_stop = 1;
             return 1;
         }
-        let r = unsafe {
-            bpf_skb_load_bytes(w.skb as *const c_void, off, st.w_buf.as_mut_ptr() as *mut c_void, n)
-        };
+        let r = unsafe { bpf_skb_load_bytes(w.skb as *const c_void, off, st.w_buf.as_mut_ptr() as *mut c_void, n) };
         if r != 0 {
             st.w_stop = 1;
             return 1;
