@@ -943,27 +943,73 @@ fn newline_bits(w: u64) -> u64 {
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 
+/// IP header length, family and the first 14 bytes of the TCP header, read by direct packet
+/// access: at these hooks the headers sit in the skb's linear part, so most packets (pure ACKs
+/// above all) cost no helper call. `Ok(None)`: not TCP. `Err(())`: the linear part is too
+/// short to tell; the caller then uses `headers_loaded`.
 #[inline(always)]
-fn handle(ctx: &SkBuffContext, egress: bool) {
-    let skb = ctx.as_ptr() as *mut __sk_buff;
-    let Some(v) = load::<u8>(skb, 0) else { return };
+fn headers_direct(ctx: &SkBuffContext) -> Result<Option<(u32, u8, [u8; 14])>, ()> {
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    if data + 40 > data_end {
+        return Err(());
+    }
+    let v = unsafe { *(data as *const u8) };
     let (ip_len, family) = match v >> 4 {
         4 => {
-            if load::<u8>(skb, 9) != Some(6) {
-                return;
+            if unsafe { *((data + 9) as *const u8) } != 6 {
+                return Ok(None);
+            }
+            (((v & 0x0f) as usize) * 4, 4u8)
+        }
+        6 => {
+            if unsafe { *((data + 6) as *const u8) } != 6 {
+                return Ok(None);
+            }
+            (40usize, 6u8)
+        }
+        _ => return Ok(None),
+    };
+    if ip_len < 20 {
+        return Ok(None);
+    }
+    if data + ip_len + 14 > data_end {
+        return Err(());
+    }
+    let tcp = unsafe { core::ptr::read_unaligned((data + ip_len) as *const [u8; 14]) };
+    Ok(Some((ip_len as u32, family, tcp)))
+}
+
+/// The same through `bpf_skb_load_bytes`, for packets whose headers are not all linear.
+#[inline(always)]
+fn headers_loaded(skb: *mut __sk_buff) -> Option<(u32, u8, [u8; 14])> {
+    let v = load::<u8>(skb, 0)?;
+    let (ip_len, family) = match v >> 4 {
+        4 => {
+            if load::<u8>(skb, 9)? != 6 {
+                return None;
             }
             (((v & 0x0f) as u32) * 4, 4u8)
         }
+        // TCP directly after the fixed header; extension headers are not followed.
         6 => {
-            // TCP directly after the fixed header; extension headers are not followed.
-            if load::<u8>(skb, 6) != Some(6) {
-                return;
+            if load::<u8>(skb, 6)? != 6 {
+                return None;
             }
             (40u32, 6u8)
         }
-        _ => return,
+        _ => return None,
     };
-    let Some(tcp) = load::<[u8; 14]>(skb, ip_len) else { return };
+    Some((ip_len, family, load::<[u8; 14]>(skb, ip_len)?))
+}
+
+#[inline(always)]
+fn handle(ctx: &SkBuffContext, egress: bool) {
+    let skb = ctx.as_ptr() as *mut __sk_buff;
+    let hdr = match headers_direct(ctx) {
+        Ok(h) => h,
+        Err(()) => headers_loaded(skb),
+    };
+    let Some((ip_len, family, tcp)) = hdr else { return };
     let doff = ((tcp[12] >> 4) as u32) * 4;
     let flags = tcp[13];
     let payload = ip_len + doff;
