@@ -456,6 +456,23 @@ fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
     }
 }
 
+/// One more byte `l` (lower-cased) of a header name being matched at index `i`: on a mismatch
+/// the line is of no interest; after the whole name, `then` is the matcher state. Returns
+/// true when the name is complete.
+#[inline(always)]
+fn match_name(st: &mut Stream, name: &[u8], i: usize, l: u8, then: u8) -> bool {
+    if i < name.len() && l == name[i] {
+        st.hidx += 1;
+        if st.hidx as usize == name.len() {
+            st.hmatch = then;
+            return true;
+        }
+    } else {
+        st.hmatch = M_NONE;
+    }
+    false
+}
+
 #[inline(always)]
 fn lower(b: u8) -> u8 {
     if b.is_ascii_uppercase() { b | 0x20 } else { b }
@@ -609,25 +626,13 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
             let i = st.hidx as usize;
             match st.hmatch {
                 M_CL => {
-                    if i < CL_NAME.len() && l == CL_NAME[i] {
-                        st.hidx += 1;
-                        if st.hidx as usize == CL_NAME.len() {
-                            st.hmatch = M_CL_VAL;
-                            st.content_length = 0;
-                        }
-                    } else {
-                        st.hmatch = M_NONE;
+                    if match_name(st, CL_NAME, i, l, M_CL_VAL) {
+                        st.content_length = 0;
                     }
                 }
                 M_TE => {
-                    if i < TE_NAME.len() && l == TE_NAME[i] {
-                        st.hidx += 1;
-                        if st.hidx as usize == TE_NAME.len() {
-                            st.hmatch = M_TE_VAL;
-                            st.hidx = 0;
-                        }
-                    } else {
-                        st.hmatch = M_NONE;
+                    if match_name(st, TE_NAME, i, l, M_TE_VAL) {
+                        st.hidx = 0;
                     }
                 }
                 M_CL_VAL => {
