@@ -826,42 +826,42 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     if st.state == S_HEADERS && st.line_pos == 0 {
         let b = byte_at(&st.w_buf, i);
         let l = b | 0x20;
-        if b == b'\r' || b == b'\n' {
-            // End of the headers: the per-byte parser decides the body.
+        // Some(Some((matcher state, name length))): a framing header; Some(None): a line of no
+        // interest; None: decide byte by byte (end of headers, or too few bytes loaded).
+        let line = if b == b'\r' || b == b'\n' {
+            None
         } else if l == b'c' && i + 15 <= len {
             let w0 = window8(&st.w_buf, i) | CL_MASK0;
             let w1 = (window8(&st.w_buf, i + 8) & 0x00ff_ffff_ffff_ffff) | CL_MASK1;
-            if w0 == CL_WORD0 && w1 == CL_WORD1 {
-                st.hmatch = M_CL_VAL;
-                st.content_length = 0;
-                st.line_pos = 15;
-                st.w_off = off + 15;
-                return 0;
-            }
-            st.hmatch = M_NONE;
-            st.line_pos = 1;
-            skippable = true;
-            from = i + 1;
+            Some((w0 == CL_WORD0 && w1 == CL_WORD1).then_some((M_CL_VAL, 15)))
         } else if l == b't' && i + 18 <= len {
             let w0 = window8(&st.w_buf, i) | TE_MASK0;
             let w1 = window8(&st.w_buf, i + 8) | TE_MASK1;
             let w2 = (window8(&st.w_buf, i + 16) & 0xffff) | TE_MASK2;
-            if w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2 {
-                st.hmatch = M_TE_VAL;
+            Some((w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2).then_some((M_TE_VAL, 18)))
+        } else if l != b'c' && l != b't' {
+            Some(None)
+        } else {
+            None
+        };
+        match line {
+            Some(Some((matcher, n))) => {
+                st.hmatch = matcher;
                 st.hidx = 0;
-                st.line_pos = 18;
-                st.w_off = off + 18;
+                if matcher == M_CL_VAL {
+                    st.content_length = 0;
+                }
+                st.line_pos = n;
+                st.w_off = off + n;
                 return 0;
             }
-            st.hmatch = M_NONE;
-            st.line_pos = 1;
-            skippable = true;
-            from = i + 1;
-        } else if l != b'c' && l != b't' {
-            st.hmatch = M_NONE;
-            st.line_pos = 1;
-            skippable = true;
-            from = i + 1;
+            Some(None) => {
+                st.hmatch = M_NONE;
+                st.line_pos = 1;
+                skippable = true;
+                from = i + 1;
+            }
+            None => {}
         }
     }
     if skippable && from < len {

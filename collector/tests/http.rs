@@ -22,23 +22,22 @@ fn port_s(p: u16) -> String {
     p.to_string()
 }
 
-/// Requests the server side recorded on `port`, per status ("" = all statuses).
-fn server_count(m: &Metrics, port: u16, status: &str) -> f64 {
+/// Requests one side (`server` or `client`) recorded for `port`, per status ("" = all).
+fn count(m: &Metrics, side: &str, port: u16, status: &str) -> f64 {
     let p = port_s(port);
     let mut want = vec![("server_port", p.as_str())];
     if !status.is_empty() {
         want.push(("http_response_status_code", status));
     }
-    m.find("http_server_request_duration_seconds_count", &want).iter().map(|s| s.value).sum()
+    m.find(&format!("http_{side}_request_duration_seconds_count"), &want).iter().map(|s| s.value).sum()
+}
+
+fn server_count(m: &Metrics, port: u16, status: &str) -> f64 {
+    count(m, "server", port, status)
 }
 
 fn client_count(m: &Metrics, port: u16, status: &str) -> f64 {
-    let p = port_s(port);
-    let mut want = vec![("server_port", p.as_str())];
-    if !status.is_empty() {
-        want.push(("http_response_status_code", status));
-    }
-    m.find("http_client_request_duration_seconds_count", &want).iter().map(|s| s.value).sum()
+    count(m, "client", port, status)
 }
 
 fn sum_of(m: &Metrics, name: &str, port: u16) -> f64 {
