@@ -204,7 +204,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         eprintln!(
             "xtask: warning: not running as root; the eBPF collectors need CAP_BPF, CAP_PERFMON and \
-             CAP_NET_ADMIN. Run `sudo -E cargo xtask run`, or pass --no-collector.diskbpf --no-collector.netbpf"
+             CAP_NET_ADMIN. Run `sudo -E cargo xtask run`, or pass --no-collector.diskbpf --no-collector.netbpf --no-collector.http"
         );
     }
     let bin = root_dir().join("target/release/collector");
