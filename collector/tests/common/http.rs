@@ -332,6 +332,44 @@ impl Client {
         Exchange { status, body, latency: start.elapsed() }
     }
 
+    /// A GET whose response has a Content-Length, read by spinning on a non-blocking socket: the
+    /// measured latency then holds no scheduler wake-up of the client, which the kernel-side
+    /// measure cannot see either.
+    pub fn get_spinning(&mut self, path: &str) -> Exchange {
+        assert!(self.r.buffer().is_empty(), "no buffered bytes before a spinning read");
+        let bytes = self.encode("GET", path, b"", 0, "HTTP/1.1");
+        let s = self.r.get_mut();
+        s.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        self.w.write_all(&bytes).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (status, body) = loop {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("connection closed during a response"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let cl: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a Content-Length response")
+                .trim()
+                .parse()
+                .unwrap();
+            if got.len() >= end + 4 + cl {
+                assert_eq!(got.len(), end + 4 + cl, "one response at a time");
+                break (head.split_whitespace().nth(1).unwrap().parse().unwrap(), cl);
+            }
+        };
+        let latency = start.elapsed();
+        s.set_nonblocking(false).unwrap();
+        Exchange { status, body, latency }
+    }
+
     pub fn get(&mut self, path: &str) -> Exchange {
         self.exchange("GET", path, b"", 0)
     }
