@@ -147,6 +147,12 @@ pub struct Registry {
     process: prometheus::process_collector::ProcessCollector,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
     pub fn new() -> Self {
         Self {
