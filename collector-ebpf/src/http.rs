@@ -175,19 +175,21 @@ pub struct Conn {
     /// The stream carrying requests (ingress for servers, egress for clients) and responses.
     req: Stream,
     resp: Stream,
+    // The byte arrays sit at 8-byte offsets so that copying them into a key is two word moves
+    // (an unaligned copy becomes a call to a byte-wise memcpy).
+    /// Name of the process that owns the socket (first 16 bytes, NUL-padded), when seen.
+    comm: [u8; 16],
+    addr: [u8; 16],
+    cgroup_id: u64,
+    local_port: u16,
+    peer_port: u16,
+    family: u8,
     role: u8,
     head: u8,
     count: u8,
     /// Bit 0: FIN seen on egress; bit 1: on ingress.
     fin: u8,
-    /// Name of the process that owns the socket (first 16 bytes, NUL-padded), when seen.
-    comm: [u8; 16],
-    cgroup_id: u64,
-    local_port: u16,
-    peer_port: u16,
-    family: u8,
-    _pad: [u8; 3],
-    addr: [u8; 16],
+    _pad: [u8; 7],
     pending: [Pending; PIPELINE],
 }
 
@@ -219,17 +221,17 @@ const ZERO_PENDING: Pending = Pending { start_ns: 0, req_bytes: 0, method: 0, _p
 static ZERO_CONN: Conn = Conn {
     req: ZERO_STREAM,
     resp: ZERO_STREAM,
-    role: ROLE_UNKNOWN,
-    head: 0,
-    count: 0,
-    fin: 0,
     comm: [0; 16],
+    addr: [0; 16],
     cgroup_id: 0,
     local_port: 0,
     peer_port: 0,
     family: 0,
-    _pad: [0; 3],
-    addr: [0; 16],
+    role: ROLE_UNKNOWN,
+    head: 0,
+    count: 0,
+    fin: 0,
+    _pad: [0; 7],
     pending: [ZERO_PENDING; PIPELINE],
 };
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
@@ -275,11 +277,16 @@ fn active_add(conn: &Conn, delta: u64) {
     if conn.role != ROLE_SERVER {
         return;
     }
-    let key = ActiveKey { cgroup_id: conn.cgroup_id, port: conn.local_port, _pad: [0; 6] };
-    if HTTP_ACTIVE.get_ptr_mut(&key).is_none() {
-        let _ = HTTP_ACTIVE.insert(&key, &0, BPF_NOEXIST as u64);
-    }
-    if let Some(p) = HTTP_ACTIVE.get_ptr_mut(&key) {
+    // As words (layout asserted below): a literal's 6-byte padding array becomes a memset call.
+    let key: ActiveKey = unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([conn.cgroup_id, conn.local_port as u64]) };
+    let p = match HTTP_ACTIVE.get_ptr_mut(&key) {
+        Some(p) => Some(p),
+        None => {
+            let _ = HTTP_ACTIVE.insert(&key, &0, BPF_NOEXIST as u64);
+            HTTP_ACTIVE.get_ptr_mut(&key)
+        }
+    };
+    if let Some(p) = p {
         atomic_add(p, delta);
     }
 }
@@ -301,18 +308,52 @@ fn give_up(conn: &mut Conn, reason: u32) {
 
 #[inline(always)]
 fn reset_message(st: &mut Stream) {
-    st.state = S_START;
-    st.hmatch = M_NONE;
-    st.hidx = 0;
-    st.flags &= F_SYNCED;
-    st.line_pos = 0;
-    st.status = 0;
-    st.method_len = 0;
-    st.word = 0;
-    st.tail = 0;
-    st.remaining = 0;
-    st.content_length = 0;
-    st.body = 0;
+    // Volatile stores: LLVM would merge plain ones into a memset, which the BPF target turns
+    // into a call to a byte-wise loop.
+    use core::ptr::write_volatile as set;
+    unsafe {
+        set(&mut st.state, S_START);
+        set(&mut st.hmatch, M_NONE);
+        set(&mut st.hidx, 0);
+        set(&mut st.flags, st.flags & F_SYNCED);
+        set(&mut st.line_pos, 0);
+        set(&mut st.status, 0);
+        set(&mut st.method_len, 0);
+        set(&mut st.word, 0);
+        set(&mut st.tail, 0);
+        set(&mut st.remaining, 0);
+        set(&mut st.content_length, 0);
+        set(&mut st.body, 0);
+    }
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<HttpKey>() == 48 && offset_of!(HttpKey, comm) == 8 && offset_of!(HttpKey, status) == 24);
+    assert!(offset_of!(HttpKey, port) == 26 && offset_of!(HttpKey, method) == 28 && offset_of!(HttpKey, side) == 29);
+    assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, addr) == 32);
+    assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
+    assert!(offset_of!(Conn, comm) % 8 == 0 && offset_of!(Conn, addr) % 8 == 0);
+};
+
+/// A 16-byte array of a `Conn` (8-byte aligned, asserted above) as two words.
+#[inline(always)]
+fn words16(b: &[u8; 16]) -> [u64; 2] {
+    let p = b.as_ptr() as *const u64;
+    unsafe { [*p, *p.add(1)] }
+}
+
+/// A request starts: it waits at the tail of the FIFO (the caller checked there is room).
+#[inline(always)]
+fn push_request(conn: &mut Conn, m: u8, now: u64) {
+    let tail = (conn.head as usize + conn.count as usize) & (PIPELINE - 1);
+    // Field by field: the padding is never read (a literal would memset it byte-wise).
+    let p = &mut conn.pending[tail];
+    p.start_ns = now;
+    p.req_bytes = 0;
+    p.method = m;
+    conn.count += 1;
+    active_add(conn, 1);
 }
 
 /// Records the response to the oldest waiting request.
@@ -337,23 +378,40 @@ pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, n
     conn.count -= 1;
     active_add(conn, u64::MAX);
     let server = conn.role == ROLE_SERVER;
-    let mut key = HttpKey {
-        cgroup_id: conn.cgroup_id,
-        comm: conn.comm,
-        status: if (100..600).contains(&status) { status } else { 0 },
-        port: if server { conn.local_port } else { conn.peer_port },
-        method: p.method,
-        side: if server { SIDE_SERVER } else { SIDE_CLIENT },
-        family: if server { 0 } else { conn.family },
-        _pad: [0; 1],
-        addr: if server { [0; 16] } else { conn.addr },
+    let status = if (100..600).contains(&status) { status } else { 0 };
+    let port = if server { conn.local_port } else { conn.peer_port };
+    let side = if server { SIDE_SERVER } else { SIDE_CLIENT };
+    let (family, addr) = if server { (0, [0u64; 2]) } else { (conn.family, words16(&conn.addr)) };
+    let comm = words16(&conn.comm);
+    // The key assembled as words (its layout is asserted below): built field by field or
+    // from a literal, LLVM zeroes and copies it with calls to byte-wise memset/memcpy loops.
+    let mut key: HttpKey = unsafe {
+        core::mem::transmute::<[u64; 6], HttpKey>([
+            conn.cgroup_id,
+            comm[0],
+            comm[1],
+            status as u64 | (port as u64) << 16 | (p.method as u64) << 32 | (side as u64) << 40 | (family as u64) << 48,
+            addr[0],
+            addr[1],
+        ])
     };
-    if HTTP_HIST.get_ptr_mut(&key).is_none() && HTTP_HIST.insert(&key, &ZERO_HIST, BPF_NOEXIST as u64).is_err() {
-        // Full: the overflow entry of this side (created by the daemon) takes it.
-        drops::count(drop::HTTP_MAP_FULL);
-        key = HttpKey { method: OVERFLOW_METHOD, side: key.side, ..HttpKey::default() };
-    }
-    let Some(h) = HTTP_HIST.get_ptr_mut(&key) else { return 0 };
+    let h = match HTTP_HIST.get_ptr_mut(&key) {
+        Some(h) => Some(h),
+        None => {
+            // BPF_NOEXIST fails too when another CPU inserted the key meanwhile: look again.
+            let _ = HTTP_HIST.insert(&key, &ZERO_HIST, BPF_NOEXIST as u64);
+            match HTTP_HIST.get_ptr_mut(&key) {
+                Some(h) => Some(h),
+                None => {
+                    // Full: the overflow entry of this side (created by the daemon) takes it.
+                    drops::count(drop::HTTP_MAP_FULL);
+                    key = HttpKey { method: OVERFLOW_METHOD, side: key.side, ..HttpKey::default() };
+                    HTTP_HIST.get_ptr_mut(&key)
+                }
+            }
+        }
+    };
+    let Some(h) = h else { return 0 };
     let dur = now.saturating_sub(p.start_ns).min(BOUND_CAP - 1);
     // Bucket = number of bounds below the duration, summed without branches so that the
     // verifier follows one path here (bounds and durations stay below 2^62, so the sign bit of
@@ -511,10 +569,7 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
                 give_up(conn, drop::HTTP_PIPELINE_OVERFLOW);
                 return;
             }
-            let tail = (conn.head as usize + conn.count as usize) & (PIPELINE - 1);
-            conn.pending[tail] = Pending { start_ns: now, req_bytes: 0, method: method::OTHER, _pad: [0; 7] };
-            conn.count += 1;
-            active_add(conn, 1);
+            push_request(conn, method::OTHER, now);
             conn.req.state = S_REQLINE;
         } else {
             if b != b'H' {
@@ -530,8 +585,6 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
         S_REQLINE => {
             let pos = st.line_pos;
             if b == b'\n' {
-                const V11: u64 = u64::from_be_bytes(*b"TTP/1.1\r");
-                const V10: u64 = u64::from_be_bytes(*b"TTP/1.0\r");
                 if st.flags & F_METHOD_DONE == 0 || (st.tail != V11 && st.tail != V10) {
                     give_up(conn, drop::HTTP_DESYNC);
                     return;
@@ -776,9 +829,11 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         }
         _ => {}
     }
-    // Bytes the parser must read go one per step (so the verifier checks the parser once, not
-    // once per unrolled byte); packet bytes are loaded up to 128 at a time into the map value.
-    if off < st.w_base || off >= st.w_base.saturating_add(st.w_len) {
+    // Bytes the parser must read are loaded up to 128 at a time into the map value. A reload
+    // also happens when fewer than WANT loaded bytes remain but the segment has more, so the
+    // fast paths below see whole start lines and header names.
+    let loaded_end = st.w_base.saturating_add(st.w_len);
+    if off < st.w_base || off >= loaded_end || (loaded_end - off < WANT && loaded_end < end && off > st.w_base) {
         let n = (if left < BUF as u64 { left } else { BUF as u64 }) as u32;
         // Re-read through memory so the bound check below stays in the program (LLVM knows
         // it holds; the verifier needs to see it).
@@ -797,18 +852,33 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     }
     let i = off.wrapping_sub(st.w_base) & (BUF - 1);
     let len = st.w_len;
-    // A status line's "TTP/1.x ddd" (after the 'H' the per-byte parser took) in one load.
-    if st.state == S_RESPLINE && st.line_pos == 1 && left >= 11 {
-        if let Some(v) = load::<[u8; 11]>(w.skb, off) {
-            let digits = v[8].is_ascii_digit() && v[9].is_ascii_digit() && v[10].is_ascii_digit();
-            if &v[..6] == b"TTP/1." && (v[6] == b'0' || v[6] == b'1') && v[7] == b' ' && digits {
-                st.status = (v[8] - b'0') as u16 * 100 + (v[9] - b'0') as u16 * 10 + (v[10] - b'0') as u16;
-                st.line_pos = 12;
-                st.w_off = off + 11;
-                return 0;
-            }
+    // Fast paths over whole lines; each returns the bytes it consumed (0: not taken, the
+    // per-byte parser below decides).
+    if st.state == S_START {
+        let n = if is_req {
+            http_request_line(conn, i as u64, len as u64, now)
+        } else {
+            http_status_line(&mut conn.resp, i as u64, len as u64)
+        } as u32;
+        if n > 0 {
+            let st = if is_req { &mut conn.req } else { &mut conn.resp };
+            st.w_off = off + n;
+            return 0;
         }
     }
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
+    if st.state == S_HEADERS && st.line_pos == 0 {
+        let r = http_header_lines(st, i as u64, len as u64) as u64;
+        let (n, end_of_headers) = ((r & 0xff) as u32, r & 0x100 != 0);
+        if n > 0 {
+            st.w_off = off + n;
+            if end_of_headers {
+                headers_done(conn, is_req, now);
+            }
+            return 0;
+        }
+    }
+    let st = if is_req { &mut conn.req } else { &mut conn.resp };
     // Inside a line the parser does not need (a request target, a header other than
     // Content-Length and Transfer-Encoding, a reason phrase, a chunk extension, a trailer),
     // jump to the next line break: a word-at-a-time search over the loaded bytes.
@@ -819,51 +889,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         S_CHUNK_EXT => true,
         _ => false,
     };
-    // A header line's start: Content-Length and Transfer-Encoding are recognised by comparing
-    // words (letters case-insensitively); any other line is jumped over to its line break.
-    let mut skippable = skippable;
-    let mut from = i;
-    if st.state == S_HEADERS && st.line_pos == 0 {
-        let b = byte_at(&st.w_buf, i);
-        let l = b | 0x20;
-        // Some(Some((matcher state, name length))): a framing header; Some(None): a line of no
-        // interest; None: decide byte by byte (end of headers, or too few bytes loaded).
-        let line = if b == b'\r' || b == b'\n' {
-            None
-        } else if l == b'c' && i + 15 <= len {
-            let w0 = window8(&st.w_buf, i) | CL_MASK0;
-            let w1 = (window8(&st.w_buf, i + 8) & 0x00ff_ffff_ffff_ffff) | CL_MASK1;
-            Some((w0 == CL_WORD0 && w1 == CL_WORD1).then_some((M_CL_VAL, 15)))
-        } else if l == b't' && i + 18 <= len {
-            let w0 = window8(&st.w_buf, i) | TE_MASK0;
-            let w1 = window8(&st.w_buf, i + 8) | TE_MASK1;
-            let w2 = (window8(&st.w_buf, i + 16) & 0xffff) | TE_MASK2;
-            Some((w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2).then_some((M_TE_VAL, 18)))
-        } else if l != b'c' && l != b't' {
-            Some(None)
-        } else {
-            None
-        };
-        match line {
-            Some(Some((matcher, n))) => {
-                st.hmatch = matcher;
-                st.hidx = 0;
-                if matcher == M_CL_VAL {
-                    st.content_length = 0;
-                }
-                st.line_pos = n;
-                st.w_off = off + n;
-                return 0;
-            }
-            Some(None) => {
-                st.hmatch = M_NONE;
-                st.line_pos = 1;
-                skippable = true;
-                from = i + 1;
-            }
-            None => {}
-        }
-    }
+    let from = i;
     if skippable && from < len {
         let k = find_newline(&st.w_buf, from, len);
         if k < len && k > from && (st.state == S_HEADERS || st.state == S_TRAILER) {
@@ -873,8 +899,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
             st.w_off = off + (k - i) + 1;
             return 0;
         }
-        if k > from || from > i {
-            let k = if k > from { k } else { from };
+        if k > from {
             let n = k - i;
             if st.state == S_REQLINE {
                 // Keep the last 8 bytes of the request line: its end is checked for "HTTP/1.x".
@@ -896,19 +921,262 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Loaded bytes the fast paths want ahead of the current offset (a request line start,
+/// "HTTP/1.1 200 ", a header name and a short value).
+const WANT: u32 = 40;
+
+const V11: u64 = u64::from_be_bytes(*b"TTP/1.1\r");
+const V10: u64 = u64::from_be_bytes(*b"TTP/1.0\r");
+
+/// A request line "METHOD target HTTP/1.x" starting at byte `i` of the loaded block, for the
+/// known methods: starts the request and, when the whole line is loaded, moves on to the
+/// headers. Returns the bytes consumed (0: not taken).
+#[inline(always)]
+fn request_line(conn: &mut Conn, i: u32, len: u32, now: u64) -> u32 {
+    if i + 8 > len || conn.count as usize >= PIPELINE {
+        return 0;
+    }
+    let w = window8(&conn.req.w_buf, i);
+    let spaces = byte_bits(w, b' ');
+    if spaces == 0 {
+        return 0;
+    }
+    // The lowest flagged byte is exact.
+    let p = spaces.trailing_zeros() / 8;
+    if p == 0 || p > 7 {
+        return 0;
+    }
+    let word = (w & ((1u64 << (8 * p)) - 1)).swap_bytes() >> (64 - 8 * p);
+    let m = method::from_word(word, p);
+    if m == method::OTHER {
+        return 0;
+    }
+    push_request(conn, m, now);
+    let st = &mut conn.req;
+    st.state = S_REQLINE;
+    st.flags |= F_METHOD_DONE;
+    st.word = word;
+    st.tail = (word << 8) | b' ' as u64;
+    st.line_pos = p + 1;
+    let k = find_newline(&st.w_buf, i + p + 1, len);
+    // "M / HTTP/1.1\r\n" at the least: a line break found past "HTTP/1.x\r".
+    if k < len && k >= i + p + 11 && k >= 8 {
+        let tail = window8(&st.w_buf, k - 8).swap_bytes();
+        if tail == V11 || tail == V10 {
+            st.state = S_HEADERS;
+            st.line_pos = 0;
+            return k + 1 - i;
+        }
+    }
+    p + 1
+}
+
+/// [`request_line`] as a global function, verified once on its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_request_line(conn: *mut Conn, i: u64, len: u64, now: u64) -> i64 {
+    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
+    if i >= BUF as u64 || len > BUF as u64 {
+        return 0;
+    }
+    request_line(conn, i as u32, len as u32, now) as i64
+}
+
+/// [`status_line`] as a global function, verified once on its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_status_line(st: *mut Stream, i: u64, len: u64) -> i64 {
+    let Some(st) = (unsafe { st.as_mut() }) else { return 0 };
+    if i >= BUF as u64 || len > BUF as u64 {
+        return 0;
+    }
+    status_line(st, i as u32, len as u32) as i64
+}
+
+/// [`header_lines`] as a global function, verified once on its own: bytes consumed in the low
+/// 8 bits, bit 8 set at the end of the headers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_header_lines(st: *mut Stream, i: u64, len: u64) -> i64 {
+    let Some(st) = (unsafe { st.as_mut() }) else { return 0 };
+    if i >= BUF as u64 || len > BUF as u64 {
+        return 0;
+    }
+    let (n, end) = header_lines(st, i as u32, len as u32);
+    (n as i64) | if end { 0x100 } else { 0 }
+}
+
+/// A status line "HTTP/1.x ddd" starting at byte `i`: takes the code and, when the line's end
+/// is loaded, moves on to the headers. Returns the bytes consumed (0: not taken).
+#[inline(always)]
+fn status_line(st: &mut Stream, i: u32, len: u32) -> u32 {
+    if i + 13 > len {
+        return 0;
+    }
+    const HTTP1: u64 = le(b"HTTP/1.");
+    let w0 = window8(&st.w_buf, i);
+    let w1 = window8(&st.w_buf, i + 8);
+    let minor = (w0 >> 56) as u8;
+    if w0 & 0x00ff_ffff_ffff_ffff != HTTP1 || (minor != b'0' && minor != b'1') || w1 as u8 != b' ' {
+        return 0;
+    }
+    let (d0, d1, d2, after) = ((w1 >> 8) as u8, (w1 >> 16) as u8, (w1 >> 24) as u8, (w1 >> 32) as u8);
+    if !(d0.is_ascii_digit() && d1.is_ascii_digit() && d2.is_ascii_digit()) {
+        return 0;
+    }
+    st.status = (d0 - b'0') as u16 * 100 + (d1 - b'0') as u16 * 10 + (d2 - b'0') as u16;
+    st.state = S_RESPLINE;
+    if after == b' ' {
+        let k = find_newline(&st.w_buf, i + 13, len);
+        if k < len && k > i + 13 {
+            st.state = S_HEADERS;
+            st.line_pos = 0;
+            return k + 1 - i;
+        }
+        st.line_pos = 13;
+        return 13;
+    }
+    if after == b'\r' && i + 14 < len && byte_at(&st.w_buf, i + 13) == b'\n' {
+        st.state = S_HEADERS;
+        st.line_pos = 0;
+        return 14;
+    }
+    // Anything else goes through the per-byte parser from the code's end.
+    st.line_pos = 12;
+    12
+}
+
+/// Header lines from a line start at byte `i`: lines of no interest are skipped and a
+/// Content-Length value is read whole, up to 8 lines. Returns the bytes consumed (0: decide
+/// byte by byte) and whether they ended with the blank line that closes the headers. The
+/// stream is left at a line start, inside a skippable line, or at a framing header's value.
+#[inline(always)]
+fn header_lines(st: &mut Stream, i: u32, len: u32) -> (u32, bool) {
+    let mut j = i;
+    let mut lines = 0;
+    while lines < 8 {
+        // One range for every way of reaching here, so the verifier prunes the loop instead
+        // of following each line length separately (j stays below 256; the mask is exact).
+        j = unsafe { core::ptr::read_volatile(&j) } & 0xff;
+        if j >= len {
+            break;
+        }
+        let b = byte_at(&st.w_buf, j);
+        if b == b'\n' {
+            return (j + 1 - i, true);
+        }
+        if b == b'\r' {
+            if j + 1 < len && byte_at(&st.w_buf, j + 1) == b'\n' {
+                return (j + 2 - i, true);
+            }
+            break;
+        }
+        let l = b | 0x20;
+        if (l == b'c' && j + 15 > len) || (l == b't' && j + 18 > len) {
+            // A name cut by the end of the segment: byte by byte.
+            break;
+        }
+        if l == b'c' {
+            let w0 = window8(&st.w_buf, j) | CL_MASK0;
+            let w1 = (window8(&st.w_buf, j + 8) & 0x00ff_ffff_ffff_ffff) | CL_MASK1;
+            if w0 == CL_WORD0 && w1 == CL_WORD1 {
+                let (value, next) = content_length(&st.w_buf, j + 15, len);
+                if next > 0 {
+                    st.flags |= F_HAS_CL;
+                    st.content_length = value;
+                    j = next;
+                    lines += 1;
+                    continue;
+                }
+                // The value byte by byte.
+                st.hmatch = M_CL_VAL;
+                st.hidx = 0;
+                st.content_length = 0;
+                st.line_pos = 15;
+                return (j + 15 - i, false);
+            }
+        } else if l == b't' {
+            let w0 = window8(&st.w_buf, j) | TE_MASK0;
+            let w1 = window8(&st.w_buf, j + 8) | TE_MASK1;
+            let w2 = (window8(&st.w_buf, j + 16) & 0xffff) | TE_MASK2;
+            if w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2 {
+                st.hmatch = M_TE_VAL;
+                st.hidx = 0;
+                st.line_pos = 18;
+                return (j + 18 - i, false);
+            }
+        }
+        // A line of no interest: to its line break.
+        let k = find_newline(&st.w_buf, j + 1, len);
+        if k < len && k > j + 1 {
+            j = k + 1;
+            lines += 1;
+            continue;
+        }
+        // It goes on past the loaded bytes (or the search was unsure): skippable from here.
+        st.hmatch = M_NONE;
+        st.line_pos = 1;
+        return (j + 1 - i, false);
+    }
+    st.line_pos = 0;
+    st.hmatch = M_NONE;
+    (j - i, false)
+}
+
+/// A Content-Length value "[OWS]digits[OWS]\r\n" from byte `p`: (value, index after the line
+/// break), or index 0 when it is anything else or not all loaded (the per-byte parser then
+/// reads it).
+#[inline(always)]
+fn content_length(buf: &[u64; BUF_WORDS], p: u32, len: u32) -> (u64, u32) {
+    let mut v = 0u64;
+    let mut digit = false;
+    let mut k = 0u32;
+    while k < 24 {
+        let q = p + k;
+        if q + 1 >= len {
+            return (0, 0);
+        }
+        let b = byte_at(buf, q);
+        if b.is_ascii_digit() {
+            if v >= (1 << 50) {
+                return (0, 0);
+            }
+            v = v * 10 + (b - b'0') as u64;
+            digit = true;
+        } else if b == b'\r' {
+            if digit && byte_at(buf, q + 1) == b'\n' {
+                return (v, q + 2);
+            }
+            return (0, 0);
+        } else if b != b' ' && b != b'\t' {
+            return (0, 0);
+        }
+        k += 1;
+    }
+    (0, 0)
+}
+
+/// Word `j` of the loaded block. The index goes through memory so that LLVM, which may prove
+/// it below 16 from the caller's checks, cannot drop the mask the verifier needs to see.
+#[inline(always)]
+fn word_at(buf: &[u64; BUF_WORDS], j: usize) -> u64 {
+    buf[unsafe { core::ptr::read_volatile(&j) } & (BUF_WORDS - 1)]
+}
+
 /// Byte `i` (0..128) of the loaded block.
 #[inline(always)]
 fn byte_at(buf: &[u64; BUF_WORDS], i: u32) -> u8 {
-    (buf[((i >> 3) as usize) & (BUF_WORDS - 1)] >> ((i & 7) * 8)) as u8
+    (word_at(buf, (i >> 3) as usize) >> ((i & 7) * 8)) as u8
 }
 
 /// The 8 bytes starting at byte `p` of the loaded block, little-endian (bytes past the block
 /// are whatever the buffer holds; callers mask them off).
 #[inline(always)]
 fn window8(buf: &[u64; BUF_WORDS], p: u32) -> u64 {
-    let j = ((p >> 3) as usize) & (BUF_WORDS - 1);
+    let j = (p >> 3) as usize;
     let s = (p & 7) * 8;
-    if s == 0 { buf[j] } else { (buf[j] >> s) | (buf[(j + 1) & (BUF_WORDS - 1)] << (64 - s)) }
+    let first = word_at(buf, j);
+    if s == 0 { first } else { (first >> s) | (word_at(buf, j + 1) << (64 - s)) }
 }
 
 /// Index of the first '\n' at or after byte `i` among the first `len` loaded bytes; `len`
@@ -922,9 +1190,8 @@ fn find_newline(buf: &[u64; BUF_WORDS], i: u32, len: u32) -> u32 {
         if (j as u32) * 8 >= len {
             return len;
         }
-        // Through memory: LLVM knows j < 16 and would drop the mask the verifier needs.
-        let w = buf[unsafe { core::ptr::read_volatile(&j) } & (BUF_WORDS - 1)];
-        let bits = newline_bits(w) & mask;
+        let w = word_at(buf, j);
+        let bits = byte_bits(w, b'\n') & mask;
         if bits != 0 {
             let k = j as u32 * 8 + bits.trailing_zeros() / 8;
             if k >= len {
@@ -937,11 +1204,11 @@ fn find_newline(buf: &[u64; BUF_WORDS], i: u32, len: u32) -> u32 {
     }
     len
 }
-/// Bytes equal to '\n' in `w` get their top bit set (exact for the lowest such byte; a byte
-/// above a match may be flagged falsely, which `first_newline` checks).
+/// Bytes equal to `c` in `w` get their top bit set (exact for the lowest such byte; a byte
+/// above a match may be flagged falsely).
 #[inline(always)]
-fn newline_bits(w: u64) -> u64 {
-    let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
+fn byte_bits(w: u64, c: u8) -> u64 {
+    let x = w ^ (0x0101_0101_0101_0101 * c as u64);
     x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
 }
 
