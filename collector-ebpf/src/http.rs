@@ -34,7 +34,7 @@ use collector_common::{
     },
 };
 
-use crate::drops;
+use crate::{drops, network};
 
 /// Upper bounds of the duration buckets in nanoseconds, set by the daemon; unused slots hold
 /// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
@@ -278,7 +278,8 @@ fn active_add(conn: &Conn, delta: u64) {
         return;
     }
     // As words (layout asserted below): a literal's 6-byte padding array becomes a memset call.
-    let key: ActiveKey = unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([conn.cgroup_id, conn.local_port as u64]) };
+    let key: ActiveKey =
+        unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([conn.cgroup_id, conn.local_port as u64]) };
     let p = match HTTP_ACTIVE.get_ptr_mut(&key) {
         Some(p) => Some(p),
         None => {
@@ -1276,6 +1277,9 @@ fn headers_loaded(skb: *mut __sk_buff) -> Option<(u32, u8, [u8; 14])> {
 
 #[inline(always)]
 fn handle(ctx: &SkBuffContext, egress: bool) {
+    if network::counted_by_http() {
+        network::count(ctx, egress);
+    }
     let skb = ctx.as_ptr() as *mut __sk_buff;
     let hdr = match headers_direct(ctx) {
         Ok(h) => h,

@@ -1,6 +1,9 @@
 //! Network: cgroup_skb programs on the cgroup v2 root count every packet of every socket by
 //! the socket's cgroup (`bpf_skb_cgroup_id`), in both directions, loopback included.
 //! They never drop traffic: both return 1 (allow).
+//!
+//! When the HTTP programs run too, the daemon sets `NET_IN_HTTP` and attaches only those: they
+//! call [`count`] first, which saves a program run per packet.
 use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
@@ -16,8 +19,19 @@ use crate::drops::lookup_or_init;
 #[map]
 static CGROUP_NET: PerCpuHashMap<u64, NetCounters> = PerCpuHashMap::with_max_entries(16384, 0);
 
+/// Set by the daemon (read-only data, so the verifier drops the branch that is not taken):
+/// 1 when `http_ingress`/`http_egress` count packets here instead of the programs below.
+#[unsafe(no_mangle)]
+static NET_IN_HTTP: u8 = 0;
+
+/// Whether the HTTP programs count packets for this collector.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, egress: bool) {
+pub fn counted_by_http() -> bool {
+    unsafe { core::ptr::read_volatile(&NET_IN_HTTP) != 0 }
+}
+
+#[inline(always)]
+pub fn count(ctx: &SkBuffContext, egress: bool) {
     let len = ctx.len() as u64;
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr() as *mut __sk_buff) };
     let Some(c) = lookup_or_init(&CGROUP_NET, &cgroup_id, &ZERO, drop::CGROUP_NET_FULL) else {

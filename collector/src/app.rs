@@ -99,6 +99,11 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                 globals.push(("DURATION_BOUNDS_NS", http::bounds_global(&http_buckets)));
             }
         }
+        if net_ok && http_ok {
+            // The HTTP programs count packets for netbpf too: one program run per packet
+            // instead of two.
+            globals.push(("NET_IN_HTTP", vec![1]));
+        }
         if disk_ok || net_ok || http_ok {
             match bpf::Loader::load(&globals) {
                 Err(e) => {
@@ -116,17 +121,30 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                             Err(reason) => skip(&mut registry, "diskbpf", reason),
                         }
                     }
+                    let mut http_attached = false;
+                    let mut http_collector = None;
+                    if http_ok {
+                        match http::Http::start(&mut l, resolver.clone(), http_buckets) {
+                            Ok(c) => {
+                                http_attached = true;
+                                http_collector = Some(c);
+                            }
+                            Err(reason) => {
+                                http_attached = l.programs.iter().any(|p| p.program == "http_ingress" && p.attached);
+                                skip(&mut registry, "http", reason);
+                            }
+                        }
+                    }
                     if net_ok {
-                        match network::NetBpf::start(&mut l, resolver.clone()) {
+                        // Counted by the HTTP programs when they run (NET_IN_HTTP), else by
+                        // its own pair.
+                        match network::NetBpf::start(&mut l, resolver.clone(), http_attached) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "netbpf", reason),
                         }
                     }
-                    if http_ok {
-                        match http::Http::start(&mut l, resolver.clone(), http_buckets) {
-                            Ok(c) => registry.collectors.push(Box::new(c)),
-                            Err(reason) => skip(&mut registry, "http", reason),
-                        }
+                    if let Some(c) = http_collector {
+                        registry.collectors.push(Box::new(c));
                     }
                     registry.drops = Some(bpf::Drops::new(&mut l)?);
                     registry.programs = l.programs.clone();

@@ -72,9 +72,13 @@ pub struct NetBpf {
 
 impl NetBpf {
     /// Attaches ingress and egress programs to the v2 root; on failure nothing stays attached.
-    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>) -> Result<Self, String> {
+    /// Attaches `cgroup_net_ingress`/`cgroup_net_egress`, unless the HTTP programs are attached
+    /// and count packets into the same map (the object was loaded with `NET_IN_HTTP` set).
+    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>, counted_by_http: bool) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
-        loader.attach_cgroup_skb_pair("cgroup_net_ingress", "cgroup_net_egress", &root)?;
+        if !counted_by_http {
+            loader.attach_cgroup_skb_pair("cgroup_net_ingress", "cgroup_net_egress", &root)?;
+        }
         let map = loader
             .take_map("CGROUP_NET")
             .and_then(|m| Ok(PerCpuHashMap::try_from(m)?))

@@ -24,9 +24,20 @@ fn lo(m: &Metrics) -> [f64; 4] {
 
 const N: usize = 8 << 20;
 
+/// With the HTTP collector on, its programs count the packets (one program per packet).
 #[test]
 fn cgroup_bytes_cover_what_was_sent_and_loopback_matches_proc() {
-    let c = Collector::start(&[]);
+    cgroup_bytes(&[], "http_ingress");
+}
+
+/// Without it, netbpf attaches its own pair.
+#[test]
+fn cgroup_bytes_without_the_http_collector() {
+    cgroup_bytes(&["--no-collector.http"], "cgroup_net_ingress");
+}
+
+fn cgroup_bytes(args: &[&str], counting_program: &str) {
+    let c = Collector::start(args);
     let cg = TestCgroup::new("net");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -40,6 +51,7 @@ fn cgroup_bytes_cover_what_was_sent_and_loopback_matches_proc() {
     let before = netdev("lo");
     let m0 = c.scrape();
     let after = netdev("lo");
+    assert_eq!(m0.get("collector_bpf_program_attached", &[("program", counting_program)]), 1.0);
     // The netdev collector reports what /proc/net/dev said during the scrape.
     for (i, v) in lo(&m0).iter().enumerate() {
         assert!(before[i] <= *v && *v <= after[i], "lo[{i}]: {} <= {v} <= {}", before[i], after[i]);
