@@ -810,6 +810,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
             st.remaining -= n;
             st.body += n;
             st.w_off = off + n as u32;
+            let last = n == left;
             if st.remaining == 0 {
                 if st.state == S_BODY {
                     message_done(conn, is_req, now);
@@ -817,7 +818,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
                     st.state = S_CHUNK_END;
                 }
             }
-            return 0;
+            return last as i64;
         }
         S_UNTIL_CLOSE => {
             st.body += left;
@@ -854,30 +855,31 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     let i = off.wrapping_sub(st.w_base) & (BUF - 1);
     let len = st.w_len;
     // Fast paths over whole lines; each returns the bytes it consumed (0: not taken, the
-    // per-byte parser below decides).
+    // per-byte parser below decides). A start line and the header lines after it go in one
+    // step, and a segment they finish ends the loop at once.
+    let mut n = 0u32;
     if st.state == S_START {
-        let n = if is_req {
+        n = if is_req {
             http_request_line(conn, i as u64, len as u64, now)
         } else {
             http_status_line(&mut conn.resp, i as u64, len as u64)
         } as u32;
-        if n > 0 {
-            let st = if is_req { &mut conn.req } else { &mut conn.resp };
-            st.w_off = off + n;
-            return 0;
-        }
     }
     let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    if st.state == S_HEADERS && st.line_pos == 0 {
-        let r = http_header_lines(st, i as u64, len as u64) as u64;
-        let (n, end_of_headers) = ((r & 0xff) as u32, r & 0x100 != 0);
-        if n > 0 {
+    if st.state == S_HEADERS && st.line_pos == 0 && i + n < len {
+        let r = http_header_lines(st, (i + n) as u64, len as u64) as u64;
+        n += (r & 0xff) as u32;
+        if r & 0x100 != 0 {
             st.w_off = off + n;
-            if end_of_headers {
-                headers_done(conn, is_req, now);
-            }
-            return 0;
+            headers_done(conn, is_req, now);
+            let st = if is_req { &conn.req } else { &conn.resp };
+            return (st.w_off >= end) as i64;
         }
+    }
+    if n > 0 {
+        let st = if is_req { &mut conn.req } else { &mut conn.resp };
+        st.w_off = off + n;
+        return (st.w_off >= end) as i64;
     }
     let st = if is_req { &mut conn.req } else { &mut conn.resp };
     // Inside a line the parser does not need (a request target, a header other than
