@@ -185,8 +185,12 @@ pub struct Conn {
     peer_port: u16,
     family: u8,
     role: u8,
-    head: u8,
-    count: u8,
+    // The FIFO of waiting requests: `pushed` is written only on the request direction and
+    // `popped` only on the response direction, so a request arriving on one CPU while the
+    // previous response leaves on another loses no update. Both wrap; the difference is the
+    // number waiting (at most PIPELINE).
+    pushed: u8,
+    popped: u8,
     /// Bit 0: FIN seen on egress; bit 1: on ingress.
     fin: u8,
     _pad: [u8; 7],
@@ -228,8 +232,8 @@ static ZERO_CONN: Conn = Conn {
     peer_port: 0,
     family: 0,
     role: ROLE_UNKNOWN,
-    head: 0,
-    count: 0,
+    pushed: 0,
+    popped: 0,
     fin: 0,
     _pad: [0; 7],
     pending: [ZERO_PENDING; PIPELINE],
@@ -296,12 +300,12 @@ fn active_add(conn: &Conn, delta: u64) {
 #[inline(always)]
 fn give_up(conn: &mut Conn, reason: u32) {
     drops::count(reason);
-    let n = conn.count as u64;
+    let n = waiting(conn) as u64;
     if n > 0 {
         drops::add(drop::HTTP_ABANDONED, n);
         active_add(conn, n.wrapping_neg());
     }
-    conn.count = 0;
+    conn.popped = conn.pushed;
     conn.role = ROLE_NOT_HTTP;
     conn.req.state = S_IGNORE;
     conn.resp.state = S_IGNORE;
@@ -344,16 +348,22 @@ fn words16(b: &[u8; 16]) -> [u64; 2] {
     unsafe { [*p, *p.add(1)] }
 }
 
+/// Requests waiting for their response.
+#[inline(always)]
+fn waiting(conn: &Conn) -> u8 {
+    conn.pushed.wrapping_sub(conn.popped)
+}
+
 /// A request starts: it waits at the tail of the FIFO (the caller checked there is room).
 #[inline(always)]
 fn push_request(conn: &mut Conn, m: u8, now: u64) {
-    let tail = (conn.head as usize + conn.count as usize) & (PIPELINE - 1);
+    let tail = (conn.pushed as usize) & (PIPELINE - 1);
     // Field by field: the padding is never read (a literal would memset it byte-wise).
     let p = &mut conn.pending[tail];
     p.start_ns = now;
     p.req_bytes = 0;
     p.method = m;
-    conn.count += 1;
+    conn.pushed = conn.pushed.wrapping_add(1);
     active_add(conn, 1);
 }
 
@@ -370,13 +380,12 @@ fn complete(conn: &mut Conn, status: u16, resp_bytes: u64, now: u64) {
 pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, now: u64) -> i64 {
     let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
     let status = status as u16;
-    if conn.count == 0 {
+    if waiting(conn) == 0 {
         drops::count(drop::HTTP_RESPONSE_UNMATCHED);
         return 0;
     }
-    let p = conn.pending[(conn.head as usize) & (PIPELINE - 1)];
-    conn.head = ((conn.head as usize + 1) & (PIPELINE - 1)) as u8;
-    conn.count -= 1;
+    let p = conn.pending[(conn.popped as usize) & (PIPELINE - 1)];
+    conn.popped = conn.popped.wrapping_add(1);
     active_add(conn, u64::MAX);
     let server = conn.role == ROLE_SERVER;
     let status = if (100..600).contains(&status) { status } else { 0 };
@@ -452,8 +461,8 @@ pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, n
 #[inline(always)]
 fn message_done(conn: &mut Conn, is_req: bool, now: u64) {
     if is_req {
-        if conn.count > 0 {
-            let last = (conn.head as usize + conn.count as usize - 1) & (PIPELINE - 1);
+        if waiting(conn) > 0 {
+            let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
             conn.pending[last].req_bytes = conn.req.body;
         }
         reset_message(&mut conn.req);
@@ -489,7 +498,7 @@ fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
         reset_message(st);
         return;
     }
-    let head_method = conn.pending[(conn.head as usize) & (PIPELINE - 1)].method;
+    let head_method = conn.pending[(conn.popped as usize) & (PIPELINE - 1)].method;
     if status == 101 || (head_method == method::CONNECT && (200..300).contains(&status)) {
         // The connection changes protocol: record the exchange, ignore what follows.
         complete(conn, status, 0, now);
@@ -497,7 +506,7 @@ fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
         conn.resp.state = S_IGNORE;
         return;
     }
-    if (conn.count > 0 && head_method == method::HEAD) || status == 204 || status == 304 {
+    if (waiting(conn) > 0 && head_method == method::HEAD) || status == 204 || status == 304 {
         message_done(conn, false, now);
     } else if chunked {
         st.state = S_CHUNK_SIZE;
@@ -566,7 +575,7 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
                 give_up(conn, drop::HTTP_DESYNC);
                 return;
             }
-            if conn.count as usize >= PIPELINE {
+            if waiting(conn) as usize >= PIPELINE {
                 give_up(conn, drop::HTTP_PIPELINE_OVERFLOW);
                 return;
             }
@@ -598,8 +607,8 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
                 if b == b' ' && pos > 0 {
                     st.flags |= F_METHOD_DONE;
                     let m = method::from_word(st.word, pos);
-                    if conn.count > 0 {
-                        let last = (conn.head as usize + conn.count as usize - 1) & (PIPELINE - 1);
+                    if waiting(conn) > 0 {
+                        let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
                         conn.pending[last].method = m;
                     }
                 } else if (b.is_ascii_uppercase() || b == b'-' || b == b'_') && pos < 16 {
@@ -936,7 +945,7 @@ const V10: u64 = u64::from_be_bytes(*b"TTP/1.0\r");
 /// headers. Returns the bytes consumed (0: not taken).
 #[inline(always)]
 fn request_line(conn: &mut Conn, i: u32, len: u32, now: u64) -> u32 {
-    if i + 8 > len || conn.count as usize >= PIPELINE {
+    if i + 8 > len || waiting(conn) as usize >= PIPELINE {
         return 0;
     }
     let w = window8(&conn.req.w_buf, i);
@@ -1403,7 +1412,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         }
         conn.fin |= if egress { 1 } else { 2 };
         if conn.fin == 3 {
-            if conn.count > 0 {
+            if waiting(conn) > 0 {
                 give_up(conn, drop::HTTP_ABANDONED);
             }
             let _ = HTTP_CONNS.remove(&cookie);
