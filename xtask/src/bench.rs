@@ -46,6 +46,9 @@ pub struct Args {
     /// Scale: open keep-alive connections held during the connection measurement.
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
+    /// Only regenerate docs/performance.md from target/bench/results.json.
+    #[arg(long)]
+    pub docs_only: bool,
     /// Parts to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<Part>,
@@ -168,6 +171,11 @@ pub(crate) fn nginx_conf(dir: &Path, port: u16, connections: usize) -> anyhow::R
 }
 
 pub fn bench(args: Args) -> anyhow::Result<()> {
+    if args.docs_only {
+        let path = root_dir().join("target/bench/results.json");
+        let results: Value = serde_json::from_slice(&std::fs::read(&path).context("no results yet")?)?;
+        return write_docs(&markdown(&results));
+    }
     ensure!(crate::is_root(), "the benchmarks load eBPF programs and enable BPF statistics: run as root");
     let run = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let started = Instant::now();

@@ -71,10 +71,12 @@ pub fn markdown(r: &Value) -> String {
     );
     for b in r.as_array().into_iter().flatten() {
         let median = b["median_ns"].as_f64().unwrap_or(f64::NAN);
-        let name = match b["function"].as_str() {
-            Some(f) if !f.is_empty() => format!("{}/{f}", b["group"].as_str().unwrap_or("")),
-            _ => b["group"].as_str().unwrap_or("").to_owned(),
-        };
+        let name: Vec<&str> = ["group", "function", "parameter"]
+            .iter()
+            .filter_map(|k| b[*k].as_str())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let name = name.join("/");
         let (n, per) = match b["elements"].as_u64() {
             Some(n) if n > 0 => (n.to_string(), time(median / n as f64)),
             _ => (String::new(), String::new()),

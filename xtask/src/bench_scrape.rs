@@ -156,7 +156,7 @@ fn perf_profile(pid: u32, load: impl FnOnce() -> anyhow::Result<()>) -> anyhow::
         .output()?;
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim().split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .take(25)
         .collect();
