@@ -224,11 +224,7 @@ impl Collector for DiskBpf {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let mut hist = Family::histogram(
-            "system_disk_io_latency_seconds",
-            "Block I/O latency per device and operation: from the request being issued to the \
-             device driver to its completion (block_rq_issue to block_rq_complete).",
-        );
+        let mut latency = Vec::new();
         for entry in self.latency.iter() {
             let (key, values) = entry.context("reading the LATENCY map")?;
             let mut counts = [0u64; LATENCY_BUCKETS];
@@ -239,18 +235,9 @@ impl Collector for DiskBpf {
                 }
                 sum_ns += h.sum_ns;
             });
-            let device = self.devices.name_of_kdev(key.dev);
-            let operation = op::NAMES.get(key.op as usize).copied().unwrap_or("other");
-            hist.add_histogram(
-                &[("device", &device), ("operation", operation)],
-                &counts,
-                bucket_upper_seconds,
-                sum_ns as f64 / 1e9,
-            );
+            latency.push((key, counts, sum_ns));
         }
-        out.push(hist);
 
-        // Sum per (cgroup identity, device, op): deleted cgroups fold into one series.
         let mut entries = Vec::new();
         for entry in self.cgroup_io.iter() {
             let (key, values) = entry.context("reading the CGROUP_IO map")?;
@@ -258,11 +245,45 @@ impl Collector for DiskBpf {
             bpf::sum_per_cpu(&values, |v| bytes += v.bytes);
             entries.push((key, bytes));
         }
-        let ids = self.cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        Self::families(&latency, &entries, &self.devices, &self.cgroups, out);
+        Ok(())
+    }
+}
+
+impl DiskBpf {
+    /// Map contents (summed over CPUs) → families: `latency` holds (device and operation,
+    /// bucket counts, sum of ns), `entries` the bytes per cgroup, device and operation.
+    /// Separate from reading the maps so benchmarks can feed it synthetic entries.
+    pub fn families(
+        latency: &[(DevOp, [u64; LATENCY_BUCKETS], u64)],
+        entries: &[(CgroupIoKey, u64)],
+        devices: &Devices,
+        cgroups: &Resolver,
+        out: &mut Out,
+    ) {
+        let mut hist = Family::histogram(
+            "system_disk_io_latency_seconds",
+            "Block I/O latency per device and operation: from the request being issued to the \
+             device driver to its completion (block_rq_issue to block_rq_complete).",
+        );
+        for (key, counts, sum_ns) in latency {
+            let device = devices.name_of_kdev(key.dev);
+            let operation = op::NAMES.get(key.op as usize).copied().unwrap_or("other");
+            hist.add_histogram(
+                &[("device", &device), ("operation", operation)],
+                counts,
+                bucket_upper_seconds,
+                *sum_ns as f64 / 1e9,
+            );
+        }
+        out.push(hist);
+
+        // Sum per (cgroup identity, device, op): deleted cgroups fold into one series.
+        let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         let mut sums: HashMap<([&str; 3], String, &str), u64> = HashMap::new();
-        for (key, bytes) in &entries {
+        for (key, bytes) in entries {
             let labels = cgroup_labels(ids[&key.cgroup_id].as_ref());
-            let device = self.devices.name_of_kdev(key.dev);
+            let device = devices.name_of_kdev(key.dev);
             let operation = op::NAMES.get(key.op as usize).copied().unwrap_or("other");
             *sums.entry((labels, device, operation)).or_default() += bytes;
         }
@@ -284,6 +305,5 @@ impl Collector for DiskBpf {
             );
         }
         out.push(io);
-        Ok(())
     }
 }

@@ -139,12 +139,33 @@ impl Collector for Http {
             let (k, h) = e.context("reading the HTTP_HIST map")?;
             entries.push((k, h));
         }
-        let ids = self.cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        let mut active_entries = Vec::new();
+        for e in self.active.iter() {
+            let (k, v) = e.context("reading the HTTP_ACTIVE map")?;
+            active_entries.push((k, v as i64));
+        }
+        Self::families(&entries, &active_entries, &self.cgroups, &self.buckets, out);
+        Ok(())
+    }
+}
+
+impl Http {
+    /// Map contents → metric families: the histograms of `HTTP_HIST` summed per label set, and
+    /// the in-flight gauge from `HTTP_ACTIVE`. Separate from reading the maps so benchmarks can
+    /// feed it synthetic entries.
+    pub fn families(
+        entries: &[(HttpKey, HttpHist)],
+        active_entries: &[(ActiveKey, i64)],
+        cgroups: &Resolver,
+        buckets: &[f64],
+        out: &mut Out,
+    ) {
+        let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         // (side, method, status, address, port, service) → summed histograms.
         type Labels = (u8, &'static str, String, String, String, String);
         let mut sums: HashMap<Labels, Agg> = HashMap::new();
         {
-            for (k, h) in &entries {
+            for (k, h) in entries {
                 let labels: Labels = if k.method == OVERFLOW_METHOD {
                     if h.duration.iter().all(|c| *c == 0) {
                         continue;
@@ -162,7 +183,7 @@ impl Collector for Http {
         let mut keys: Vec<&Labels> = sums.keys().collect();
         keys.sort();
 
-        let dur_upper = |i: usize| self.buckets.get(i).copied();
+        let dur_upper = |i: usize| buckets.get(i).copied();
         let size_upper = |i: usize| SIZE_BOUNDS.get(i).map(|b| *b as f64);
         for (side, prefix, what) in [(SIDE_SERVER, "http_server", "served"), (SIDE_CLIENT, "http_client", "made")] {
             let mut dur = Family::histogram(
@@ -190,12 +211,7 @@ impl Collector for Http {
                 }
                 labels.push(("server_port", port));
                 labels.push(("service_name", service));
-                dur.add_histogram(
-                    &labels,
-                    &h.duration[..=self.buckets.len()],
-                    dur_upper,
-                    h.duration_sum_ns as f64 / 1e9,
-                );
+                dur.add_histogram(&labels, &h.duration[..=buckets.len()], dur_upper, h.duration_sum_ns as f64 / 1e9);
                 req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);
                 resp.add_histogram(&labels, &h.resp_size[..SIZE_BUCKETS], size_upper, h.resp_size_sum as f64);
             }
@@ -204,12 +220,7 @@ impl Collector for Http {
             out.push(resp);
         }
 
-        let mut active_entries = Vec::new();
-        for e in self.active.iter() {
-            let (k, v) = e.context("reading the HTTP_ACTIVE map")?;
-            active_entries.push((k, v as i64));
-        }
-        let ids = self.cgroups.resolve(active_entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        let ids = cgroups.resolve(active_entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         // The process serving a port, from the histogram keys (the gauge is keyed by cgroup).
         let mut port_comm: HashMap<(u64, u16), String> = HashMap::new();
         for (k, _) in entries.iter().filter(|(k, _)| k.side == SIDE_SERVER && k.method != OVERFLOW_METHOD) {
@@ -218,7 +229,7 @@ impl Collector for Http {
             }
         }
         let mut active: HashMap<(String, String), i64> = HashMap::new();
-        for (k, v) in &active_entries {
+        for (k, v) in active_entries {
             let service = service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref());
             *active.entry((k.port.to_string(), service)).or_default() += v;
         }
@@ -232,7 +243,6 @@ impl Collector for Http {
             gauge.add(&[("server_port", &k.0), ("service_name", &k.1)], active[k].max(0) as f64);
         }
         out.push(gauge);
-        Ok(())
     }
 }
 

@@ -105,9 +105,18 @@ impl Collector for NetBpf {
             });
             entries.push((id, sum));
         }
-        let ids = self.cgroups.resolve(entries.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        Self::families(&entries, &self.cgroups, out);
+        Ok(())
+    }
+}
+
+impl NetBpf {
+    /// Map contents (counters summed over CPUs) → the per-cgroup families. Separate from
+    /// reading the map so benchmarks can feed it synthetic entries.
+    pub fn families(entries: &[(u64, NetCounters)], cgroups: &Resolver, out: &mut Out) {
+        let ids = cgroups.resolve(entries.iter().map(|(id, _)| *id).collect::<Vec<_>>());
         let mut sums: HashMap<[&str; 3], NetCounters> = HashMap::new();
-        for (id, c) in &entries {
+        for (id, c) in entries {
             let s = sums.entry(cgroup_labels(ids[id].as_ref())).or_default();
             s.rx_bytes += c.rx_bytes;
             s.rx_packets += c.rx_packets;
@@ -134,6 +143,5 @@ impl Collector for NetBpf {
         }
         out.push(bytes);
         out.push(packets);
-        Ok(())
     }
 }

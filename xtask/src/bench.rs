@@ -1,9 +1,17 @@
-//! `cargo xtask bench`: macro benchmarks on this machine, measured side by side in one run.
+//! `cargo xtask bench`: benchmarks on this machine, measured side by side in one run.
 //!
-//! HTTP overhead: nginx serving a small file to wrk (keep-alive), alternating rounds without
-//! and with the collector running; throughput and p99 latency ratios, and the run time per
-//! event of every eBPF program from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
-//! Writes `target/bench/results.json` and the tables in `docs/performance.md`.
+//! Parts (all by default, `--only` picks some; the others keep their figures from the last
+//! `target/bench/results.json`):
+//! - `micro`: the criterion micro-benchmarks of `benches/` (map contents → families, encoding).
+//! - `scrape`: our collector and Debian's prometheus-node-exporter, both running, scraped
+//!   alternately by one loop: CPU seconds and wall time per scrape, RSS (bench_scrape.rs).
+//! - `scale`: scrape time and RSS with 1k, 10k and 100k series made by real HTTP requests, and
+//!   with 10k open keep-alive connections (bench_scrape.rs).
+//! - `http`: nginx serving a small file to wrk (keep-alive), alternating rounds without and
+//!   with the collector running; throughput and p99 latency ratios, and the run time per event
+//!   of every eBPF program from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
+//!
+//! Writes `target/bench/results.json` and the generated section of `docs/performance.md`.
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -11,10 +19,50 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use serde_json::{Value, json};
 
 use crate::{apt_install, cargo, root_dir, status};
 
-struct Killed(Child);
+#[derive(clap::Args)]
+pub struct Args {
+    /// HTTP overhead: interleaved rounds (each: one run without, one with the collector).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// HTTP overhead: seconds per run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Scrape comparison: scrapes of each exporter (alternating).
+    #[arg(long, default_value_t = 200)]
+    pub scrapes: usize,
+    /// Scale: series levels (made by HTTP requests; the last one is checked against the 50 ms target).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub series: Vec<usize>,
+    /// Scale: scrapes per measurement (at least; each measurement also lasts --scale-seconds).
+    #[arg(long, default_value_t = 20)]
+    pub scale_scrapes: usize,
+    /// Scale: minimum seconds per measurement (CPU time is read in 10 ms ticks).
+    #[arg(long, default_value_t = 3)]
+    pub scale_seconds: u64,
+    /// Scale: open keep-alive connections held during the connection measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Only regenerate docs/performance.md from target/bench/results.json.
+    #[arg(long)]
+    pub docs_only: bool,
+    /// Parts to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Part {
+    Micro,
+    Scrape,
+    Scale,
+    Http,
+}
+
+pub(crate) struct Killed(pub(crate) Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -22,11 +70,11 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -93,12 +141,14 @@ fn bpf_programs() -> anyhow::Result<Vec<(u64, String, u64, u64)>> {
         .collect())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-fn nginx_conf(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
+/// nginx serving a 25-byte file (`/index.html`) on 127.0.0.1:`port`, one worker taking up to
+/// `connections` connections.
+pub(crate) fn nginx_conf(dir: &Path, port: u16, connections: usize) -> anyhow::Result<PathBuf> {
     let root = dir.join("www");
     std::fs::create_dir_all(&root)?;
     std::fs::write(root.join("index.html"), "hello from the benchmark\n")?;
@@ -107,28 +157,104 @@ fn nginx_conf(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
         &conf,
         format!(
             "daemon off; master_process off; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
+             worker_rlimit_nofile {files};\n\
+             events {{ worker_connections {connections}; }}\n\
              http {{ access_log off; sendfile on; keepalive_timeout 60; keepalive_requests 1000000;\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
                server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
             d = dir.display(),
-            root = root.display()
+            root = root.display(),
+            files = (connections as u64 + 100).min(crate::bench_scrape::nofile_hard_limit())
         ),
     )?;
     Ok(conf)
 }
 
-pub fn bench(rounds: usize, secs: u64) -> anyhow::Result<()> {
+pub fn bench(args: Args) -> anyhow::Result<()> {
+    if args.docs_only {
+        let path = root_dir().join("target/bench/results.json");
+        let results: Value = serde_json::from_slice(&std::fs::read(&path).context("no results yet")?)?;
+        return write_docs(&markdown(&results));
+    }
     ensure!(crate::is_root(), "the benchmarks load eBPF programs and enable BPF statistics: run as root");
-    apt_install(&["nginx".to_owned(), "wrk".to_owned(), "bpftool".to_owned()])?;
+    let run = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    let started = Instant::now();
+    apt_install(&["nginx", "wrk", "bpftool", "prometheus-node-exporter", "linux-perf"].map(String::from))?;
     crate::build_ebpf()?;
     status(cargo().current_dir(root_dir()).args(["build", "--release", "-p", "collector"]))?;
     let collector = root_dir().join("target/release/collector");
+    let out_dir = root_dir().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let results_path = out_dir.join("results.json");
+    // Parts not run keep their last figures.
+    let mut results: serde_json::Map<String, Value> =
+        std::fs::read(&results_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let others = other_collectors()?;
+    if others > 0 {
+        eprintln!(
+            "xtask bench: warning: {others} other HTTP program(s) are attached on this machine (another \
+             collector running): they add their cost to the figures"
+        );
+    }
+    let save = |key: &str, v: Value, results: &mut serde_json::Map<String, Value>| -> anyhow::Result<()> {
+        results.insert(key.to_owned(), v);
+        std::fs::write(&results_path, serde_json::to_string_pretty(&results)?)?;
+        Ok(())
+    };
+    if run(Part::Micro) {
+        save("micro", crate::bench_micro::run()?, &mut results)?;
+    }
+    if run(Part::Scrape) {
+        save("scrape", crate::bench_scrape::vs_node_exporter(&collector, args.scrapes)?, &mut results)?;
+    }
+    if run(Part::Scale) {
+        let opts = crate::bench_scrape::ScaleOpts {
+            series: args.series.clone(),
+            min_scrapes: args.scale_scrapes,
+            min_secs: args.scale_seconds,
+            connections: args.connections,
+        };
+        save("scale", crate::bench_scrape::scale(&collector, &opts)?, &mut results)?;
+    }
+    if run(Part::Http) {
+        save("http", http_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
+    }
+    let mut machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "other_http_programs_attached": others,
+        "load_average_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "bench_seconds": started.elapsed().as_secs(),
+    });
+    if let Some(old) = results.get("machine").and_then(|m| m.get("parts_run")) {
+        machine["parts_run_before"] = old.clone();
+    }
+    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http]
+        .into_iter()
+        .filter(|p| run(*p))
+        .map(|p| format!("{p:?}").to_lowercase())
+        .collect();
+    machine["parts_run"] = json!(parts);
+    save("machine", machine, &mut results)?;
+    let result = Value::Object(results);
+    let table = markdown(&result);
+    println!("{table}");
+    write_docs(&table)?;
+    Ok(())
+}
 
+/// HTTP programs attached by other processes (another collector on this machine).
+fn other_collectors() -> anyhow::Result<usize> {
+    Ok(bpf_programs()?.iter().filter(|p| p.1 == "http_ingress" || p.1 == "http_egress").count() / 2)
+}
+
+/// nginx + wrk without and with the collector, interleaved; per-program cost with BPF
+/// statistics on.
+fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<Value> {
     let dir = root_dir().join("target/bench/http");
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
-    let conf = nginx_conf(&dir, port)?;
+    let conf = nginx_conf(&dir, port, 1024)?;
     let _nginx = Killed(Command::new("nginx").arg("-c").arg(&conf).spawn().context("starting nginx")?);
     wait_port(port, "nginx")?;
     let url = format!("http://127.0.0.1:{port}/index.html");
@@ -143,7 +269,7 @@ pub fn bench(rounds: usize, secs: u64) -> anyhow::Result<()> {
         let start_collector = || -> anyhow::Result<Killed> {
             let mport = free_port()?;
             let child = Killed(
-                Command::new(&collector)
+                Command::new(collector)
                     .args(["--web.listen-address", &format!("127.0.0.1:{mport}")])
                     .stderr(Stdio::null())
                     .spawn()?,
@@ -210,32 +336,26 @@ pub fn bench(rounds: usize, secs: u64) -> anyhow::Result<()> {
         let events: serde_json::Map<String, serde_json::Value> =
             events_per_req.into_iter().map(|(k, v)| (k, serde_json::json!(median(v)))).collect();
         Ok(serde_json::json!({
-            "http": {
                 "rounds": rounds,
                 "seconds_per_run": secs,
                 "connections": 50,
                 "baseline_rps": median(base.clone()),
                 "collector_rps": median(with.clone()),
                 "throughput_ratio": median(with.iter().zip(&base).map(|(w, b)| w / b).collect()),
+                "baseline_p99_s": median(base_p99.clone()),
+                "collector_p99_s": median(with_p99.clone()),
                 "p99_ratio": median(with_p99.iter().zip(&base_p99).map(|(w, b)| w / b).collect()),
                 "cpu_ns_per_request": median(per_req_ns),
                 "program_ns_per_event": programs,
                 "program_events_per_request": events,
-            }
         }))
     })();
     let _ = std::fs::write(stats_path, stats_before.trim());
-    let result = result?;
-    let out_dir = root_dir().join("target/bench");
-    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&result)?)?;
-    let table = markdown(&result);
-    println!("{table}");
-    write_docs(&table)?;
-    Ok(())
+    result
 }
 
 /// User + system CPU seconds of a process, from /proc/<pid>/stat.
-fn process_cpu(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -243,8 +363,125 @@ fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn markdown(r: &serde_json::Value) -> String {
+fn met(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// The targets with their measured figures, then each part's tables.
+fn markdown(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64();
+    let mut t = String::from("### Targets\n\n| target | measured | status |\n|---|---|---|\n");
+    let sc = &r["scrape"];
+    let cpu = f(&sc["ratios"]["cpu"]);
+    t += &format!(
+        "| scrape CPU ≤ 1/3 of node_exporter's | {} ({:.2} ms vs {:.2} ms per scrape) | {} |\n",
+        cpu.map_or("–".into(), |c| format!("{c:.3}")),
+        f(&sc["collector"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
+        f(&sc["node_exporter"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
+        met(cpu.map(|c| c <= 1.0 / 3.0))
+    );
+    let (rss, hwm) = (f(&sc["ratios"]["rss"]), f(&sc["ratios"]["hwm"]));
+    t += &format!(
+        "| RSS ≤ node_exporter's | {} after the scrapes, {} at peak | {} |\n",
+        rss.map_or("–".into(), |c| format!("{c:.3}")),
+        hwm.map_or("–".into(), |c| format!("{c:.3}")),
+        met(rss.zip(hwm).map(|(a, b)| a <= 1.0 && b <= 1.0))
+    );
     let h = &r["http"];
+    let tput = f(&h["throughput_ratio"]);
+    t += &format!(
+        "| HTTP throughput ≥ 98% of baseline | {} | {} |\n",
+        tput.map_or("–".into(), |c| format!("{:.1}%", c * 100.0)),
+        met(tput.map(|c| c >= 0.98))
+    );
+    let per_req = f(&h["cpu_ns_per_request"]);
+    t += &format!(
+        "| ≤ 1 µs of CPU per HTTP request | {} | {} |\n",
+        per_req.map_or("–".into(), |c| format!("{c:.0} ns")),
+        met(per_req.map(|c| c <= 1000.0))
+    );
+    let progs: Vec<(String, f64)> = h["program_ns_per_event"]
+        .as_object()
+        .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+        .unwrap_or_default();
+    let worst = progs.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    t += &format!(
+        "| ≤ 100 ns per program event | {} | {} |\n",
+        worst.map_or("–".into(), |(n, v)| format!(
+            "{} of {} programs within; worst {n} {v:.0} ns",
+            progs.iter().filter(|p| p.1 <= 100.0).count(),
+            progs.len()
+        )),
+        met(worst.map(|w| w.1 <= 100.0))
+    );
+    let levels = r["scale"]["levels"].as_array();
+    let top = levels.and_then(|l| l.last());
+    let top_t = top.and_then(|l| f(&l["gzip"]["wall_median_s"]));
+    t += &format!(
+        "| scrape time ≤ 50 ms at 100k series | {} | {} |\n",
+        top.zip(top_t).map_or("–".into(), |(l, t)| format!(
+            "{:.1} ms at {} series (gzip; plain {:.1} ms)",
+            t * 1e3,
+            l["series"],
+            f(&l["plain"]["wall_median_s"]).unwrap_or(f64::NAN) * 1e3
+        )),
+        met(top
+            .filter(|l| l["series"].as_u64().is_some_and(|n| n >= 100_000))
+            .and(top_t)
+            .map(|t| t <= crate::bench_scrape::SCALE_TARGET_S))
+    );
+    let marginal: Vec<f64> =
+        r["scale"]["marginal_s_per_series"].as_array().map(|m| m.iter().filter_map(f).collect()).unwrap_or_default();
+    let linear = match marginal.as_slice() {
+        [a, b] if *a > 0.0 => Some(*b <= 1.5 * a),
+        _ => None,
+    };
+    t += &format!(
+        "| scrape time grows linearly | {} per added series (1k→10k, 10k→100k) | {} |\n\n",
+        if marginal.is_empty() {
+            "–".into()
+        } else {
+            marginal.iter().map(|m| format!("{:.2} µs", m * 1e6)).collect::<Vec<_>>().join(", ")
+        },
+        met(linear)
+    );
+    let m = &r["machine"];
+    if m.is_object() {
+        t += &format!(
+            "Last run: {} CPUs, Linux {}, parts run: {}, {} s; load average after: {}; other collectors' HTTP \
+             programs attached: {}.\n\n",
+            m["cpus"],
+            m["kernel"].as_str().unwrap_or(""),
+            m["parts_run"].as_array().map_or(String::new(), |p| p
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")),
+            m["bench_seconds"],
+            m["load_average_after"].as_str().unwrap_or(""),
+            m["other_http_programs_attached"],
+        );
+    }
+    if r["scrape"].is_object() {
+        t += &crate::bench_scrape::markdown_scrape(&r["scrape"]);
+    }
+    if r["scale"].is_object() {
+        t += &crate::bench_scrape::markdown_scale(&r["scale"]);
+    }
+    if h.is_object() {
+        t += &markdown_http(h);
+    }
+    if r["micro"].is_array() {
+        t += &crate::bench_micro::markdown(&r["micro"]);
+    }
+    t
+}
+
+fn markdown_http(h: &Value) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "### HTTP overhead (nginx + wrk, keep-alive, 50 connections, {} rounds of {} s, interleaved)\n\n",
@@ -257,7 +494,13 @@ fn markdown(r: &serde_json::Value) -> String {
         "| throughput ratio (median of rounds) | {:.3} | ≥ 0.98 |\n",
         h["throughput_ratio"].as_f64().unwrap_or(0.0)
     ));
-    s.push_str(&format!("| p99 latency ratio | {:.3} | |\n", h["p99_ratio"].as_f64().unwrap_or(0.0)));
+    if let (Some(b), Some(c)) = (h["baseline_p99_s"].as_f64(), h["collector_p99_s"].as_f64()) {
+        s.push_str(&format!("| p99 latency without / with | {:.2} ms / {:.2} ms | |\n", b * 1e3, c * 1e3));
+    }
+    s.push_str(&format!(
+        "| p99 latency ratio (median of rounds) | {:.3} | |\n",
+        h["p99_ratio"].as_f64().unwrap_or(0.0)
+    ));
     s.push_str(&format!(
         "| CPU per request (BPF run time with statistics on + daemon) | {:.0} ns | ≤ 1000 ns |\n\n",
         h["cpu_ns_per_request"].as_f64().unwrap_or(0.0)
@@ -269,6 +512,7 @@ fn markdown(r: &serde_json::Value) -> String {
             s.push_str(&format!("| {name} | {:.0} ns | {per_req:.2} | ≤ 100 ns |\n", ns.as_f64().unwrap_or(0.0)));
         }
     }
+    s.push('\n');
     s
 }
 

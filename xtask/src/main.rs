@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask build-ebpf | run | test`.
+//! Project tasks: `cargo xtask build-ebpf | run | test | bench`.
 //!
 //! `build-ebpf` makes sure bpf-linker exists and matches rustc's LLVM major (installing it on
 //! Debian/Ubuntu as root, or printing the exact commands), then builds `collector-ebpf` for
@@ -12,6 +12,8 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_micro;
+mod bench_scrape;
 
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -33,14 +35,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Run the benchmarks side by side on this machine and regenerate docs/performance.md.
-    Bench {
-        /// Interleaved rounds (each: one run without, one with the collector).
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Seconds per run.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    Bench(bench::Args),
     /// Build everything and run the whole test suite (needs root: the tests load programs).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -54,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
-        Cmd::Bench { rounds, seconds } => bench::bench(rounds, seconds),
+        Cmd::Bench(args) => bench::bench(args),
     }
 }
 
