@@ -151,6 +151,40 @@ fn promtool_checks_config_rules_and_rule_unit_tests() {
     }
 }
 
+/// No Docker engine here to build the image: check what can be checked without one. The
+/// builder runs the toolchain script CI runs and the build commands CI's tests build with,
+/// COPY sources exist, base images are pinned, and the runtime stage gets only the binary.
+#[test]
+fn dockerfile_builds_with_the_ci_toolchain_script() {
+    let text = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    let script = ".ci/install-toolchain.sh";
+    assert!(ci.lines().any(|l| l.trim() == script), ".ci/run does not run {script}");
+    assert!(text.lines().any(|l| l.trim() == format!("RUN {script}")), "the builder does not run {script}");
+    run_ok(Command::new("sh").arg("-n").arg(repo().join(script)));
+    assert!(text.contains("cargo xtask build-ebpf") && text.contains("cargo build --release --locked -p collector"));
+    let froms: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "builder and runtime stages: {froms:?}");
+    for f in &froms {
+        let image = f.split_whitespace().next().unwrap();
+        assert!(image.contains(':') && !image.ends_with(":latest"), "unpinned base image {image}");
+    }
+    for l in text.lines().filter_map(|l| l.strip_prefix("COPY ")) {
+        if l.starts_with("--from=") {
+            continue;
+        }
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        for src in &parts[..parts.len() - 1] {
+            assert!(repo().join(src).exists(), "COPY source {src} missing");
+        }
+    }
+    // The runtime stage copies the binary the builder installed, and nothing else.
+    let runtime = &text[text.rfind("FROM ").unwrap()..];
+    let copies: Vec<&str> = runtime.lines().filter(|l| l.starts_with("COPY ")).collect();
+    assert_eq!(copies, ["COPY --from=builder /out/collector /usr/local/bin/collector"]);
+    assert!(text.contains("install -D -m 0755 target/release/collector /out/collector"));
+}
+
 #[test]
 fn compose_file_validates() {
     let dc = tool("docker-compose", &format!("{INSTALL} (apt-get install docker-compose)"));
