@@ -60,7 +60,8 @@ fn tool(name: &str, how: &str) -> PathBuf {
 
 /// The Python of the deployment tools venv (kubernetes-validate, PyYAML, Operator models).
 fn tools_python() -> PathBuf {
-    let dir = std::env::var_os("DEPLOY_TOOLS").map(PathBuf::from).unwrap_or_else(|| repo().join("target/deploy-tools"));
+    let dir =
+        std::env::var_os("DEPLOY_TOOLS").map(|d| repo().join(d)).unwrap_or_else(|| repo().join("target/deploy-tools"));
     let py = dir.join("bin/python");
     assert!(
         py.is_file(),
@@ -955,8 +956,10 @@ fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
     // 1. Every dashboard with every variable at "All" (the default).
     let n_all = check_dashboards(&prom, &|_, _| None, &mut problems);
     // 2. With the service variable on this test's server, found by its port.
-    let ours =
-        prom.query(&format!(r#"http_server_request_duration_seconds_count{{server_port="{}"}}"#, server.port)).unwrap();
+    let ours = settled(|| {
+        prom.query(&format!(r#"http_server_request_duration_seconds_count{{server_port="{}"}}"#, server.port))
+    })
+    .unwrap();
     assert!(!ours.is_empty(), "no HTTP series for the test server's port {}", server.port);
     let service = ours[0]["metric"]["service_name"].as_str().unwrap().to_owned();
     let n_one = check_dashboards(
