@@ -240,6 +240,10 @@ fn kubernetes_manifests_validate_offline() {
     std::fs::write(&bad, ds.replace("hostPID: true", "hostPID: true\n      hostPIDs: true")).unwrap();
     let (ok, out) = run(Command::new(&py).arg(&script).arg(&bad));
     assert!(!ok && out.contains("hostPIDs"), "a DaemonSet with an unknown field passed:\n{out}");
+    let pm = std::fs::read_to_string(deploy("kubernetes/podmonitor.yaml")).unwrap();
+    std::fs::write(&bad, pm.replace("      path: /metrics", "      path: /metrics\n      scrapeEvery: 15s")).unwrap();
+    let (ok, out) = run(Command::new(&py).arg(&script).arg(&bad));
+    assert!(!ok && out.contains("scrapeEvery"), "a PodMonitor with an unknown field passed:\n{out}");
     // The DaemonSet: host namespaces and the mounts the flags point into.
     let ds = yaml(&deploy("kubernetes/daemonset.yaml")).remove(0);
     let pod = &ds["spec"]["template"]["spec"];

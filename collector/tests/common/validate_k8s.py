@@ -1,6 +1,8 @@
 """Validates Kubernetes manifests offline: built-in kinds against the Kubernetes JSON schemas
 bundled in kubernetes-validate (strict: unknown fields are errors), Prometheus Operator kinds
-against the cloudcoil models generated from the Operator's CRDs. A kind neither knows fails.
+against the cloudcoil models generated from the Operator's CRDs (strict too: the models ignore
+unknown fields, so a field the validated model does not give back is reported). A kind neither
+knows fails.
 
 usage: python validate_k8s.py FILE...   (cargo xtask test installs both into target/deploy-tools)
 """
@@ -9,6 +11,21 @@ import sys
 import kubernetes_validate
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as monitoring_v1
+
+
+
+def dropped(given, kept, path=""):
+    """Paths present in `given` but not in `kept` (what the model did not recognise)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        for k, v in given.items():
+            if k not in kept:
+                yield f"{path}/{k}"
+            else:
+                yield from dropped(v, kept[k], f"{path}/{k}")
+    elif isinstance(given, list) and isinstance(kept, list):
+        for i, (g, k) in enumerate(zip(given, kept)):
+            yield from dropped(g, k, f"{path}/{i}")
+
 
 failed = 0
 count = 0
@@ -23,7 +40,10 @@ for path in sys.argv[1:]:
                 model = getattr(monitoring_v1, doc["kind"], None)
                 if model is None:
                     raise ValueError(f"no schema for {doc['apiVersion']} {doc['kind']}")
-                model.model_validate(doc)
+                kept = model.model_validate(doc).model_dump(by_alias=True, exclude_unset=True, mode="json")
+                unknown = list(dropped(doc, kept))
+                if unknown:
+                    raise ValueError(f"unknown fields {unknown}")
             else:
                 kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
             print(f"valid   {name}")
