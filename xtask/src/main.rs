@@ -212,14 +212,22 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "the test suite loads eBPF programs and creates cgroups: run it as root (sudo -E cargo xtask test)"
     );
     build_ebpf()?;
-    // promtool checks the exposition; nginx is a real server for the HTTP tests.
-    apt_install(&["prometheus".to_owned(), "nginx".to_owned()])?;
+    // promtool checks the exposition; nginx is a real server for the HTTP tests; prometheus and
+    // docker-compose check the deployment stack (collector/tests/deploy.rs).
+    apt_install(&[
+        "prometheus".to_owned(),
+        "nginx".to_owned(),
+        "docker-compose".to_owned(),
+        "python3-venv".to_owned(),
+    ])?;
+    let deploy_tools = install_deploy_tools()?;
     // Integration tests compare live kernel counters: one at a time, so they do not disturb
     // each other's traffic.
     let mut child = cargo()
         .current_dir(root_dir())
         .args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=1"])
         .args(args)
+        .env("DEPLOY_TOOLS", &deploy_tools)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting cargo test")?;
@@ -243,4 +251,24 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     println!("tests: {passed} passed, {failed} failed");
     ensure!(st.success() && passed > 0, "cargo test failed ({st})");
     Ok(())
+}
+
+/// Offline Kubernetes manifest validators for collector/tests/deploy.rs, from PyPI into a venv
+/// under target/ (idempotent): kubernetes-validate bundles the Kubernetes JSON schemas, the
+/// cloudcoil models hold the Prometheus Operator's (PodMonitor, ServiceMonitor). Returns the venv.
+fn install_deploy_tools() -> anyhow::Result<PathBuf> {
+    const PACKAGES: &[&str] = &["kubernetes-validate==1.37.0", "cloudcoil.models.prometheus_operator==0.80.1.0"];
+    let venv = root_dir().join("target/deploy-tools");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("installed.txt");
+    let want = PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) && python.exists() {
+        return Ok(venv);
+    }
+    if !python.exists() {
+        status(Command::new("/usr/bin/python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    status(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(PACKAGES))?;
+    std::fs::write(&stamp, want)?;
+    Ok(venv)
 }

@@ -23,13 +23,16 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector on a free loopback port with JSON logs and waits until it serves.
     pub fn start(args: &[&str]) -> Collector {
-        let mut child = Command::new(BIN)
-            .args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the collector");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"]).args(args);
+        Collector::spawn(cmd)
+    }
+
+    /// Runs `cmd`, which must end in the collector started with `--log.format json` (through a
+    /// wrapper that execs it, so that killing the child kills the collector), and waits until it
+    /// serves.
+    pub fn spawn(mut cmd: Command) -> Collector {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting the collector");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
