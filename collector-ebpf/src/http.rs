@@ -506,7 +506,9 @@ fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
         conn.resp.state = S_IGNORE;
         return;
     }
-    if (waiting(conn) > 0 && head_method == method::HEAD) || status == 204 || status == 304 {
+    let head_request = waiting(conn) > 0 && head_method == method::HEAD;
+    let st = &mut conn.resp;
+    if head_request || status == 204 || status == 304 {
         message_done(conn, false, now);
     } else if chunked {
         st.state = S_CHUNK_SIZE;
