@@ -34,6 +34,8 @@ impl Collector for Netdev {
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
         let devs = procfs::net::InterfaceDeviceStatus::from_file(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
+        // Every network namespace has lo: no interface at all means a truncated file.
+        anyhow::ensure!(!devs.0.is_empty(), "no interfaces in {} (truncated?)", self.path.display());
         let mut bytes = Family::counter(
             "system_network_bytes_total",
             "Bytes received and transmitted per network interface (from /proc/net/dev).",
