@@ -560,3 +560,22 @@ fn runs_as_nobody_with_ambient_capabilities() {
     // Without CAP_SETPCAP the bounding set stays; every set a thread can use is empty.
     assert!(thread_caps(c.pid()).iter().all(|(k, v)| k.ends_with("CapBnd") || *v == 0));
 }
+
+#[test]
+fn netbpf_alone_needs_only_bpf_and_net_admin() {
+    let c = Collector::start_wrapped(
+        &["setpriv", "--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all"],
+        &["--no-collector.diskbpf", "--no-collector.http"],
+    );
+    let m = c.scrape();
+    assert_eq!(m.get("collector_collector_enabled", &[("collector", "netbpf")]), 1.0, "{}", c.log_text());
+    assert_eq!(m.get("collector_scrape_collector_success", &[("collector", "netbpf")]), 1.0);
+    // The HTTP parser needs CAP_PERFMON: without it the start-up check names it.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all", common::BIN])
+        .args(["--web.listen-address", "127.0.0.1:0", "--no-collector.diskbpf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing capabilities CAP_PERFMON"));
+}
