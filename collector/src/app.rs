@@ -111,19 +111,19 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                 }
                 Ok(mut l) => {
                     if disk_ok {
-                        match disk::DiskBpf::start(&mut l, devices.clone(), resolver.clone()) {
+                        match disk::DiskBpf::start(&mut l, devices.clone(), resolver.clone(), cli.cgroup_ttl) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "diskbpf", reason),
                         }
                     }
                     if net_ok {
-                        match network::NetBpf::start(&mut l, resolver.clone()) {
+                        match network::NetBpf::start(&mut l, resolver.clone(), cli.cgroup_ttl) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "netbpf", reason),
                         }
                     }
                     if http_ok {
-                        match http::Http::start(&mut l, resolver.clone(), http_buckets) {
+                        match http::Http::start(&mut l, resolver.clone(), http_buckets, cli.cgroup_ttl) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "http", reason),
                         }

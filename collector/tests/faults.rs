@@ -302,3 +302,72 @@ fn a_flood_of_methods_and_status_codes_stays_bounded_and_counted() {
     eprintln!("collector RSS {} MiB", rss_kb / 1024);
     assert!(rss_kb < 256 * 1024, "RSS {rss_kb} kB");
 }
+
+/// The id of the map named `name` that process `pid` holds.
+fn map_id(pid: u32, name: &str) -> u64 {
+    for id in owned("map", pid) {
+        let out = Command::new("bpftool").args(["map", "show", "id", &id.to_string(), "-j"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["name"] == name {
+            return id;
+        }
+    }
+    panic!("no map {name} held by {pid}");
+}
+
+/// Whether the u64-keyed map `id` has an entry for `key`.
+fn has_key(id: u64, key: u64) -> bool {
+    let mut args = vec!["map".to_owned(), "lookup".into(), "id".into(), id.to_string(), "key".into()];
+    args.extend(key.to_le_bytes().iter().map(|b| b.to_string()));
+    Command::new("bpftool").args(&args).output().unwrap().status.success()
+}
+
+#[test]
+fn series_of_a_removed_cgroup_expire_after_the_ttl() {
+    use std::os::unix::fs::MetadataExt as _;
+    let c = Collector::start(&["--collector.cgroup.ttl", "3s"]);
+    let srv = http_util::TestServer::start("127.0.0.1");
+    let port = srv.port.to_string();
+    let cg = common::TestCgroup::new("ttl");
+    let id = std::fs::metadata(&cg.dir).unwrap().ino();
+    let rel = cg.rel.clone();
+    // Network traffic, an HTTP request (bash as the client) and direct disk writes, all from
+    // processes in the cgroup.
+    let file = format!("/var/tmp/collector-ttl-{}", std::process::id());
+    cg.run_bash(&format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /ttl?close=1 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3 \
+         && cat <&3 >/dev/null && dd if=/dev/zero of={file} bs=1M count=4 oflag=direct status=none && rm -f {file}"
+    ));
+    let has_series = |m: &common::Metrics| {
+        (
+            !m.find("cgroup_network_bytes_total", &[("cgroup", &rel)]).is_empty(),
+            !m.find("cgroup_disk_io_bytes_total", &[("cgroup", &rel)]).is_empty(),
+            !m.find("http_client_request_duration_seconds_count", &[("server_port", &port)]).is_empty(),
+        )
+    };
+    let m = c.scrape();
+    assert_eq!(has_series(&m), (true, true, true), "the cgroup's series before removal");
+    let net = map_id(c.pid(), "CGROUP_NET");
+    assert!(has_key(net, id));
+
+    drop(cg); // rmdir
+    // Removed, but within the TTL: the series stay (their last values are still true).
+    let t = Instant::now();
+    let m = c.scrape();
+    assert_eq!(has_series(&m), (true, true, true), "series vanished before the TTL");
+    // After the TTL without new data: gone from the exposition and from the kernel map.
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let m = c.scrape();
+        match has_series(&m) {
+            (false, false, false) => break,
+            s => assert!(t.elapsed() < Duration::from_secs(10), "still {s:?} {:?} after removal", t.elapsed()),
+        }
+    }
+    assert!(t.elapsed() >= Duration::from_secs(3), "expired after {:?}, before the TTL", t.elapsed());
+    assert!(!has_key(net, id), "the CGROUP_NET entry of the removed cgroup is still there");
+    let m = c.scrape();
+    for name in ["diskbpf", "netbpf", "http"] {
+        assert_eq!(m.get("collector_scrape_collector_success", &[("collector", name)]), 1.0, "{name}");
+    }
+}
