@@ -233,8 +233,12 @@ fn tls_min_version_is_enforced() {
     let pki = Pki::new();
     let cfg =
         pki.write_config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS13\n");
-    let c = start(&with(NO_BPF, &["--web.config.file", &cfg]));
+    let c = start(&with(NO_BPF, &["--web.config.file", &cfg, "--web.header-read-timeout", "1s"]));
     assert_eq!(tls_get(&c.addr, &pki.ca, None, BOTH, "/metrics").unwrap().0, 200);
+    // A client that never starts the handshake is cut off at the header-read timeout.
+    let mut idle = TcpStream::connect(&c.addr).unwrap();
+    let closed = wait_closed(&mut idle, Duration::from_secs(10), |_| {}).expect("TLS port held by an idle client");
+    assert!(closed < Duration::from_secs(3), "{closed:?}");
     let e = tls_get(&c.addr, &pki.ca, None, TLS12_ONLY, "/metrics").unwrap_err();
     assert!(e.contains("ProtocolVersion") || e.contains("alert") || e.contains("HandshakeFailure"), "{e}");
 }
