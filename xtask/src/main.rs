@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -41,6 +42,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Run every cargo-fuzz target (fuzz/) for the given time each; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Build everything and run the whole test suite (needs root: the tests load programs).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -55,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { rounds, seconds } => bench::bench(rounds, seconds),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
     }
 }
 
