@@ -227,8 +227,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "the test suite loads eBPF programs and creates cgroups: run it as root (sudo -E cargo xtask test)"
     );
     build_ebpf()?;
-    // promtool checks the exposition; nginx is a real server for the HTTP tests.
-    apt_install(&["prometheus".to_owned(), "nginx".to_owned()])?;
+    // promtool checks the exposition; nginx is a real server for the HTTP tests; bpftool
+    // looks into the kernel's maps for the fault tests.
+    apt_install(&["prometheus".to_owned(), "nginx".to_owned(), "bpftool".to_owned()])?;
     // Integration tests compare live kernel counters: one at a time, so they do not disturb
     // each other's traffic.
     let mut child = cargo()
