@@ -184,6 +184,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // Bound while still privileged (a port below 1024 needs CAP_NET_BIND_SERVICE).
     let listener = bind(listen)?;
     let Setup { registry, _loader } = setup(&cli)?;
+    let mut keep = keep;
+    let cgroup_programs = registry.programs.iter().any(|p| p.attached && p.hook.starts_with("cgroup_skb/"));
+    let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    if cgroup_programs && !links {
+        // Without BPF links (before 5.7) cgroup programs stay attached until detached
+        // explicitly, which needs CAP_NET_ADMIN at exit.
+        keep.insert(::caps::Capability::CAP_NET_ADMIN);
+    }
     // Programs are attached and maps open: no capability is needed from here on. Dropped
     // before the runtime starts any thread, so every thread runs without them.
     let kept = caps::drop_all_except(&keep).context("dropping capabilities")?;
