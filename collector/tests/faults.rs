@@ -178,7 +178,11 @@ fn corrupt_procfs_files_fail_only_their_collector() {
             Some(second) => nl + 1 + second / 2,
             None => nl / 2,
         };
-        let cases: [(&str, Vec<u8>); 4] = [
+        // A field name ending in a multi-byte character: found by the procfs_files fuzz target
+        // (procfs-core 0.17's meminfo parser panics on it).
+        let multibyte = "MemTotal:       24684096 kB\n\u{15c} 1\n".as_bytes().to_vec();
+        let cases: [(&str, Vec<u8>); 5] = [
+            ("multibyte", multibyte),
             ("empty", Vec::new()),
             ("truncated", real[..cut].to_vec()),
             ("garbage", garbage.clone()),
