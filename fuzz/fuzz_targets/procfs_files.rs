@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let _ = procfs::Meminfo::from_read(body);
+            let _ = collector::host::parse_meminfo(body);
         }
         2 => {
             let _ = procfs::LoadAverage::from_read(body);
