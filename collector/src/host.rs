@@ -190,8 +190,15 @@ pub fn parse_meminfo(bytes: &[u8]) -> anyhow::Result<procfs::Meminfo> {
     // release): values are refused above what fits in bytes.
     let text = std::str::from_utf8(bytes)?;
     for line in text.lines() {
-        if let Some(v) = line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
-            anyhow::ensure!(v <= u64::MAX >> 30, "meminfo value out of range in {line:?}");
+        let mut words = line.split_whitespace().skip(1);
+        if let Some(v) = words.next().and_then(|v| v.parse::<u64>().ok()) {
+            let shift = match words.next().map(|u| u.to_ascii_lowercase()) {
+                Some(u) if u.starts_with('k') => 10,
+                Some(u) if u.starts_with('m') => 20,
+                Some(u) if u.starts_with('g') => 30,
+                _ => 0,
+            };
+            anyhow::ensure!(v <= u64::MAX >> shift, "meminfo value out of range in {line:?}");
         }
     }
     Ok(procfs::Meminfo::from_read(bytes)?)
