@@ -11,15 +11,15 @@
 //!
 //! Reading the BPF maps themselves (syscalls) is not here: `cargo xtask bench` measures whole
 //! scrapes of the running collector.
-use std::{hint::black_box, io::Write as _, path::Path, sync::Arc};
+use std::{hint::black_box, io::Write as _, path::Path, sync::Arc, time::Duration};
 
 use collector::{
-    cgroup::Resolver,
-    disk::{Devices, DiskBpf},
+    cgroup::{Expiry, Resolver},
+    disk::{Devices, DiskBpf, DiskExpiry},
     host, http,
-    http::Http,
+    http::{Http, HttpExpiry},
     metrics::{Out, Registry},
-    network::{NetBpf, Netdev},
+    network::{NetBpf, NetExpiry, Netdev},
 };
 use collector_common::{
     disk::{CgroupIoKey, DevOp, LATENCY_BUCKETS},
@@ -88,6 +88,12 @@ fn http_entries(n: usize, cg: &Cgroups) -> Vec<(HttpKey, HttpHist)> {
         .collect()
 }
 
+/// Expiry state as the pollers start with it (TTL zero: nothing expires, as in a run shorter
+/// than the TTL).
+fn http_expiry() -> HttpExpiry {
+    (Expiry::new(Duration::ZERO), Expiry::gauge(Duration::ZERO))
+}
+
 fn families_http(c: &mut Criterion) {
     let cg = cgroups(100);
     let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
@@ -103,7 +109,7 @@ fn families_http(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                Http::families(e, &active, &cg.resolver, &buckets, &mut out);
+                Http::families(e, &active, &cg.resolver, &buckets, &http_expiry(), &mut out);
                 black_box(out.families)
             })
         });
@@ -129,7 +135,7 @@ fn families_net(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                NetBpf::families(e, &cg.resolver, &mut out);
+                NetBpf::families(e, &cg.resolver, &NetExpiry::new(Duration::ZERO), &mut out);
                 black_box(out.families)
             })
         });
@@ -168,7 +174,7 @@ fn families_disk(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                DiskBpf::families(&latency, e, &devices, &cg.resolver, &mut out);
+                DiskBpf::families(&latency, e, &devices, &cg.resolver, &DiskExpiry::new(Duration::ZERO), &mut out);
                 black_box(out.families)
             })
         });
@@ -181,7 +187,7 @@ fn http_families(series: usize, cg: &Cgroups) -> (Vec<MetricFamily>, usize) {
     let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
     let entries = http_entries(series.div_ceil(51), cg);
     let mut out = Out::default();
-    Http::families(&entries, &[], &cg.resolver, &buckets, &mut out);
+    Http::families(&entries, &[], &cg.resolver, &buckets, &http_expiry(), &mut out);
     let mut text = Vec::new();
     TextEncoder::new().encode(&out.families, &mut text).unwrap();
     let n = text.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count();

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::{
-    bpf, cgroup,
+    bpf, caps, cgroup,
     cli::{self, COLLECTORS, Cli},
     disk, host, http,
     metrics::{Registry, Skipped},
-    network, server,
+    network, server, webconfig,
 };
 
 const EBPF_COLLECTORS: [&str; 3] = ["diskbpf", "netbpf", "http"];
@@ -116,7 +116,7 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                 }
                 Ok(mut l) => {
                     if disk_ok {
-                        match disk::DiskBpf::start(&mut l, devices.clone(), resolver.clone()) {
+                        match disk::DiskBpf::start(&mut l, devices.clone(), resolver.clone(), cli.cgroup_ttl) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "diskbpf", reason),
                         }
@@ -124,7 +124,7 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                     let mut http_attached = false;
                     let mut http_collector = None;
                     if http_ok {
-                        match http::Http::start(&mut l, resolver.clone(), http_buckets) {
+                        match http::Http::start(&mut l, resolver.clone(), http_buckets, cli.cgroup_ttl) {
                             Ok(c) => {
                                 http_attached = true;
                                 http_collector = Some(c);
@@ -138,7 +138,7 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                     if net_ok {
                         // Counted by the HTTP programs when they run (NET_IN_HTTP), else by
                         // its own pair.
-                        match network::NetBpf::start(&mut l, resolver.clone(), http_attached) {
+                        match network::NetBpf::start(&mut l, resolver.clone(), http_attached, cli.cgroup_ttl) {
                             Ok(c) => registry.collectors.push(Box::new(c)),
                             Err(reason) => skip(&mut registry, "netbpf", reason),
                         }
@@ -156,7 +156,7 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
     Ok(Setup { registry, _loader: loader })
 }
 
-fn summary(registry: &Registry, listen: &std::net::SocketAddr, path: &str) {
+fn summary(registry: &Registry, listen: &std::net::SocketAddr, path: &str, opts: &server::Options, kept: &[String]) {
     let running: Vec<&str> = registry.collectors.iter().map(|c| c.name()).collect();
     let skipped: Vec<String> = registry.skipped.iter().map(|s| format!("{} ({})", s.name, s.reason)).collect();
     let programs: Vec<String> = registry
@@ -171,6 +171,9 @@ fn summary(registry: &Registry, listen: &std::net::SocketAddr, path: &str) {
         disabled = registry.disabled.join(","),
         skipped = skipped.join("; "),
         programs = programs.join("; "),
+        tls = opts.web.tls.is_some(),
+        basic_auth = opts.web.basic_auth.is_some(),
+        capabilities = if kept.is_empty() { "none".to_owned() } else { kept.join(",") },
         "collector started"
     );
 }
@@ -183,7 +186,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "--web.telemetry-path {} clashes with a built-in page",
         cli.telemetry_path
     );
+    let keep = caps::parse_keep(&cli.capabilities_keep).map_err(|e| anyhow::anyhow!("--capabilities.keep: {e}"))?;
+    // Everything that can be wrong with the configuration fails before any program is loaded.
+    let web = match &cli.web_config_file {
+        Some(path) => webconfig::load(path).context("--web.config.file")?,
+        None => webconfig::WebConfig::default(),
+    };
+    let opts = server::Options {
+        telemetry_path: cli.telemetry_path.clone(),
+        web,
+        max_requests: cli.max_requests,
+        header_read_timeout: cli.header_read_timeout,
+        request_timeout: cli.request_timeout,
+    };
+    // Bound while still privileged (a port below 1024 needs CAP_NET_BIND_SERVICE).
+    let listener = bind(listen)?;
     let Setup { registry, _loader } = setup(&cli)?;
+    let mut keep = keep;
+    let cgroup_programs = registry.programs.iter().any(|p| p.attached && p.hook.starts_with("cgroup_skb/"));
+    let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    if cgroup_programs && !links {
+        // Without BPF links (before 5.7) cgroup programs stay attached until detached
+        // explicitly, which needs CAP_NET_ADMIN at exit.
+        keep.insert(::caps::Capability::CAP_NET_ADMIN);
+    }
+    // Programs are attached and maps open: no capability is needed from here on. Dropped
+    // before the runtime starts any thread, so every thread runs without them.
+    let kept = caps::drop_all_except(&keep).context("dropping capabilities")?;
+    let mut kept: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
+    kept.sort();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -191,10 +222,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let registry = Arc::new(registry);
     runtime.block_on(async {
-        let listener = bind(listen).await?;
-        summary(&registry, &listener.local_addr()?, &cli.telemetry_path);
-        let app = server::router(registry.clone(), &cli.telemetry_path);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")
+        let listener = tokio::net::TcpListener::from_std(listener).context("listening")?;
+        summary(&registry, &listener.local_addr()?, &cli.telemetry_path, &opts, &kept);
+        let app = server::app(registry.clone(), &opts);
+        server::serve(listener, app, &opts, shutdown_signal()).await;
+        anyhow::Ok(())
     })?;
     tracing::info!("shutting down: detaching eBPF programs");
     drop(_loader);
@@ -203,15 +235,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Binds the address; for the unspecified IPv6 address, falls back to IPv4 on hosts without
 /// IPv6.
-async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => Ok(l),
+fn bind(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
         Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
             let v4: std::net::SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, addr.port()).into();
-            tokio::net::TcpListener::bind(v4).await.with_context(|| format!("listening on {addr} ({e}) or {v4}"))
+            std::net::TcpListener::bind(v4).with_context(|| format!("listening on {addr} ({e}) or {v4}"))?
         }
-        Err(e) => Err(e).with_context(|| format!("listening on {addr}")),
-    }
+        Err(e) => return Err(e).with_context(|| format!("listening on {addr}")),
+    };
+    l.set_nonblocking(true).context("listening")?;
+    Ok(l)
 }
 
 async fn shutdown_signal() {

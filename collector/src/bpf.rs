@@ -29,15 +29,17 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Names of the capabilities the eBPF collectors need and this process lacks. Loading programs
-/// needs CAP_BPF, attaching tracepoints CAP_PERFMON, attaching cgroup programs CAP_NET_ADMIN;
-/// CAP_SYS_ADMIN stands in for the first two (and is required on kernels before 5.8).
-pub fn missing_caps(effective: u64, need_net_admin: bool) -> Vec<&'static str> {
+/// needs CAP_BPF; tracepoints (diskbpf) and the pointer arithmetic of the HTTP parser (the
+/// verifier allows it only to CAP_PERFMON) need CAP_PERFMON; attaching cgroup programs
+/// (netbpf, http) needs CAP_NET_ADMIN. CAP_SYS_ADMIN stands in for the first two (and is
+/// required on kernels before 5.8).
+pub fn missing_caps(effective: u64, need_perfmon: bool, need_net_admin: bool) -> Vec<&'static str> {
     let has = |c: u32| effective & (1u64 << c) != 0;
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
     }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+    if need_perfmon && !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_PERFMON");
     }
     if need_net_admin && !has(CAP_NET_ADMIN) {
@@ -48,7 +50,8 @@ pub fn missing_caps(effective: u64, need_net_admin: bool) -> Vec<&'static str> {
 
 /// Checks privileges before anything is loaded; the error is the one line a user sees.
 pub fn check_privileges(ebpf_collectors: &[&str], need_net_admin: bool) -> anyhow::Result<()> {
-    let missing = missing_caps(effective_caps()?, need_net_admin);
+    let need_perfmon = ebpf_collectors.iter().any(|c| *c == "diskbpf" || *c == "http");
+    let missing = missing_caps(effective_caps()?, need_perfmon, need_net_admin);
     if missing.is_empty() {
         return Ok(());
     }
@@ -345,9 +348,11 @@ mod tests {
     fn capabilities() {
         let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
         assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
-        assert!(missing_caps(0x1ff_ffff_ffff, true).is_empty());
-        assert_eq!(missing_caps(0, true), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
-        assert_eq!(missing_caps(1 << CAP_SYS_ADMIN, false), Vec::<&str>::new());
-        assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON), true), vec!["CAP_NET_ADMIN"]);
+        assert!(missing_caps(0x1ff_ffff_ffff, true, true).is_empty());
+        assert_eq!(missing_caps(0, true, true), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+        assert_eq!(missing_caps(1 << CAP_SYS_ADMIN, true, false), Vec::<&str>::new());
+        assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON), true, true), vec!["CAP_NET_ADMIN"]);
+        // netbpf alone: CAP_BPF and CAP_NET_ADMIN.
+        assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_NET_ADMIN), false, true).is_empty());
     }
 }

@@ -3,9 +3,11 @@
 //! id or systemd unit.
 use std::{
     collections::{HashMap, HashSet},
+    hash::Hash,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
@@ -127,6 +129,128 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Whether cgroup `id` still exists: its directory is there with the same inode. Without
+    /// a cgroup v2 hierarchy nothing can be told apart, and every id counts as alive.
+    pub fn alive(&self, id: u64) -> bool {
+        let Some(root) = &self.root else { return true };
+        let path = match self.state.lock().unwrap().by_id.get(&id) {
+            Some(i) => i.path.clone(),
+            None => return false,
+        };
+        std::fs::metadata(root.join(path.trim_start_matches('/'))).is_ok_and(|m| m.ino() == id)
+    }
+}
+
+/// Expiry of series of deleted cgroups (`--collector.cgroup.ttl`), for one poller.
+///
+/// A map entry expires when its cgroup no longer exists and its value has not changed for
+/// the TTL (a socket can outlive its cgroup and keep counting). An expired entry is deleted
+/// from the kernel map, so maps do not fill up with the dead. Its last value is kept in
+/// userspace while other, live entries still report under the same labels (a restarted
+/// service has a new cgroup with the same path; processes share a service name), so counters
+/// never go backwards; a label set whose every entry has expired disappears.
+pub struct Expiry<K, L, V> {
+    ttl: Duration,
+    /// Counters keep expired values while their label set lives; gauges drop them.
+    keep_retired: bool,
+    state: Mutex<ExpiryState<K, L, V>>,
+}
+
+struct ExpiryState<K, L, V> {
+    /// Entries of deleted cgroups: the value fingerprint, and since when it is unchanged.
+    idle: HashMap<K, (u64, Instant)>,
+    /// Summed last values of expired entries, per label set.
+    retired: HashMap<L, V>,
+}
+
+/// One map entry as a poller read it.
+pub struct Entry<K, L, V> {
+    pub key: K,
+    pub labels: L,
+    /// The entry's cgroup no longer exists.
+    pub gone: bool,
+    /// Changes whenever the entry gets new data (e.g. a packet or request count).
+    pub fingerprint: u64,
+    pub value: V,
+}
+
+impl<K: Hash + Eq + Clone, L: Hash + Eq + Clone, V: Clone> Expiry<K, L, V> {
+    /// For counters. `ttl` zero: nothing expires.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            keep_retired: true,
+            state: Mutex::new(ExpiryState { idle: HashMap::new(), retired: HashMap::new() }),
+        }
+    }
+
+    /// For gauges: an expired entry's value is dropped with it.
+    pub fn gauge(ttl: Duration) -> Self {
+        Self { keep_retired: false, ..Self::new(ttl) }
+    }
+
+    /// Sums the entries per label set (with the values of expired entries that still have
+    /// live company) and returns the sums and the keys to delete from the map now.
+    pub fn aggregate(
+        &self,
+        entries: Vec<Entry<K, L, V>>,
+        zero: V,
+        add: impl Fn(&mut V, &V),
+    ) -> (HashMap<L, V>, Vec<K>) {
+        self.aggregate_at(entries, zero, add, Instant::now())
+    }
+
+    fn aggregate_at(
+        &self,
+        entries: Vec<Entry<K, L, V>>,
+        zero: V,
+        add: impl Fn(&mut V, &V),
+        now: Instant,
+    ) -> (HashMap<L, V>, Vec<K>) {
+        let mut st = self.state.lock().unwrap();
+        let st = &mut *st;
+        let mut sums: HashMap<L, V> = HashMap::new();
+        let mut delete = Vec::new();
+        let mut idle_seen = HashSet::new();
+        for e in entries {
+            if e.gone && !self.ttl.is_zero() {
+                idle_seen.insert(e.key.clone());
+                let since = match st.idle.get_mut(&e.key) {
+                    Some((fp, since)) if *fp == e.fingerprint => *since,
+                    Some(slot) => {
+                        *slot = (e.fingerprint, now);
+                        now
+                    }
+                    None => {
+                        st.idle.insert(e.key.clone(), (e.fingerprint, now));
+                        now
+                    }
+                };
+                if now.duration_since(since) >= self.ttl {
+                    if self.keep_retired {
+                        add(st.retired.entry(e.labels).or_insert_with(|| zero.clone()), &e.value);
+                    }
+                    st.idle.remove(&e.key);
+                    idle_seen.remove(&e.key);
+                    delete.push(e.key);
+                    continue;
+                }
+            }
+            add(sums.entry(e.labels).or_insert_with(|| zero.clone()), &e.value);
+        }
+        st.idle.retain(|k, _| idle_seen.contains(k));
+        // Retired values count only while their label set has live entries.
+        st.retired.retain(|l, _| sums.contains_key(l));
+        for (l, v) in &st.retired {
+            if let Some(s) = sums.get_mut(l) {
+                add(s, v);
+            }
+        }
+        (sums, delete)
+    }
+}
+
 /// Walks the hierarchy; cgroups vanishing during the walk are skipped.
 fn scan(root: &Path) -> HashMap<u64, Identity> {
     let mut out = HashMap::new();
@@ -183,6 +307,48 @@ mod tests {
         assert_eq!(got[&ino].as_ref().unwrap().path, "/system.slice/a.service");
         assert_eq!(got[&ino].as_ref().unwrap().systemd_unit, "a.service");
         assert!(got[&1].is_none());
+    }
+
+    #[test]
+    fn expiry_keeps_counters_monotonic_and_drops_dead_series() {
+        let ttl = Duration::from_secs(60);
+        let x: Expiry<u64, &str, u64> = Expiry::new(ttl);
+        let t0 = Instant::now();
+        let e = |key, labels, gone, value| Entry { key, labels, gone, fingerprint: value, value };
+        let run = |entries, secs| x.aggregate_at(entries, 0, |a, b| *a += b, t0 + Duration::from_secs(secs));
+        // Cgroup 1 (path /a) is gone; cgroup 2 is alive with the same path (a restart); 3 is
+        // gone alone under /b.
+        let (sums, del) = run(vec![e(1, "/a", true, 10), e(2, "/a", false, 5), e(3, "/b", true, 7)], 0);
+        assert_eq!((sums["/a"], sums["/b"], del.len()), (15, 7, 0));
+        // New data on 3 restarts its clock.
+        let (_, del) = run(vec![e(1, "/a", true, 10), e(2, "/a", false, 6), e(3, "/b", true, 8)], 30);
+        assert!(del.is_empty());
+        // 60 s after: 1 expires; /a keeps counting its value (no counter reset).
+        let (sums, mut del) = run(vec![e(1, "/a", true, 10), e(2, "/a", false, 7), e(3, "/b", true, 8)], 60);
+        assert_eq!((sums["/a"], sums["/b"]), (17, 8));
+        assert_eq!(del, vec![1]);
+        // The map entry is gone; the sum still holds it.
+        let (sums, d) = run(vec![e(2, "/a", false, 9), e(3, "/b", true, 8)], 70);
+        assert_eq!(sums["/a"], 19);
+        assert!(d.is_empty());
+        // 3 expires at 90 s: /b disappears.
+        let (sums, d) = run(vec![e(2, "/a", false, 9), e(3, "/b", true, 8)], 90);
+        del.extend(d);
+        assert_eq!(del, vec![1, 3]);
+        assert!(!sums.contains_key("/b"));
+        // When /a's last entry dies and expires, /a disappears with its retired value.
+        let (_, d) = run(vec![e(2, "/a", true, 9)], 100);
+        assert!(d.is_empty());
+        let (sums, d) = run(vec![e(2, "/a", true, 9)], 160);
+        assert_eq!(d, vec![2]);
+        assert!(sums.is_empty());
+        let (sums, _) = run(vec![], 170);
+        assert!(sums.is_empty());
+        // TTL zero: nothing expires.
+        let never: Expiry<u64, &str, u64> = Expiry::new(Duration::ZERO);
+        let (sums, d) =
+            never.aggregate_at(vec![e(1, "/a", true, 1)], 0, |a, b| *a += b, t0 + Duration::from_secs(1 << 30));
+        assert_eq!((sums["/a"], d.len()), (1, 0));
     }
 
     #[test]

@@ -35,6 +35,36 @@ pub struct Cli {
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     pub telemetry_path: String,
 
+    /// Path to a web configuration file (Prometheus exporter-toolkit format): TLS, client
+    /// certificates, basic auth, response headers. Read once at start-up; an invalid file stops
+    /// start-up.
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Maximum number of concurrent scrapes of the telemetry path; more get 503. 0 disables
+    /// the limit.
+    #[arg(long = "web.max-requests", default_value_t = 40)]
+    pub max_requests: usize,
+
+    /// Time a client has to complete the TLS handshake and send a request's headers; idle
+    /// keep-alive connections are closed after it too.
+    #[arg(long = "web.header-read-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Time within which a request must be answered; a slower one gets 503.
+    #[arg(long = "web.request-timeout", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+
+    /// Capabilities kept after the eBPF programs are loaded and attached (comma-separated, e.g.
+    /// cap_sys_admin), or "none". Every other capability is dropped from all sets.
+    #[arg(long = "capabilities.keep", default_value = "none")]
+    pub capabilities_keep: String,
+
+    /// Series of a cgroup that no longer exists are kept this long after its last new data,
+    /// then removed (with their kernel map entries). 0s keeps them forever.
+    #[arg(long = "collector.cgroup.ttl", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub cgroup_ttl: std::time::Duration,
+
     /// procfs mountpoint (the host's /proc when running in a container, e.g. /host/proc).
     #[arg(long = "path.procfs", default_value = "/proc")]
     pub procfs: PathBuf,

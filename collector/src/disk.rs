@@ -16,7 +16,7 @@ use procfs::FromRead as _;
 
 use crate::{
     bpf::{self, Loader},
-    cgroup::{Identity, Resolver},
+    cgroup::{Entry, Expiry, Identity, Resolver},
     metrics::{Collector, Family, Out},
 };
 
@@ -145,9 +145,11 @@ impl Collector for Diskstats {
 /// `diskbpf`: reads the LATENCY and CGROUP_IO maps.
 pub struct DiskBpf {
     latency: PerCpuHashMap<MapData, DevOp, LatencyHist>,
-    cgroup_io: PerCpuHashMap<MapData, CgroupIoKey, CgroupIoVal>,
+    /// Behind a lock: expired entries are deleted (needs `&mut`).
+    cgroup_io: Mutex<PerCpuHashMap<MapData, CgroupIoKey, CgroupIoVal>>,
     devices: Arc<Devices>,
     cgroups: Arc<Resolver>,
+    expiry: Expiry<CgroupIoKey, ([String; 3], String, &'static str), u64>,
 }
 
 /// Offsets of (dev, sector, nr_sector, rwbs) in a block tracepoint, from its format file.
@@ -190,7 +192,12 @@ const PROGRAMS: [(&str, &str); 3] = [
 
 impl DiskBpf {
     /// Attaches the block programs and takes their maps; on failure nothing stays attached.
-    pub fn start(loader: &mut Loader, devices: Arc<Devices>, cgroups: Arc<Resolver>) -> Result<Self, String> {
+    pub fn start(
+        loader: &mut Loader,
+        devices: Arc<Devices>,
+        cgroups: Arc<Resolver>,
+        ttl: std::time::Duration,
+    ) -> Result<Self, String> {
         for (program, tp) in PROGRAMS {
             if let Err(e) = loader.attach_tracepoint(program, "block", tp) {
                 for (p, _) in PROGRAMS {
@@ -206,7 +213,7 @@ impl DiskBpf {
             ))
         })();
         let (latency, cgroup_io) = maps.map_err(|e| format!("{e:#}"))?;
-        Ok(Self { latency, cgroup_io, devices, cgroups })
+        Ok(Self { latency, cgroup_io: Mutex::new(cgroup_io), devices, cgroups, expiry: Expiry::new(ttl) })
     }
 }
 
@@ -237,30 +244,38 @@ impl Collector for DiskBpf {
             });
             latency.push((key, counts, sum_ns));
         }
-
+        let mut cgroup_io = self.cgroup_io.lock().unwrap();
         let mut entries = Vec::new();
-        for entry in self.cgroup_io.iter() {
+        for entry in cgroup_io.iter() {
             let (key, values) = entry.context("reading the CGROUP_IO map")?;
             let mut bytes = 0u64;
             bpf::sum_per_cpu(&values, |v| bytes += v.bytes);
             entries.push((key, bytes));
         }
-        Self::families(&latency, &entries, &self.devices, &self.cgroups, out);
+        let expired = Self::families(&latency, &entries, &self.devices, &self.cgroups, &self.expiry, out);
+        for key in expired {
+            cgroup_io.remove(&key).context("deleting an expired CGROUP_IO entry")?;
+        }
         Ok(())
     }
 }
 
+/// Expiry state of the per-cgroup disk series.
+pub type DiskExpiry = Expiry<CgroupIoKey, ([String; 3], String, &'static str), u64>;
+
 impl DiskBpf {
     /// Map contents (summed over CPUs) → families: `latency` holds (device and operation,
-    /// bucket counts, sum of ns), `entries` the bytes per cgroup, device and operation.
-    /// Separate from reading the maps so benchmarks can feed it synthetic entries.
+    /// bucket counts, sum of ns), `entries` the bytes per cgroup, device and operation. Returns
+    /// the cgroup entries that expired, which the caller deletes from the map. Separate from
+    /// reading the maps so benchmarks can feed it synthetic entries.
     pub fn families(
         latency: &[(DevOp, [u64; LATENCY_BUCKETS], u64)],
         entries: &[(CgroupIoKey, u64)],
         devices: &Devices,
         cgroups: &Resolver,
+        expiry: &DiskExpiry,
         out: &mut Out,
-    ) {
+    ) -> Vec<CgroupIoKey> {
         let mut hist = Family::histogram(
             "system_disk_io_latency_seconds",
             "Block I/O latency per device and operation: from the request being issued to the \
@@ -280,13 +295,21 @@ impl DiskBpf {
 
         // Sum per (cgroup identity, device, op): deleted cgroups fold into one series.
         let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
-        let mut sums: HashMap<([&str; 3], String, &str), u64> = HashMap::new();
-        for (key, bytes) in entries {
-            let labels = cgroup_labels(ids[&key.cgroup_id].as_ref());
-            let device = devices.name_of_kdev(key.dev);
-            let operation = op::NAMES.get(key.op as usize).copied().unwrap_or("other");
-            *sums.entry((labels, device, operation)).or_default() += bytes;
-        }
+        let entries = entries
+            .iter()
+            .map(|&(key, bytes)| Entry {
+                labels: (
+                    cgroup_labels(ids[&key.cgroup_id].as_ref()).map(str::to_owned),
+                    devices.name_of_kdev(key.dev),
+                    op::NAMES.get(key.op as usize).copied().unwrap_or("other"),
+                ),
+                gone: !cgroups.alive(key.cgroup_id),
+                fingerprint: bytes,
+                value: bytes,
+                key,
+            })
+            .collect();
+        let (sums, expired) = expiry.aggregate(entries, 0, |s, b| *s += b);
         let mut io = Family::counter(
             "cgroup_disk_io_bytes_total",
             "Bytes of block I/O submitted by tasks of a cgroup, per device and operation \
@@ -295,9 +318,9 @@ impl DiskBpf {
         for (([path, container, unit], device, operation), bytes) in &sums {
             io.add(
                 &[
-                    ("cgroup", path),
-                    ("container_id", container),
-                    ("systemd_unit", unit),
+                    ("cgroup", path.as_str()),
+                    ("container_id", container.as_str()),
+                    ("systemd_unit", unit.as_str()),
                     ("device", device),
                     ("operation", operation),
                 ],
@@ -305,5 +328,6 @@ impl DiskBpf {
             );
         }
         out.push(io);
+        expired
     }
 }

@@ -148,7 +148,8 @@ impl Collector for Memory {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let m = procfs::Meminfo::from_file(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        let bytes = std::fs::read(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        let m = parse_meminfo(&bytes).with_context(|| format!("parsing {}", self.path.display()))?;
         let available = m.mem_available.context("MemAvailable missing from meminfo (kernel older than 3.14?)")?;
         let gauges: [(&str, &str, u64); 8] = [
             ("system_memory_total_bytes", "Total usable memory (MemTotal).", m.mem_total),
@@ -179,6 +180,28 @@ impl Collector for Memory {
         }
         Ok(())
     }
+}
+
+/// Parses meminfo. The kernel writes ASCII; anything else is refused before it reaches
+/// procfs-core 0.17, whose parser panics on a field name ending in a multi-byte character.
+pub fn parse_meminfo(bytes: &[u8]) -> anyhow::Result<procfs::Meminfo> {
+    anyhow::ensure!(bytes.is_ascii(), "non-ASCII bytes in meminfo");
+    // procfs-core multiplies by the unit unchecked (a panic in debug builds, a wrapped value in
+    // release): values are refused above what fits in bytes.
+    let text = std::str::from_utf8(bytes)?;
+    for line in text.lines() {
+        let mut words = line.split_whitespace().skip(1);
+        if let Some(v) = words.next().and_then(|v| v.parse::<u64>().ok()) {
+            let shift = match words.next().map(|u| u.to_ascii_lowercase()) {
+                Some(u) if u.starts_with('k') => 10,
+                Some(u) if u.starts_with('m') => 20,
+                Some(u) if u.starts_with('g') => 30,
+                _ => 0,
+            };
+            anyhow::ensure!(v <= u64::MAX >> shift, "meminfo value out of range in {line:?}");
+        }
+    }
+    Ok(procfs::Meminfo::from_read(bytes)?)
 }
 
 /// `/proc/loadavg`.

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Context as _;
@@ -17,7 +17,7 @@ use collector_common::http::{
 
 use crate::{
     bpf::Loader,
-    cgroup::{Identity, Resolver},
+    cgroup::{Entry, Expiry, Identity, Resolver},
     metrics::{Collector, Family, Out},
 };
 
@@ -53,14 +53,14 @@ pub fn bounds_global(buckets: &[f64]) -> Vec<u8> {
 }
 
 /// The process name the kernel recorded (NUL-padded), if any.
-fn comm(raw: &[u8; 16]) -> Option<String> {
+pub fn comm(raw: &[u8; 16]) -> Option<String> {
     let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
 }
 
 /// `service_name`: the process name when the programs saw the owning process, else the
 /// systemd unit, container id or cgroup path of the socket's cgroup.
-fn service_name(comm: Option<String>, id: Option<&Identity>) -> String {
+pub fn service_name(comm: Option<String>, id: Option<&Identity>) -> String {
     if let Some(c) = comm {
         return c;
     }
@@ -72,16 +72,26 @@ fn service_name(comm: Option<String>, id: Option<&Identity>) -> String {
     }
 }
 
+/// (side, method, status, address, port, service) of a histogram series.
+pub type Labels = (u8, &'static str, String, String, String, String);
+
 pub struct Http {
-    hist: BpfHashMap<MapData, HttpKey, HttpHist>,
-    active: BpfHashMap<MapData, ActiveKey, u64>,
+    /// Behind locks: expired entries are deleted (needs `&mut`).
+    hist: Mutex<BpfHashMap<MapData, HttpKey, HttpHist>>,
+    active: Mutex<BpfHashMap<MapData, ActiveKey, u64>>,
     cgroups: Arc<Resolver>,
     buckets: Vec<f64>,
+    expiry: HttpExpiry,
 }
 
 impl Http {
     /// Attaches the HTTP programs to the cgroup v2 root and creates the overflow entries.
-    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>, buckets: Vec<f64>) -> Result<Self, String> {
+    pub fn start(
+        loader: &mut Loader,
+        cgroups: Arc<Resolver>,
+        buckets: Vec<f64>,
+        ttl: std::time::Duration,
+    ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
         let maps = (|| -> anyhow::Result<_> {
@@ -93,13 +103,14 @@ impl Http {
             Ok((hist, BpfHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?))
         })();
         let (hist, active) = maps.map_err(|e| format!("{e:#}"))?;
-        Ok(Self { hist, active, cgroups, buckets })
+        Ok(Self {
+            hist: Mutex::new(hist),
+            active: Mutex::new(active),
+            cgroups,
+            buckets,
+            expiry: (Expiry::new(ttl), Expiry::gauge(ttl)),
+        })
     }
-}
-
-/// Sum of histograms sharing one label set.
-struct Agg {
-    h: HttpHist,
 }
 
 fn add(into: &mut HttpHist, h: &HttpHist) {
@@ -117,7 +128,8 @@ fn add(into: &mut HttpHist, h: &HttpHist) {
     into.resp_size_sum += h.resp_size_sum;
 }
 
-fn peer_address(k: &HttpKey) -> String {
+/// The peer address label of a client-side key.
+pub fn peer_address(k: &HttpKey) -> String {
     match k.family {
         4 => Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string(),
         6 => {
@@ -134,52 +146,70 @@ impl Collector for Http {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut hist = self.hist.lock().unwrap();
+        let mut active_map = self.active.lock().unwrap();
         let mut entries = Vec::new();
-        for e in self.hist.iter() {
+        for e in hist.iter() {
             let (k, h) = e.context("reading the HTTP_HIST map")?;
             entries.push((k, h));
         }
         let mut active_entries = Vec::new();
-        for e in self.active.iter() {
+        for e in active_map.iter() {
             let (k, v) = e.context("reading the HTTP_ACTIVE map")?;
             active_entries.push((k, v as i64));
         }
-        Self::families(&entries, &active_entries, &self.cgroups, &self.buckets, out);
+        let (expired_hist, expired_active) =
+            Self::families(&entries, &active_entries, &self.cgroups, &self.buckets, &self.expiry, out);
+        for k in expired_hist {
+            hist.remove(&k).context("deleting an expired HTTP_HIST entry")?;
+        }
+        for k in expired_active {
+            active_map.remove(&k).context("deleting an expired HTTP_ACTIVE entry")?;
+        }
         Ok(())
     }
 }
 
+/// Expiry state of the HTTP histograms and of the in-flight gauge.
+pub type HttpExpiry = (Expiry<HttpKey, Labels, HttpHist>, Expiry<ActiveKey, (String, String), i64>);
+
 impl Http {
     /// Map contents → metric families: the histograms of `HTTP_HIST` summed per label set, and
-    /// the in-flight gauge from `HTTP_ACTIVE`. Separate from reading the maps so benchmarks can
-    /// feed it synthetic entries.
+    /// the in-flight gauge from `HTTP_ACTIVE`. Returns the entries of both maps that expired,
+    /// which the caller deletes. Separate from reading the maps so benchmarks can feed it
+    /// synthetic entries.
     pub fn families(
         entries: &[(HttpKey, HttpHist)],
         active_entries: &[(ActiveKey, i64)],
         cgroups: &Resolver,
         buckets: &[f64],
+        (hist_expiry, active_expiry): &HttpExpiry,
         out: &mut Out,
-    ) {
+    ) -> (Vec<HttpKey>, Vec<ActiveKey>) {
         let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
-        // (side, method, status, address, port, service) → summed histograms.
-        type Labels = (u8, &'static str, String, String, String, String);
-        let mut sums: HashMap<Labels, Agg> = HashMap::new();
-        {
-            for (k, h) in entries {
-                let labels: Labels = if k.method == OVERFLOW_METHOD {
-                    if h.duration.iter().all(|c| *c == 0) {
-                        continue;
-                    }
-                    (k.side, "_OTHER", String::new(), String::new(), String::new(), "_overflow".into())
-                } else {
-                    let m = method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER");
-                    let service = service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref());
-                    let addr = if k.side == SIDE_CLIENT { peer_address(k) } else { String::new() };
-                    (k.side, m, k.status.to_string(), addr, k.port.to_string(), service)
-                };
-                add(&mut sums.entry(labels).or_insert(Agg { h: HttpHist::ZERO }).h, h);
-            }
+        let mut series = Vec::new();
+        for (k, h) in entries {
+            let labels: Labels = if k.method == OVERFLOW_METHOD {
+                if h.duration.iter().all(|c| *c == 0) {
+                    continue;
+                }
+                (k.side, "_OTHER", String::new(), String::new(), String::new(), "_overflow".into())
+            } else {
+                let m = method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER");
+                let service = service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref());
+                let addr = if k.side == SIDE_CLIENT { peer_address(k) } else { String::new() };
+                (k.side, m, k.status.to_string(), addr, k.port.to_string(), service)
+            };
+            series.push(Entry {
+                key: *k,
+                labels,
+                gone: k.method != OVERFLOW_METHOD && !cgroups.alive(k.cgroup_id),
+                fingerprint: h.duration.iter().sum(),
+                value: *h,
+            });
         }
+        let (sums, expired) = hist_expiry.aggregate(series, HttpHist::ZERO, add);
+        let expired_hist = expired;
         let mut keys: Vec<&Labels> = sums.keys().collect();
         keys.sort();
 
@@ -202,7 +232,7 @@ impl Http {
                 &format!("Size of the bodies of HTTP/1.x responses to requests {what}."),
             );
             for l in keys.iter().filter(|l| l.0 == side) {
-                let h = &sums[*l].h;
+                let h = &sums[*l];
                 let (_, m, status, addr, port, service) = l;
                 let mut labels: Vec<(&str, &str)> =
                     vec![("http_request_method", m), ("http_response_status_code", status)];
@@ -228,11 +258,20 @@ impl Http {
                 port_comm.insert((k.cgroup_id, k.port), c);
             }
         }
-        let mut active: HashMap<(String, String), i64> = HashMap::new();
-        for (k, v) in active_entries {
-            let service = service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref());
-            *active.entry((k.port.to_string(), service)).or_default() += v;
-        }
+        let series = active_entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: *k,
+                labels: (
+                    k.port.to_string(),
+                    service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref()),
+                ),
+                gone: !cgroups.alive(k.cgroup_id),
+                fingerprint: *v as u64,
+                value: *v,
+            })
+            .collect();
+        let (active, expired) = active_expiry.aggregate(series, 0, |s, v| *s += v);
         let mut gauge = Family::gauge(
             "http_server_active_requests",
             "HTTP/1.x requests received and not yet answered in full, per server port and service.",
@@ -243,6 +282,7 @@ impl Http {
             gauge.add(&[("server_port", &k.0), ("service_name", &k.1)], active[k].max(0) as f64);
         }
         out.push(gauge);
+        (expired_hist, expired)
     }
 }
 

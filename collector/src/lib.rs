@@ -5,6 +5,7 @@
 //! benchmarks and tests can drive the same code.
 pub mod app;
 pub mod bpf;
+pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod disk;
@@ -13,3 +14,4 @@ pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod server;
+pub mod webconfig;

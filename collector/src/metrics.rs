@@ -180,7 +180,11 @@ impl Registry {
         for c in &self.collectors {
             let start = Instant::now();
             let mut out = Out::default();
-            let ok = match c.collect(&mut out) {
+            // A parser that panics on bad input (procfs-core's meminfo does on some non-ASCII
+            // bytes) fails its collector only, not the scrape.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect(&mut out)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the collector panicked")));
+            let ok = match result {
                 Ok(()) => {
                     families.append(&mut out.families);
                     true

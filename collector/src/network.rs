@@ -1,7 +1,11 @@
 //! Network: /proc/net/dev per interface (`netdev`), and from cgroup_skb programs on the cgroup
 //! v2 root the bytes and packets of every cgroup (`netbpf`). Kernel half:
 //! collector-ebpf/src/network.rs.
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuHashMap};
@@ -10,7 +14,7 @@ use procfs::FromRead as _;
 
 use crate::{
     bpf::{self, Loader},
-    cgroup::Resolver,
+    cgroup::{Entry, Expiry, Resolver},
     disk::cgroup_labels,
     metrics::{Collector, Family, Out},
 };
@@ -34,6 +38,8 @@ impl Collector for Netdev {
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
         let devs = procfs::net::InterfaceDeviceStatus::from_file(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
+        // Every network namespace has lo: no interface at all means a truncated file.
+        anyhow::ensure!(!devs.0.is_empty(), "no interfaces in {} (truncated?)", self.path.display());
         let mut bytes = Family::counter(
             "system_network_bytes_total",
             "Bytes received and transmitted per network interface (from /proc/net/dev).",
@@ -66,15 +72,22 @@ impl Collector for Netdev {
 
 /// `netbpf`: reads the CGROUP_NET map.
 pub struct NetBpf {
-    map: PerCpuHashMap<MapData, u64, NetCounters>,
+    /// Behind a lock: expired entries are deleted (needs `&mut`).
+    map: Mutex<PerCpuHashMap<MapData, u64, NetCounters>>,
     cgroups: Arc<Resolver>,
+    expiry: Expiry<u64, [String; 3], NetCounters>,
 }
 
 impl NetBpf {
-    /// Attaches ingress and egress programs to the v2 root; on failure nothing stays attached.
-    /// Attaches `cgroup_net_ingress`/`cgroup_net_egress`, unless the HTTP programs are attached
-    /// and count packets into the same map (the object was loaded with `NET_IN_HTTP` set).
-    pub fn start(loader: &mut Loader, cgroups: Arc<Resolver>, counted_by_http: bool) -> Result<Self, String> {
+    /// Attaches `cgroup_net_ingress`/`cgroup_net_egress` to the v2 root (on failure nothing stays
+    /// attached), unless the HTTP programs are attached and count packets into the same map
+    /// (the object was loaded with `NET_IN_HTTP` set).
+    pub fn start(
+        loader: &mut Loader,
+        cgroups: Arc<Resolver>,
+        counted_by_http: bool,
+        ttl: Duration,
+    ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         if !counted_by_http {
             loader.attach_cgroup_skb_pair("cgroup_net_ingress", "cgroup_net_egress", &root)?;
@@ -83,7 +96,7 @@ impl NetBpf {
             .take_map("CGROUP_NET")
             .and_then(|m| Ok(PerCpuHashMap::try_from(m)?))
             .map_err(|e| format!("{e:#}"))?;
-        Ok(Self { map, cgroups })
+        Ok(Self { map: Mutex::new(map), cgroups, expiry: Expiry::new(ttl) })
     }
 }
 
@@ -93,8 +106,9 @@ impl Collector for NetBpf {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut map = self.map.lock().unwrap();
         let mut entries = Vec::new();
-        for entry in self.map.iter() {
+        for entry in map.iter() {
             let (id, values) = entry.context("reading the CGROUP_NET map")?;
             let mut sum = NetCounters::default();
             bpf::sum_per_cpu(&values, |c| {
@@ -105,24 +119,40 @@ impl Collector for NetBpf {
             });
             entries.push((id, sum));
         }
-        Self::families(&entries, &self.cgroups, out);
+        let expired = Self::families(&entries, &self.cgroups, &self.expiry, out);
+        for id in expired {
+            map.remove(&id).with_context(|| format!("deleting the expired CGROUP_NET entry of cgroup {id}"))?;
+        }
         Ok(())
     }
 }
 
+/// Expiry state of the per-cgroup network series.
+pub type NetExpiry = Expiry<u64, [String; 3], NetCounters>;
+
 impl NetBpf {
-    /// Map contents (counters summed over CPUs) → the per-cgroup families. Separate from
-    /// reading the map so benchmarks can feed it synthetic entries.
-    pub fn families(entries: &[(u64, NetCounters)], cgroups: &Resolver, out: &mut Out) {
+    /// Map contents (counters summed over CPUs) → the per-cgroup families; returns the entries
+    /// that expired (their cgroup is gone and they saw nothing new for the TTL), which the
+    /// caller deletes from the map. Separate from reading the map so benchmarks can feed it
+    /// synthetic entries.
+    pub fn families(entries: &[(u64, NetCounters)], cgroups: &Resolver, expiry: &NetExpiry, out: &mut Out) -> Vec<u64> {
         let ids = cgroups.resolve(entries.iter().map(|(id, _)| *id).collect::<Vec<_>>());
-        let mut sums: HashMap<[&str; 3], NetCounters> = HashMap::new();
-        for (id, c) in entries {
-            let s = sums.entry(cgroup_labels(ids[id].as_ref())).or_default();
+        let entries = entries
+            .iter()
+            .map(|&(id, c)| Entry {
+                key: id,
+                labels: cgroup_labels(ids[&id].as_ref()).map(str::to_owned),
+                gone: !cgroups.alive(id),
+                fingerprint: c.rx_packets + c.tx_packets,
+                value: c,
+            })
+            .collect();
+        let (sums, expired) = expiry.aggregate(entries, NetCounters::default(), |s, c| {
             s.rx_bytes += c.rx_bytes;
             s.rx_packets += c.rx_packets;
             s.tx_bytes += c.tx_bytes;
             s.tx_packets += c.tx_packets;
-        }
+        });
         let mut bytes = Family::counter(
             "cgroup_network_bytes_total",
             "Bytes of IP packets (headers included) sent and received by sockets of a cgroup, \
@@ -132,9 +162,9 @@ impl NetBpf {
         for ([path, container, unit], c) in &sums {
             for (direction, b, p) in [("receive", c.rx_bytes, c.rx_packets), ("transmit", c.tx_bytes, c.tx_packets)] {
                 let l = [
-                    ("cgroup", *path),
-                    ("container_id", *container),
-                    ("systemd_unit", *unit),
+                    ("cgroup", path.as_str()),
+                    ("container_id", container.as_str()),
+                    ("systemd_unit", unit.as_str()),
                     ("direction", direction),
                 ];
                 bytes.add(&l, b as f64);
@@ -143,5 +173,6 @@ impl NetBpf {
         }
         out.push(bytes);
         out.push(packets);
+        expired
     }
 }

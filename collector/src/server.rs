@@ -1,42 +1,133 @@
-//! The HTTP endpoint: metrics, landing page, health and readiness.
-use std::sync::Arc;
+//! The HTTP endpoint: metrics, landing page, health and readiness; TLS, basic auth, timeouts and
+//! the cap on concurrent scrapes (`--web.*` flags and `--web.config.file`).
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::State,
-    http::{StatusCode, header},
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use tower_http::compression::CompressionLayer;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer};
 
-use crate::metrics::Registry;
+use crate::{
+    metrics::Registry,
+    webconfig::{BasicAuth, WebConfig},
+};
 
 /// The Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How the endpoint is served.
+#[derive(Debug)]
+pub struct Options {
+    pub telemetry_path: String,
+    pub web: WebConfig,
+    /// Concurrent scrapes of the telemetry path; more get 503. 0: no limit.
+    pub max_requests: usize,
+    /// A client must send a request's complete header (and finish the TLS handshake) within
+    /// this time, and an idle keep-alive connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// A request must be answered within this time, or it gets 503.
+    pub request_timeout: Duration,
+}
+
+impl Options {
+    /// No TLS, no auth, node_exporter's default limits.
+    pub fn plain(telemetry_path: &str) -> Self {
+        Self {
+            telemetry_path: telemetry_path.to_owned(),
+            web: WebConfig::default(),
+            max_requests: 40,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
     telemetry_path: Arc<str>,
+    /// `None`: no limit.
+    scrapes: Option<Arc<Semaphore>>,
+    max_requests: usize,
 }
 
 /// The router: `<telemetry path>`, `/`, `/-/healthy`, `/-/ready`; gzip when the client asks.
 pub fn router(registry: Arc<Registry>, telemetry_path: &str) -> Router {
-    let state = AppState { registry, telemetry_path: telemetry_path.into() };
-    Router::new()
-        .route(telemetry_path, get(metrics))
+    app(registry, &Options::plain(telemetry_path))
+}
+
+/// The router with the options' limits, authentication and headers applied to every path.
+pub fn app(registry: Arc<Registry>, opts: &Options) -> Router {
+    let state = AppState {
+        registry,
+        telemetry_path: opts.telemetry_path.as_str().into(),
+        scrapes: (opts.max_requests > 0).then(|| Arc::new(Semaphore::new(opts.max_requests))),
+        max_requests: opts.max_requests,
+    };
+    let mut router = Router::new()
+        .route(&opts.telemetry_path, get(metrics))
         .route("/", get(landing))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .with_state(state)
-        .layer(CompressionLayer::new())
+        .layer(CompressionLayer::new());
+    if let Some(auth) = &opts.web.basic_auth {
+        router = router.layer(middleware::from_fn_with_state(auth.clone(), basic_auth));
+    }
+    router = router.layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, opts.request_timeout));
+    for (name, value) in &opts.web.headers {
+        // Validated when the config was parsed.
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            router = router.layer(SetResponseHeaderLayer::overriding(n, v));
+        }
+    }
+    router
+}
+
+async fn basic_auth(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
+    let value = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    // A bcrypt comparison takes tens of milliseconds: not on the async workers.
+    let a = auth.clone();
+    let ok = tokio::task::spawn_blocking(move || a.check(value.as_deref())).await.unwrap_or(false);
+    if ok {
+        next.run(req).await
+    } else {
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic")], "Unauthorized\n").into_response()
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // The permit moves into the blocking task: a scrape that timed out for its client still
+    // counts until its collection work is done, so the cap bounds the work, not the waiting.
+    let permit = match &state.scrapes {
+        None => None,
+        Some(s) => match s.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::debug!(max_requests = state.max_requests, "scrape refused: too many in flight");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Limit of concurrent requests reached ({}), try again later.\n", state.max_requests),
+                )
+                    .into_response();
+            }
+        },
+    };
     // Collectors do blocking reads (procfs, map syscalls): keep them off the async workers.
     let registry = state.registry.clone();
-    match tokio::task::spawn_blocking(move || registry.encode()).await {
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        registry.encode()
+    })
+    .await;
+    match result {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), "encoding metrics failed");
@@ -60,4 +151,69 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
          <li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
          </body></html>\n"
     ))
+}
+
+/// Serves `app` on `listener` (over TLS when the web config has it) until `shutdown`
+/// completes; then stops accepting, lets requests in flight finish for up to a second, and
+/// returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    opts: &Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout);
+    let handshake_timeout = opts.header_read_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = http.serve_connection(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await.is_err() {
+        tracing::debug!("connections still open at shutdown: closing them");
+    }
 }

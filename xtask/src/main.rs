@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_micro;
 mod bench_scrape;
+mod fuzz;
 
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -36,6 +37,14 @@ enum Cmd {
     },
     /// Run the benchmarks side by side on this machine and regenerate docs/performance.md.
     Bench(bench::Args),
+    /// Run every cargo-fuzz target (fuzz/) for the given time each; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Build everything and run the whole test suite (needs root: the tests load programs).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -50,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
     }
 }
 
@@ -213,12 +223,14 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     );
     build_ebpf()?;
     // promtool checks the exposition; nginx is a real server for the HTTP tests; prometheus and
-    // docker-compose check the deployment stack (collector/tests/deploy.rs).
+    // docker-compose check the deployment stack (collector/tests/deploy.rs); bpftool looks into
+    // the kernel's maps for the fault tests.
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),
         "docker-compose".to_owned(),
         "python3-venv".to_owned(),
+        "bpftool".to_owned(),
     ])?;
     let deploy_tools = install_deploy_tools()?;
     // Integration tests compare live kernel counters: one at a time, so they do not disturb

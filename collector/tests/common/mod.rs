@@ -23,7 +23,20 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector on a free loopback port with JSON logs and waits until it serves.
     pub fn start(args: &[&str]) -> Collector {
-        let mut cmd = Command::new(BIN);
+        Self::start_wrapped(&[], args)
+    }
+
+    /// Like [`Collector::start`], run through a wrapper command (`wrapper[0] wrapper[1..] BIN
+    /// args`), e.g. setpriv to start it with fewer privileges.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Collector {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+        };
         cmd.args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"]).args(args);
         Collector::spawn(cmd)
     }
@@ -70,6 +83,11 @@ impl Collector {
         let resp = ureq::get(&self.url("/metrics")).call().expect("scrape");
         assert_eq!(resp.status(), 200);
         resp.into_string().unwrap()
+    }
+
+    /// The collector's process id (the wrapper's, which execs it, when there is one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,60 @@
+//! Least privilege: once the eBPF programs are loaded and attached, the collector needs no
+//! capability. Map reads and deletes go through file descriptors it already holds (the kernel
+//! checks capabilities when a map or program is created, not when an fd is used), links are
+//! released by closing their fds, and everything else it reads (procfs, sysfs, cgroupfs) is
+//! world-readable. So every capability is dropped, from every set, before the HTTP endpoint
+//! starts (`--capabilities.keep` keeps named ones).
+use anyhow::Context as _;
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// Parses `--capabilities.keep`: `none`, or comma-separated names with or without the `cap_`
+/// prefix, in any case (`cap_sys_admin`, `CAP_BPF`, `perfmon`).
+pub fn parse_keep(s: &str) -> Result<CapsHashSet, String> {
+    let mut out = CapsHashSet::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name.eq_ignore_ascii_case("none") {
+            continue;
+        }
+        let upper = name.to_ascii_uppercase();
+        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        let cap: Capability = full.parse().map_err(|_| format!("unknown capability {name:?}"))?;
+        out.insert(cap);
+    }
+    Ok(out)
+}
+
+/// Drops every capability not in `keep` from this thread's effective, permitted, inheritable
+/// and ambient sets (and from the bounding set when CAP_SETPCAP allows it). Threads started
+/// afterwards inherit the reduced sets: call it before starting any. Returns what is kept.
+pub fn drop_all_except(keep: &CapsHashSet) -> anyhow::Result<CapsHashSet> {
+    let permitted = caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
+    let kept: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which is about to go.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::read(None, CapSet::Bounding).unwrap_or_default() {
+            if !kept.contains(&cap) {
+                let _ = caps::drop(None, CapSet::Bounding, cap);
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient).context("clearing the ambient capabilities")?;
+    caps::set(None, CapSet::Effective, &kept).context("setting the effective capabilities")?;
+    caps::set(None, CapSet::Inheritable, &kept).context("setting the inheritable capabilities")?;
+    caps::set(None, CapSet::Permitted, &kept).context("setting the permitted capabilities")?;
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_flag() {
+        assert!(parse_keep("none").unwrap().is_empty());
+        assert!(parse_keep("").unwrap().is_empty());
+        let k = parse_keep("cap_bpf, PERFMON,CAP_NET_ADMIN").unwrap();
+        assert_eq!(k.len(), 3);
+        assert!(k.contains(&Capability::CAP_PERFMON));
+        assert!(parse_keep("cap_nope").is_err());
+    }
+}
