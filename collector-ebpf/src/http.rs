@@ -543,6 +543,14 @@ fn match_name(st: &mut Stream, name: &[u8], i: usize, l: u8, then: u8) -> bool {
     false
 }
 
+/// A character a method token may hold after its first (RFC 9110 tchar: letters, digits and
+/// ``!#$%&'*+-.^_`|~``); the first must be an upper-case letter for the connection to count as
+/// HTTP at all.
+#[inline(always)]
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
 #[inline(always)]
 fn lower(b: u8) -> u8 {
     if b.is_ascii_uppercase() { b | 0x20 } else { b }
@@ -613,7 +621,7 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
                         let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
                         conn.pending[last].method = m;
                     }
-                } else if (b.is_ascii_uppercase() || b == b'-' || b == b'_') && pos < 16 {
+                } else if is_tchar(b) && pos < 16 {
                     if pos < 8 {
                         st.word = (st.word << 8) | b as u64;
                     }
