@@ -57,6 +57,10 @@ pub struct Family {
 
 /// Appends `v` escaped as the text format wants it: `\` and newline always, `"` in label values.
 fn escape_into(out: &mut Vec<u8>, v: &str, quote: bool) {
+    if !v.bytes().any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"')) {
+        out.extend_from_slice(v.as_bytes());
+        return;
+    }
     let mut start = 0;
     for (i, b) in v.bytes().enumerate() {
         let esc: &[u8] = match b {
@@ -72,8 +76,10 @@ fn escape_into(out: &mut Vec<u8>, v: &str, quote: bool) {
     out.extend_from_slice(&v.as_bytes()[start..]);
 }
 
-fn render_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = Vec::new();
+fn render_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    // `k="v",` per label, plus room for a few escapes.
+    let len: usize = labels.clone().into_iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(len + 8);
     for (i, (k, v)) in labels.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
