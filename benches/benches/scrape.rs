@@ -179,7 +179,7 @@ fn families_disk(c: &mut Criterion) {
 }
 
 /// The gzip level the endpoint uses (`server.rs`, tower-http's `CompressionLayer` quality).
-const ENDPOINT_GZIP_LEVEL: u32 = 6;
+const ENDPOINT_GZIP_LEVEL: u32 = 2;
 
 /// Families holding about `series` series: HTTP histograms (51 series per label set).
 fn http_families(series: usize, cg: &Cgroups) -> (Vec<Family>, usize) {

@@ -30,7 +30,9 @@ pub fn router(registry: Arc<Registry>, telemetry_path: &str) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .with_state(state)
-        .layer(CompressionLayer::new())
+        // gzip level 2: at 100k series, 4x less CPU than the default (6) for a 17% larger body
+        // (docs/performance.md).
+        .layer(CompressionLayer::new().quality(tower_http::CompressionLevel::Precise(2)))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
