@@ -4,8 +4,11 @@
 //!   the same functions the pollers call (`Http::families`, `NetBpf::families`,
 //!   `DiskBpf::families`), with cgroup ids resolved against a directory tree laid out like a
 //!   cgroup hierarchy (one directory per cgroup).
-//! - `encode/*`: the Prometheus text exposition of N series, plain and gzip-compressed as the
-//!   endpoint sends it to a client that accepts gzip.
+//! - `encode/*`: the Prometheus text exposition of N series (HTTP histograms), and that text
+//!   gzip-compressed at levels 1, 2 and 6.
+//! - `scrape/*`: HTTP_HIST entries making N series through the registry (families, self
+//!   metrics, exposition), plain and gzipped at the endpoint's level: a scrape without the map
+//!   reads.
 //! - `host/gather_encode`: the procfs collectors (cpu, meminfo, loadavg, pressure, diskstats,
 //!   netdev) reading this machine's /proc, gathered and encoded by the registry.
 //!
@@ -18,7 +21,7 @@ use collector::{
     disk::{Devices, DiskBpf, DiskExpiry},
     host, http,
     http::{Http, HttpExpiry},
-    metrics::{Out, Registry},
+    metrics::{Collector, Family, Out, Registry},
     network::{NetBpf, NetExpiry, Netdev},
 };
 use collector_common::{
@@ -27,7 +30,6 @@ use collector_common::{
     network::NetCounters,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use prometheus::{Encoder as _, TextEncoder, proto::MetricFamily};
 
 /// A directory tree with `n` leaf "cgroups" (`/bench.slice/cg<i>.service`) and the resolver
 /// over it; returns the inode numbers (what the kernel programs record as cgroup ids).
@@ -182,16 +184,32 @@ fn families_disk(c: &mut Criterion) {
     g.finish();
 }
 
+/// The gzip level the endpoint uses (`server.rs`, tower-http's `CompressionLayer` quality).
+const ENDPOINT_GZIP_LEVEL: u32 = 2;
+
 /// Families holding about `series` series: HTTP histograms (51 series per label set).
-fn http_families(series: usize, cg: &Cgroups) -> (Vec<MetricFamily>, usize) {
+fn http_families(series: usize, cg: &Cgroups) -> (Vec<Family>, usize) {
     let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
     let entries = http_entries(series.div_ceil(51), cg);
     let mut out = Out::default();
     Http::families(&entries, &[], &cg.resolver, &buckets, &http_expiry(), &mut out);
-    let mut text = Vec::new();
-    TextEncoder::new().encode(&out.families, &mut text).unwrap();
+    let text = write(&out.families);
     let n = text.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count();
     (out.families, n)
+}
+
+fn write(families: &[Family]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(families.iter().map(Family::size_hint).sum());
+    for f in families {
+        f.write(&mut buf);
+    }
+    buf
+}
+
+fn gzip(text: &[u8], level: u32) -> Vec<u8> {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    z.write_all(text).unwrap();
+    z.finish().unwrap()
 }
 
 fn encode(c: &mut Criterion) {
@@ -201,22 +219,55 @@ fn encode(c: &mut Criterion) {
     for series in [1000, 10_000, 100_000] {
         let (families, n) = http_families(series, &cg);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("text", series), &families, |b, f| {
-            b.iter(|| {
-                let mut buf = Vec::with_capacity(64 * 1024);
-                TextEncoder::new().encode(f, &mut buf).unwrap();
-                black_box(buf)
-            })
-        });
-        let mut text = Vec::new();
-        TextEncoder::new().encode(&families, &mut text).unwrap();
-        // tower-http's default level for gzip is flate2's default (6).
-        g.bench_with_input(BenchmarkId::new("gzip", series), &text, |b, t| {
-            b.iter(|| {
-                let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                z.write_all(t).unwrap();
-                black_box(z.finish().unwrap())
-            })
+        g.bench_with_input(BenchmarkId::new("text", series), &families, |b, f| b.iter(|| black_box(write(f))));
+        let text = write(&families);
+        // gzip of the same text at flate2's default level (6) and at 1 and 2, the fast levels.
+        for level in [1, 2, 6] {
+            g.bench_with_input(BenchmarkId::new(format!("gzip-level{level}"), series), &text, |b, t| {
+                b.iter(|| black_box(gzip(t, level)))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// A collector returning fixed HTTP_HIST contents through `Http::families`, as the `http`
+/// collector does with what it read from the map.
+struct SyntheticHttp {
+    cg: Cgroups,
+    entries: Vec<(HttpKey, HttpHist)>,
+    buckets: Vec<f64>,
+}
+
+impl Collector for SyntheticHttp {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        Http::families(&self.entries, &[], &self.cg.resolver, &self.buckets, &http_expiry(), out);
+        Ok(())
+    }
+}
+
+/// What a scrape does after reading the maps: HTTP_HIST entries making about N series →
+/// families → the registry's exposition (self and process metrics included), and that text
+/// gzipped at the endpoint's level.
+fn scrape(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scrape");
+    g.sample_size(10);
+    for series in [1000usize, 10_000, 100_000] {
+        let cg = cgroups(100);
+        let entries = http_entries(series.div_ceil(51), &cg);
+        let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
+        let mut registry = Registry::new();
+        registry.collectors.push(Box::new(SyntheticHttp { cg, entries, buckets }));
+        let text = registry.encode().unwrap();
+        let n = text.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("text", series), |b| b.iter(|| black_box(registry.encode().unwrap())));
+        g.bench_function(BenchmarkId::new("gzip", series), |b| {
+            b.iter(|| black_box(gzip(&registry.encode().unwrap(), ENDPOINT_GZIP_LEVEL)))
         });
     }
     g.finish();
@@ -245,6 +296,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = families_http, families_net, families_disk, encode, host_scrape
+    targets = families_http, families_net, families_disk, encode, scrape, host_scrape
 }
 criterion_main!(benches);

@@ -3,8 +3,9 @@
 //! aggregates histograms per (cgroup, process, method, status, port[, peer]); this poller turns
 //! process and cgroup into `service_name` and exports OpenTelemetry-style metrics.
 use std::{
+    borrow::Cow,
     collections::HashMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex},
 };
 
@@ -53,27 +54,37 @@ pub fn bounds_global(buckets: &[f64]) -> Vec<u8> {
 }
 
 /// The process name the kernel recorded (NUL-padded), if any.
-pub fn comm(raw: &[u8; 16]) -> Option<String> {
+pub fn comm(raw: &[u8; 16]) -> Option<Cow<'_, str>> {
     let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
+    (len > 0).then(|| String::from_utf8_lossy(&raw[..len]))
 }
 
 /// `service_name`: the process name when the programs saw the owning process, else the
 /// systemd unit, container id or cgroup path of the socket's cgroup.
-pub fn service_name(comm: Option<String>, id: Option<&Identity>) -> String {
+pub fn service_name<'a>(comm: Option<Cow<'a, str>>, id: Option<&'a Identity>) -> Cow<'a, str> {
     if let Some(c) = comm {
         return c;
     }
-    match id {
-        Some(i) if !i.systemd_unit.is_empty() => i.systemd_unit.clone(),
-        Some(i) if !i.container_id.is_empty() => i.container_id[..12].to_owned(),
-        Some(i) => i.path.clone(),
-        None => "unknown".into(),
-    }
+    Cow::Borrowed(match id {
+        Some(i) if !i.systemd_unit.is_empty() => &i.systemd_unit,
+        Some(i) if !i.container_id.is_empty() => &i.container_id[..12],
+        Some(i) => &i.path,
+        None => "unknown",
+    })
 }
 
-/// (side, method, status, address, port, service) of a histogram series.
-pub type Labels = (u8, &'static str, String, String, String, String);
+/// One label set of the HTTP histograms, before formatting (numbers stay numbers until the
+/// text is written, once per label set); `None` fields are empty labels (the overflow entry, a
+/// server-side address).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels {
+    side: u8,
+    method: &'static str,
+    status: Option<u16>,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    service: String,
+}
 
 pub struct Http {
     /// Behind locks: expired entries are deleted (needs `&mut`).
@@ -128,15 +139,15 @@ fn add(into: &mut HttpHist, h: &HttpHist) {
     into.resp_size_sum += h.resp_size_sum;
 }
 
-/// The peer address label of a client-side key.
-pub fn peer_address(k: &HttpKey) -> String {
+/// The server's address of a client-side key (IPv4-mapped IPv6 as IPv4).
+pub fn peer_address(k: &HttpKey) -> Option<IpAddr> {
     match k.family {
-        4 => Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string(),
+        4 => Some(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).into()),
         6 => {
             let v6 = Ipv6Addr::from(k.addr);
-            v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+            Some(v6.to_ipv4_mapped().map_or(v6.into(), IpAddr::from))
         }
-        _ => String::new(),
+        _ => None,
     }
 }
 
@@ -189,16 +200,27 @@ impl Http {
         let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         let mut series = Vec::new();
         for (k, h) in entries {
-            let labels: Labels = if k.method == OVERFLOW_METHOD {
+            let labels = if k.method == OVERFLOW_METHOD {
                 if h.duration.iter().all(|c| *c == 0) {
                     continue;
                 }
-                (k.side, "_OTHER", String::new(), String::new(), String::new(), "_overflow".into())
+                Labels {
+                    side: k.side,
+                    method: "_OTHER",
+                    status: None,
+                    address: None,
+                    port: None,
+                    service: "_overflow".into(),
+                }
             } else {
-                let m = method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER");
-                let service = service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref());
-                let addr = if k.side == SIDE_CLIENT { peer_address(k) } else { String::new() };
-                (k.side, m, k.status.to_string(), addr, k.port.to_string(), service)
+                Labels {
+                    side: k.side,
+                    method: method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER"),
+                    status: Some(k.status),
+                    address: if k.side == SIDE_CLIENT { peer_address(k) } else { None },
+                    port: Some(k.port),
+                    service: service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref()).into_owned(),
+                }
             };
             series.push(Entry {
                 key: *k,
@@ -210,8 +232,8 @@ impl Http {
         }
         let (sums, expired) = hist_expiry.aggregate(series, HttpHist::ZERO, add);
         let expired_hist = expired;
-        let mut keys: Vec<&Labels> = sums.keys().collect();
-        keys.sort();
+        let mut sums: Vec<(&Labels, &HttpHist)> = sums.iter().collect();
+        sums.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
         let dur_upper = |i: usize| buckets.get(i).copied();
         let size_upper = |i: usize| SIZE_BOUNDS.get(i).map(|b| *b as f64);
@@ -231,16 +253,18 @@ impl Http {
                 &format!("{prefix}_response_body_size_bytes"),
                 &format!("Size of the bodies of HTTP/1.x responses to requests {what}."),
             );
-            for l in keys.iter().filter(|l| l.0 == side) {
-                let h = &sums[*l];
-                let (_, m, status, addr, port, service) = l;
-                let mut labels: Vec<(&str, &str)> =
-                    vec![("http_request_method", m), ("http_response_status_code", status)];
+            let (mut status, mut port) = (itoa::Buffer::new(), itoa::Buffer::new());
+            for (l, h) in sums.iter().filter(|(l, _)| l.side == side) {
+                let address = l.address.map(|a| a.to_string()).unwrap_or_default();
+                let mut labels: Vec<(&str, &str)> = vec![
+                    ("http_request_method", l.method),
+                    ("http_response_status_code", l.status.map_or("", |s| status.format(s))),
+                ];
                 if side == SIDE_CLIENT {
-                    labels.push(("server_address", addr));
+                    labels.push(("server_address", &address));
                 }
-                labels.push(("server_port", port));
-                labels.push(("service_name", service));
+                labels.push(("server_port", l.port.map_or("", |p| port.format(p))));
+                labels.push(("service_name", &l.service));
                 dur.add_histogram(&labels, &h.duration[..=buckets.len()], dur_upper, h.duration_sum_ns as f64 / 1e9);
                 req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);
                 resp.add_histogram(&labels, &h.resp_size[..SIZE_BUCKETS], size_upper, h.resp_size_sum as f64);
@@ -252,7 +276,7 @@ impl Http {
 
         let ids = cgroups.resolve(active_entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         // The process serving a port, from the histogram keys (the gauge is keyed by cgroup).
-        let mut port_comm: HashMap<(u64, u16), String> = HashMap::new();
+        let mut port_comm: HashMap<(u64, u16), Cow<str>> = HashMap::new();
         for (k, _) in entries.iter().filter(|(k, _)| k.side == SIDE_SERVER && k.method != OVERFLOW_METHOD) {
             if let Some(c) = comm(&k.comm) {
                 port_comm.insert((k.cgroup_id, k.port), c);
@@ -264,7 +288,8 @@ impl Http {
                 key: *k,
                 labels: (
                     k.port.to_string(),
-                    service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref()),
+                    service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref())
+                        .into_owned(),
                 ),
                 gone: !cgroups.alive(k.cgroup_id),
                 fingerprint: *v as u64,
@@ -328,9 +353,13 @@ mod tests {
         assert_eq!(comm(b"0123456789abcdef").as_deref(), Some("0123456789abcdef"));
         let mut k = HttpKey { family: 4, ..HttpKey::default() };
         k.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(peer_address(&k), "127.0.0.1");
+        assert_eq!(peer_address(&k), Some(Ipv4Addr::LOCALHOST.into()));
         k.family = 6;
         k.addr = Ipv6Addr::LOCALHOST.octets();
-        assert_eq!(peer_address(&k), "::1");
+        assert_eq!(peer_address(&k), Some(Ipv6Addr::LOCALHOST.into()));
+        k.addr = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        assert_eq!(peer_address(&k).unwrap().to_string(), "10.1.2.3");
+        k.family = 0;
+        assert_eq!(peer_address(&k), None);
     }
 }

@@ -77,7 +77,9 @@ pub fn app(registry: Arc<Registry>, opts: &Options) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .with_state(state)
-        .layer(CompressionLayer::new());
+        // gzip level 2: at 100k series, 4x less CPU than the default (6) for a 17% larger body
+        // (docs/performance.md).
+        .layer(CompressionLayer::new().quality(tower_http::CompressionLevel::Precise(2)));
     if let Some(auth) = &opts.web.basic_auth {
         router = router.layer(middleware::from_fn_with_state(auth.clone(), basic_auth));
     }
