@@ -543,6 +543,10 @@ fn match_name(st: &mut Stream, name: &[u8], i: usize, l: u8, then: u8) -> bool {
     false
 }
 
+/// Longest method token followed (RFC 9110 sets no limit; a longer run of token characters
+/// without a space is taken for something that is not HTTP).
+const MAX_METHOD: u32 = 64;
+
 /// A character a method token may hold after its first (RFC 9110 tchar: letters, digits and
 /// ``!#$%&'*+-.^_`|~``); the first must be an upper-case letter for the connection to count as
 /// HTTP at all.
@@ -621,7 +625,7 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
                         let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
                         conn.pending[last].method = m;
                     }
-                } else if is_tchar(b) && pos < 16 {
+                } else if is_tchar(b) && pos < MAX_METHOD {
                     if pos < 8 {
                         st.word = (st.word << 8) | b as u64;
                     }

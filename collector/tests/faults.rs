@@ -48,10 +48,11 @@ fn existing(kind: &str) -> BTreeSet<u64> {
 fn holdings(c: &Collector) -> [(&'static str, BTreeSet<u64>); 3] {
     let pid = c.pid();
     let h = [("prog", owned("prog", pid)), ("map", owned("map", pid)), ("link", owned("link", pid))];
-    // Every collector enabled: 3 tracepoint + 4 cgroup_skb programs, their links, the maps.
-    assert!(h[0].1.len() >= 7, "programs held: {:?}", h[0].1);
+    // Every collector enabled: 3 tracepoint programs and the HTTP cgroup_skb pair (which also
+    // counts netbpf's packets), their links, the maps.
+    assert!(h[0].1.len() >= 5, "programs held: {:?}", h[0].1);
     assert!(h[1].1.len() >= 5, "maps held: {:?}", h[1].1);
-    assert!(h[2].1.len() >= 4, "links held: {:?}", h[2].1);
+    assert!(h[2].1.len() >= 2, "links held: {:?}", h[2].1);
     h
 }
 

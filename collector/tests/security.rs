@@ -461,8 +461,8 @@ fn http_payloads_never_reach_the_metrics() {
         }
     };
     exchange(&mut s, req.as_bytes());
-    // A request whose method is the secret too.
-    exchange(&mut s, format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", secret.to_uppercase()).as_bytes());
+    // A request whose method is the secret too (longer than any known method: over 30 bytes).
+    exchange(&mut s, format!("{}-LONG-METHOD-TOKEN / HTTP/1.1\r\nHost: x\r\n\r\n", secret.to_uppercase()).as_bytes());
     let text = c.scrape_text();
     let m = common::Metrics::parse(&text);
     let port = srv.port.to_string();
