@@ -73,8 +73,9 @@ fn direct_io_moves_counters_histogram_and_cgroup_bytes() {
             - m0.get("system_disk_io_operations_total", &[("device", &disk), ("operation", op)]);
         let bytes = m1.get("system_disk_io_bytes_total", &[("device", &disk), ("operation", op)])
             - m0.get("system_disk_io_bytes_total", &[("device", &disk), ("operation", op)]);
-        // Every 1 MiB direct request is at least one device request.
-        assert!(hist >= MIB as f64, "{op}: histogram count rose by {hist} for {MIB} MiB");
+        // Each 1 MiB direct request is a device request, unless the block layer merged
+        // adjacent ones (seen: 63 for 64 MiB); the exact check is against diskstats below.
+        assert!(hist >= (MIB / 4) as f64, "{op}: histogram count rose by {hist} for {MIB} MiB");
         assert!(bytes >= (MIB << 20) as f64, "{op}: diskstats bytes rose by {bytes}");
         // Both count completed requests, read within the same scrape (about a millisecond
         // apart): requests completing in between, and requests in flight at either scrape,
