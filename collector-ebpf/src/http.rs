@@ -48,8 +48,8 @@ const BUF: u32 = (BUF_WORDS * 8) as u32;
 
 /// Requests in flight per connection (pipelining depth); a power of two.
 const PIPELINE: usize = 8;
-/// Parser steps per segment: each step skips body bytes or parses one byte of start line,
-/// headers or chunk framing (a GSO segment carries at most 64 KiB, plus a step per body run).
+/// Parser steps per segment: a step consumes at least one byte (a GSO segment carries at most
+/// 64 KiB), usually a whole line or more.
 const MAX_STEPS: u32 = 1 << 17;
 
 // Parser states.
@@ -552,7 +552,11 @@ const MAX_METHOD: u32 = 64;
 /// HTTP at all.
 #[inline(always)]
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        )
 }
 
 #[inline(always)]
@@ -814,8 +818,9 @@ fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
     }
 }
 
-/// One parser step: skip body bytes, or parse up to 16 bytes of start line, headers or chunk
-/// framing. Returns 1 to stop the loop.
+/// One parser step: skip body bytes; or read a start line and up to 8 header lines whole; or
+/// jump over the rest of a line of no interest; or feed one byte to the per-byte parser.
+/// Returns 1 to stop the loop.
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     let w = unsafe { &*(ctx as *const Walk) };
     let conn = unsafe { &mut *w.conn };
@@ -997,26 +1002,27 @@ fn request_line(conn: &mut Conn, i: u32, len: u32, now: u64) -> u32 {
     p + 1
 }
 
+/// A global function's block position and length (it is verified for any argument values):
+/// `None` unless both lie within the loaded block.
+#[inline(always)]
+fn block_range(i: u64, len: u64) -> Option<(u32, u32)> {
+    (i < BUF as u64 && len <= BUF as u64).then_some((i as u32, len as u32))
+}
+
 /// [`request_line`] as a global function, verified once on its own.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_request_line(conn: *mut Conn, i: u64, len: u64, now: u64) -> i64 {
-    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
-    if i >= BUF as u64 || len > BUF as u64 {
-        return 0;
-    }
-    request_line(conn, i as u32, len as u32, now) as i64
+    let (Some(conn), Some((i, len))) = (unsafe { conn.as_mut() }, block_range(i, len)) else { return 0 };
+    request_line(conn, i, len, now) as i64
 }
 
 /// [`status_line`] as a global function, verified once on its own.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_status_line(st: *mut Stream, i: u64, len: u64) -> i64 {
-    let Some(st) = (unsafe { st.as_mut() }) else { return 0 };
-    if i >= BUF as u64 || len > BUF as u64 {
-        return 0;
-    }
-    status_line(st, i as u32, len as u32) as i64
+    let (Some(st), Some((i, len))) = (unsafe { st.as_mut() }, block_range(i, len)) else { return 0 };
+    status_line(st, i, len) as i64
 }
 
 /// [`header_lines`] as a global function, verified once on its own: bytes consumed in the low
@@ -1024,11 +1030,8 @@ pub extern "C" fn http_status_line(st: *mut Stream, i: u64, len: u64) -> i64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_header_lines(st: *mut Stream, i: u64, len: u64) -> i64 {
-    let Some(st) = (unsafe { st.as_mut() }) else { return 0 };
-    if i >= BUF as u64 || len > BUF as u64 {
-        return 0;
-    }
-    let (n, end) = header_lines(st, i as u32, len as u32);
+    let (Some(st), Some((i, len))) = (unsafe { st.as_mut() }, block_range(i, len)) else { return 0 };
+    let (n, end) = header_lines(st, i, len);
     (n as i64) | if end { 0x100 } else { 0 }
 }
 

@@ -299,15 +299,7 @@ fn a_flood_of_methods_and_status_codes_stays_bounded_and_counted() {
     // Unknown methods fold into _OTHER, not into series of their own.
     assert!(series.iter().all(|s| !["FOO", "X-CUSTOM"].contains(&s.labels["http_request_method"].as_str())));
     // The collector's own memory stays bounded: the map is bounded, the exposition with it.
-    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", c.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .parse()
-        .unwrap();
+    let rss_kb = c.rss_kb();
     eprintln!("collector RSS {} MiB", rss_kb / 1024);
     assert!(rss_kb < 256 * 1024, "RSS {rss_kb} kB");
 }

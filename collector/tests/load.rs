@@ -21,18 +21,6 @@ const SCRAPERS: usize = 100;
 const DURATION: Duration = Duration::from_secs(60);
 const INTERVAL: Duration = Duration::from_secs(1);
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_hundred_scrapers_for_a_minute_under_http_load() {
     // Room for every scraper (the default cap, 40, would answer the rest 503 by design).
@@ -93,11 +81,10 @@ fn a_hundred_scrapers_for_a_minute_under_http_load() {
         })
         .collect();
 
-    let pid = c.pid();
     let mut rss = Vec::new();
     while started.elapsed() < DURATION {
         std::thread::sleep(Duration::from_secs(1));
-        rss.push(rss_kb(pid));
+        rss.push(c.rss_kb());
     }
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed, mut slowest) = (0u64, Vec::new(), Duration::ZERO);
