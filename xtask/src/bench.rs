@@ -85,6 +85,21 @@ pub(crate) fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
     bail!("{what} did not start listening on {port}")
 }
 
+/// Waits until the collector on `port` answers `/-/ready`. The collector binds its port before
+/// it loads and attaches its programs (a port below 1024 needs the privileges it drops), so an
+/// accepted connection does not mean the programs are running; it serves only once they are.
+pub(crate) fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if agent.get(&format!("http://127.0.0.1:{port}/-/ready")).call().is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the collector did not become ready on {port}")
+}
+
 /// One wrk run: requests per second and p99 latency in seconds.
 fn wrk(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64)> {
     let out = Command::new("wrk")
@@ -274,7 +289,7 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
                     .stderr(Stdio::null())
                     .spawn()?,
             );
-            wait_port(mport, "collector")?;
+            wait_ready(mport)?;
             Ok(child)
         };
         // Throughput and latency with BPF statistics off, as in production.

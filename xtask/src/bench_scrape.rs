@@ -17,7 +17,7 @@ use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
 
 use crate::{
-    bench::{Killed, free_port, median, nginx_conf, process_cpu, wait_port},
+    bench::{Killed, free_port, median, nginx_conf, process_cpu, wait_port, wait_ready},
     root_dir,
 };
 
@@ -90,7 +90,7 @@ fn start_collector(bin: &Path) -> anyhow::Result<(Killed, String)> {
             .spawn()
             .context("starting the collector")?,
     );
-    wait_port(port, "collector")?;
+    wait_ready(port)?;
     Ok((child, format!("http://127.0.0.1:{port}/metrics")))
 }
 
