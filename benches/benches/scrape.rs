@@ -90,10 +90,13 @@ fn http_entries(n: usize, cg: &Cgroups) -> Vec<(HttpKey, HttpHist)> {
         .collect()
 }
 
-/// Expiry state as the pollers start with it (TTL zero: nothing expires, as in a run shorter
-/// than the TTL).
+/// The default `--collector.cgroup.ttl`: each scrape checks that every cgroup still exists
+/// (one `stat` per distinct cgroup), as the pollers do in production.
+const TTL: Duration = Duration::from_secs(300);
+
+/// Expiry state as the pollers start with it.
 fn http_expiry() -> HttpExpiry {
-    (Expiry::new(Duration::ZERO), Expiry::gauge(Duration::ZERO))
+    (Expiry::new(TTL), Expiry::gauge(TTL))
 }
 
 fn families_http(c: &mut Criterion) {
@@ -137,7 +140,7 @@ fn families_net(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                NetBpf::families(e, &cg.resolver, &NetExpiry::new(Duration::ZERO), &mut out);
+                NetBpf::families(e, &cg.resolver, &NetExpiry::new(TTL), &mut out);
                 black_box(out.families)
             })
         });
@@ -176,7 +179,7 @@ fn families_disk(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                DiskBpf::families(&latency, e, &devices, &cg.resolver, &DiskExpiry::new(Duration::ZERO), &mut out);
+                DiskBpf::families(&latency, e, &devices, &cg.resolver, &DiskExpiry::new(TTL), &mut out);
                 black_box(out.families)
             })
         });

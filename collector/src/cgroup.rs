@@ -140,6 +140,26 @@ impl Resolver {
         };
         std::fs::metadata(root.join(path.trim_start_matches('/'))).is_ok_and(|m| m.ino() == id)
     }
+
+    /// Liveness for one scrape: each cgroup is looked at once (a `stat` of its directory),
+    /// however many entries it has, and not at all when nothing expires (`expires` false).
+    pub fn gone_check(&self, expires: bool) -> Gone<'_> {
+        Gone { resolver: self, expires, seen: HashMap::new() }
+    }
+}
+
+/// See [`Resolver::gone_check`].
+pub struct Gone<'a> {
+    resolver: &'a Resolver,
+    expires: bool,
+    seen: HashMap<u64, bool>,
+}
+
+impl Gone<'_> {
+    /// Whether cgroup `id` no longer exists (always false when nothing expires).
+    pub fn is(&mut self, id: u64) -> bool {
+        self.expires && *self.seen.entry(id).or_insert_with(|| !self.resolver.alive(id))
+    }
 }
 
 /// Expiry of series of deleted cgroups (`--collector.cgroup.ttl`), for one poller.
@@ -188,6 +208,11 @@ impl<K: Hash + Eq + Clone, L: Hash + Eq + Clone, V: Clone> Expiry<K, L, V> {
     /// For gauges: an expired entry's value is dropped with it.
     pub fn gauge(ttl: Duration) -> Self {
         Self { keep_retired: false, ..Self::new(ttl) }
+    }
+
+    /// Whether entries can expire at all (TTL not zero).
+    pub fn expires(&self) -> bool {
+        !self.ttl.is_zero()
     }
 
     /// Sums the entries per label set (with the values of expired entries that still have

@@ -295,6 +295,7 @@ impl DiskBpf {
 
         // Sum per (cgroup identity, device, op): deleted cgroups fold into one series.
         let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
+        let mut gone = cgroups.gone_check(expiry.expires());
         let entries = entries
             .iter()
             .map(|&(key, bytes)| Entry {
@@ -303,7 +304,7 @@ impl DiskBpf {
                     devices.name_of_kdev(key.dev),
                     op::NAMES.get(key.op as usize).copied().unwrap_or("other"),
                 ),
-                gone: !cgroups.alive(key.cgroup_id),
+                gone: gone.is(key.cgroup_id),
                 fingerprint: bytes,
                 value: bytes,
                 key,

@@ -199,6 +199,7 @@ impl Http {
     ) -> (Vec<HttpKey>, Vec<ActiveKey>) {
         let ids = cgroups.resolve(entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         let mut series = Vec::new();
+        let mut gone = cgroups.gone_check(hist_expiry.expires());
         for (k, h) in entries {
             let labels = if k.method == OVERFLOW_METHOD {
                 if h.duration.iter().all(|c| *c == 0) {
@@ -225,7 +226,7 @@ impl Http {
             series.push(Entry {
                 key: *k,
                 labels,
-                gone: k.method != OVERFLOW_METHOD && !cgroups.alive(k.cgroup_id),
+                gone: k.method != OVERFLOW_METHOD && gone.is(k.cgroup_id),
                 fingerprint: h.duration.iter().sum(),
                 value: *h,
             });
@@ -282,6 +283,7 @@ impl Http {
                 port_comm.insert((k.cgroup_id, k.port), c);
             }
         }
+        let mut gone = cgroups.gone_check(active_expiry.expires());
         let series = active_entries
             .iter()
             .map(|(k, v)| Entry {
@@ -291,7 +293,7 @@ impl Http {
                     service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref())
                         .into_owned(),
                 ),
-                gone: !cgroups.alive(k.cgroup_id),
+                gone: gone.is(k.cgroup_id),
                 fingerprint: *v as u64,
                 value: *v,
             })

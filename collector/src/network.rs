@@ -137,12 +137,13 @@ impl NetBpf {
     /// synthetic entries.
     pub fn families(entries: &[(u64, NetCounters)], cgroups: &Resolver, expiry: &NetExpiry, out: &mut Out) -> Vec<u64> {
         let ids = cgroups.resolve(entries.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        let mut gone = cgroups.gone_check(expiry.expires());
         let entries = entries
             .iter()
             .map(|&(id, c)| Entry {
                 key: id,
                 labels: cgroup_labels(ids[&id].as_ref()).map(str::to_owned),
-                gone: !cgroups.alive(id),
+                gone: gone.is(id),
                 fingerprint: c.rx_packets + c.tx_packets,
                 value: c,
             })
