@@ -10,6 +10,7 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuHashMap},
     programs::TracePointContext,
+    EbpfContext as _,
 };
 use collector_common::{
     disk::{
@@ -42,18 +43,59 @@ static LATENCY: PerCpuHashMap<DevOp, LatencyHist> = PerCpuHashMap::with_max_entr
 #[map]
 static CGROUP_IO: PerCpuHashMap<CgroupIoKey, CgroupIoVal> = PerCpuHashMap::with_max_entries(16384, 0);
 
+/// Loads a `T` at byte `off` of the tracepoint record. The offsets come from read-only globals
+/// whose values the verifier knows, so direct context access works: each arm is a load at a
+/// constant offset (the only kind the verifier allows on a context) and the verifier keeps
+/// just the arm the offset selects. The loads are inline assembly because LLVM would merge
+/// plain arms back into one load at `ctx + off`, which the verifier rejects. An offset outside
+/// the arms (a kernel whose record is laid out otherwise) falls back to
+/// `bpf_probe_read_kernel`, one helper call per field.
+macro_rules! tp_field {
+    ($ctx:expr, $off:expr, $t:ty, $w:literal, [$($o:literal)*]) => {{
+        let p = $ctx.as_ptr();
+        match $off {
+            $($o => {
+                let v: u64;
+                unsafe {
+                    core::arch::asm!(
+                        concat!("{v} = *(", $w, " *)({p} + ", stringify!($o), ")"),
+                        v = out(reg) v,
+                        p = in(reg) p,
+                        options(readonly, nostack, preserves_flags),
+                    )
+                };
+                Some(v as $t)
+            })*
+            off => unsafe { $ctx.read_at::<$t>(off as usize) }.ok(),
+        }
+    }};
+}
+
+#[inline(always)]
+fn tp_u32(ctx: &TracePointContext, off: u32) -> Option<u32> {
+    tp_field!(ctx, off, u32, "u32", [8 12 16 20 24 28 32 36 40 44 48])
+}
+
+#[inline(always)]
+fn tp_u64(ctx: &TracePointContext, off: u32) -> Option<u64> {
+    tp_field!(ctx, off, u64, "u64", [8 16 24 32 40 48])
+}
+
+#[inline(always)]
+fn tp_u16(ctx: &TracePointContext, off: u32) -> Option<u16> {
+    tp_field!(ctx, off, u16, "u16", [20 22 24 26 28 30 32 34 36 38 40 42 44 46 48 50 52 54 56])
+}
+
 #[inline(always)]
 fn read_op(ctx: &TracePointContext, off: &BlockTpOffsets) -> u32 {
-    let rwbs: [u8; 2] = unsafe { ctx.read_at(off.rwbs as usize) }.unwrap_or([0; 2]);
-    classify_rwbs(rwbs[0], rwbs[1])
+    let [r0, r1] = tp_u16(ctx, off.rwbs).unwrap_or(0).to_le_bytes();
+    classify_rwbs(r0, r1)
 }
 
 #[tracepoint(category = "block", name = "block_rq_issue")]
 pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
     let off = RQ_ISSUE_OFFSETS.load();
-    let (Ok(dev), Ok(sector)) =
-        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u64>(off.sector as usize) })
-    else {
+    let (Some(dev), Some(sector)) = (tp_u32(&ctx, off.dev), tp_u64(&ctx, off.sector)) else {
         return 0;
     };
     let key = InflightKey { dev, _pad: 0, sector };
@@ -67,9 +109,7 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let off = RQ_COMPLETE_OFFSETS.load();
-    let (Ok(dev), Ok(sector)) =
-        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u64>(off.sector as usize) })
-    else {
+    let (Some(dev), Some(sector)) = (tp_u32(&ctx, off.dev), tp_u64(&ctx, off.sector)) else {
         return 0;
     };
     let key = InflightKey { dev, _pad: 0, sector };
@@ -104,9 +144,7 @@ static ZERO_IO: CgroupIoVal = CgroupIoVal { bytes: 0, bios: 0 };
 #[tracepoint(category = "block", name = "block_bio_queue")]
 pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
     let off = BIO_QUEUE_OFFSETS.load();
-    let (Ok(dev), Ok(nr_sector)) =
-        (unsafe { ctx.read_at::<u32>(off.dev as usize) }, unsafe { ctx.read_at::<u32>(off.nr_sector as usize) })
-    else {
+    let (Some(dev), Some(nr_sector)) = (tp_u32(&ctx, off.dev), tp_u32(&ctx, off.nr_sector)) else {
         return 0;
     };
     let op = read_op(&ctx, &off);

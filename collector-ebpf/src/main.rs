@@ -4,6 +4,8 @@
 #![no_main]
 // Atomic adds on shared map values (see http.rs); the build enables it via RUSTC_BOOTSTRAP.
 #![feature(core_intrinsics)]
+// Constant-offset loads from tracepoint records (see disk.rs).
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod disk;
