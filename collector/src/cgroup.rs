@@ -132,7 +132,7 @@ impl Resolver {
 impl Resolver {
     /// Whether cgroup `id` still exists: its directory is there with the same inode. Without
     /// a cgroup v2 hierarchy nothing can be told apart, and every id counts as alive.
-    pub fn alive(&self, id: u64) -> bool {
+    fn alive(&self, id: u64) -> bool {
         let Some(root) = &self.root else { return true };
         let path = match self.state.lock().unwrap().by_id.get(&id) {
             Some(i) => i.path.clone(),

@@ -14,7 +14,7 @@
 //! Writes `target/bench/results.json` and the generated section of `docs/performance.md`.
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -156,6 +156,26 @@ fn bpf_programs() -> anyhow::Result<Vec<(u64, String, u64, u64)>> {
         .collect())
 }
 
+/// Ids of the programs loaded now.
+fn program_ids() -> anyhow::Result<Vec<u64>> {
+    Ok(bpf_programs()?.iter().map(|p| p.0).collect())
+}
+
+/// Name, run time (ns) and run count of every program loaded since `before` was taken.
+fn programs_since(before: &[u64]) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    Ok(bpf_programs()?.into_iter().filter(|p| !before.contains(&p.0)).map(|p| (p.1, p.2, p.3)).collect())
+}
+
+/// Per program: run time (ns) and runs added between two [`programs_since`] snapshots.
+fn program_deltas(start: &[(String, u64, u64)], end: &[(String, u64, u64)]) -> Vec<(String, u64, u64)> {
+    end.iter()
+        .filter_map(|(name, t1, c1)| {
+            let (_, t0, c0) = start.iter().find(|s| &s.0 == name)?;
+            Some((name.clone(), t1 - t0, c1 - c0))
+        })
+        .collect()
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -284,17 +304,7 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
     let result = (|| -> anyhow::Result<serde_json::Value> {
         eprintln!("xtask bench: warming up");
         wrk(&url, 2, 50)?;
-        let start_collector = || -> anyhow::Result<Killed> {
-            let mport = free_port()?;
-            let child = Killed(
-                Command::new(collector)
-                    .args(["--web.listen-address", &format!("127.0.0.1:{mport}")])
-                    .stderr(Stdio::null())
-                    .spawn()?,
-            );
-            wait_ready(mport)?;
-            Ok(child)
-        };
+        let start_collector = || crate::bench_scrape::start_collector(collector).map(|(child, _)| child);
         // Throughput and latency with BPF statistics off, as in production.
         set_stats(false)?;
         let (mut base, mut with, mut base_p99, mut with_p99) = (vec![], vec![], vec![], vec![]);
@@ -322,29 +332,23 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
         let mut per_req_ns = Vec::new();
         set_stats(true)?;
         for _ in 0..rounds.min(3) {
-            let before: Vec<u64> = bpf_programs()?.iter().map(|p| p.0).collect();
+            let before = program_ids()?;
             let child = start_collector()?;
-            let ours = |progs: &[(u64, String, u64, u64)]| -> Vec<(String, u64, u64)> {
-                progs.iter().filter(|p| !before.contains(&p.0)).map(|p| (p.1.clone(), p.2, p.3)).collect()
-            };
-            let start = ours(&bpf_programs()?);
+            let start = programs_since(&before)?;
             let cpu0 = process_cpu(child.0.id())?;
             let t0 = Instant::now();
             let (rps, _) = wrk(&url, secs, 50)?;
             let elapsed = t0.elapsed().as_secs_f64();
             let cpu = process_cpu(child.0.id())? - cpu0;
-            let end = ours(&bpf_programs()?);
+            let end = programs_since(&before)?;
             drop(child);
             let requests = rps * elapsed;
             let mut bpf_ns = 0u64;
-            for (name, t1, c1) in &end {
-                if let Some((_, t0, c0)) = start.iter().find(|s| &s.0 == name) {
-                    let (dt, dc) = (t1 - t0, c1 - c0);
-                    bpf_ns += dt;
-                    if dc > 0 {
-                        per_prog.entry(name.clone()).or_default().push(dt as f64 / dc as f64);
-                        events_per_req.entry(name.clone()).or_default().push(dc as f64 / requests);
-                    }
+            for (name, dt, dc) in program_deltas(&start, &end) {
+                bpf_ns += dt;
+                if dc > 0 && !name.starts_with("block_") {
+                    per_prog.entry(name.clone()).or_default().push(dt as f64 / dc as f64);
+                    events_per_req.entry(name).or_default().push(dc as f64 / requests);
                 }
             }
             per_req_ns.push((bpf_ns as f64 + cpu * 1e9) / requests);
@@ -352,16 +356,9 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
         // The block programs see next to no events under wrk: their cost is measured under
         // O_DIRECT 4 KiB writes and reads (dd), one run.
         let (disk_prog, disk_events) = {
-            let before: Vec<u64> = bpf_programs()?.iter().map(|p| p.0).collect();
+            let before = program_ids()?;
             let child = start_collector()?;
-            let block = |progs: Vec<(u64, String, u64, u64)>| -> Vec<(String, u64, u64)> {
-                progs
-                    .into_iter()
-                    .filter(|p| !before.contains(&p.0) && p.1.starts_with("block_"))
-                    .map(|p| (p.1, p.2, p.3))
-                    .collect()
-            };
-            let start = block(bpf_programs()?);
+            let start = programs_since(&before)?;
             let img = dir.join("disk.img");
             let status = Command::new("sh")
                 .arg("-c")
@@ -371,23 +368,19 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
                     f = img.display()
                 ))
                 .status()?;
-            let end = block(bpf_programs()?);
+            let end = programs_since(&before)?;
             drop(child);
             let _ = std::fs::remove_file(&img);
             ensure!(status.success(), "dd failed");
             let (mut ns, mut events) = (serde_json::Map::new(), serde_json::Map::new());
-            for (name, t1, c1) in &end {
-                if let Some((_, t0, c0)) = start.iter().find(|s| &s.0 == name) {
-                    if c1 > c0 {
-                        ns.insert(name.clone(), serde_json::json!((t1 - t0) as f64 / (c1 - c0) as f64));
-                        events.insert(name.clone(), serde_json::json!(c1 - c0));
-                    }
+            for (name, dt, dc) in program_deltas(&start, &end) {
+                if dc > 0 && name.starts_with("block_") {
+                    ns.insert(name.clone(), serde_json::json!(dt as f64 / dc as f64));
+                    events.insert(name, serde_json::json!(dc));
                 }
             }
             (ns, events)
         };
-        per_prog.retain(|k, _| !k.starts_with("block_"));
-        events_per_req.retain(|k, _| !k.starts_with("block_"));
         let programs: serde_json::Map<String, serde_json::Value> =
             per_prog.into_iter().map(|(k, v)| (k, serde_json::json!(median(v)))).collect();
         let events: serde_json::Map<String, serde_json::Value> =

@@ -81,7 +81,7 @@ impl Scraper {
 }
 
 /// Starts the release collector (all default collectors) on a free port; returns its metrics URL.
-fn start_collector(bin: &Path) -> anyhow::Result<(Killed, String)> {
+pub(crate) fn start_collector(bin: &Path) -> anyhow::Result<(Killed, String)> {
     let port = free_port()?;
     let child = Killed(
         Command::new(bin)
