@@ -30,7 +30,11 @@ pub mod drop {
     pub const HTTP_DESYNC: u32 = 7;
     /// Requests still waiting for a response when their connection was reset, closed or given up.
     pub const HTTP_ABANDONED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// A connection's state could not be allocated in its socket's local storage (out of
+    /// memory, or the socket's option-memory limit `net.core.optmem_max` reached): the
+    /// connection is not followed.
+    pub const HTTP_CONN_STORAGE: u32 = 9;
+    pub const COUNT: u32 = 10;
     /// Label values, indexed by the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
         "disk_latency_map_full",
@@ -42,6 +46,7 @@ pub mod drop {
         "http_pipeline_overflow",
         "http_desync",
         "http_abandoned",
+        "http_connection_storage_failed",
     ];
 }
 

@@ -5,12 +5,11 @@
 //!   attributed to the task submitting the bio (see docs/metrics.md on writeback).
 //! Field offsets come from the tracepoints' format files through the `*_OFFSETS` globals.
 use aya_ebpf::{
-    Global,
+    EbpfContext as _, Global,
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuHashMap},
     programs::TracePointContext,
-    EbpfContext as _,
 };
 use collector_common::{
     disk::{

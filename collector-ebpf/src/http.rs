@@ -1,6 +1,6 @@
 //! HTTP: socket-level HTTP/1.x request/response tracking on cgroup_skb ingress and egress of the
 //! cgroup v2 root. Every TCP segment with payload is fed, in stream order (TCP sequence numbers),
-//! to a per-connection, per-direction HTTP/1.x framer keyed by the socket cookie. The framer
+//! to a per-connection, per-direction HTTP/1.x framer kept in the socket's local storage. The framer
 //! parses only start lines and the headers that frame a message (Content-Length,
 //! Transfer-Encoding: chunked); bodies are skipped arithmetically, so a large or sendfile
 //! response costs the same as a small one. Requests wait in a per-connection FIFO (pipelining)
@@ -17,13 +17,16 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_NOEXIST},
+    bindings::{__sk_buff, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
+    btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_ktime_get_ns,
-        generated::{bpf_get_socket_cookie, bpf_loop, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+        generated::{
+            bpf_loop, bpf_sk_fullsock, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        },
     },
-    macros::{cgroup_skb, map},
-    maps::{HashMap, LruHashMap},
+    macros::{btf_map, cgroup_skb, map},
+    maps::HashMap,
     programs::SkBuffContext,
 };
 use collector_common::{
@@ -197,53 +200,31 @@ pub struct Conn {
     pending: [Pending; PIPELINE],
 }
 
-const ZERO_STREAM: Stream = Stream {
-    next_seq: 0,
-    state: S_START,
-    hmatch: 0,
-    hidx: 0,
-    flags: 0,
-    line_pos: 0,
-    status: 0,
-    method_len: 0,
-    _pad: 0,
-    word: 0,
-    tail: 0,
-    remaining: 0,
-    content_length: 0,
-    body: 0,
-    w_off: 0,
-    w_end: 0,
-    w_base: 0,
-    w_stop: 0,
-    w_now: 0,
-    w_len: 0,
-    _wpad: 0,
-    w_buf: [0; BUF_WORDS],
-};
-const ZERO_PENDING: Pending = Pending { start_ns: 0, req_bytes: 0, method: 0, _pad: [0; 7] };
-static ZERO_CONN: Conn = Conn {
-    req: ZERO_STREAM,
-    resp: ZERO_STREAM,
-    comm: [0; 16],
-    addr: [0; 16],
-    cgroup_id: 0,
-    local_port: 0,
-    peer_port: 0,
-    family: 0,
-    role: ROLE_UNKNOWN,
-    pushed: 0,
-    popped: 0,
-    fin: 0,
-    _pad: [0; 7],
-    pending: [ZERO_PENDING; PIPELINE],
-};
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
 
-/// Connection state by socket cookie. LRU: connections that end without a FIN or RST passing
-/// through (or that the map outgrows) are evicted; their waiting requests are lost.
-#[map]
-static HTTP_CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(16384, 0);
+/// Connection state in the socket's local storage: found through the socket itself (no hashing,
+/// no table to outgrow), created zeroed on the first payload that starts like a request, and
+/// freed by the kernel with the socket (or deleted earlier, on FIN both ways or RST).
+#[btf_map]
+static HTTP_CONNS: SkStorage<Conn> = SkStorage::new();
+
+/// Sockets whose first payload was not the start of an HTTP/1.x request: one byte each, so
+/// other protocols cost no connection state and are not looked at again.
+#[btf_map]
+static HTTP_NOT_HTTP: SkStorage<u8> = SkStorage::new();
+
+/// The socket's value in a socket-storage map (`create`: a zeroed one if it has none).
+#[inline(always)]
+fn sk_storage<T>(map: &SkStorage<T>, sk: *mut bpf_sock, create: bool) -> *mut T {
+    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
+    let map = map as *const SkStorage<T> as *mut c_void;
+    unsafe { bpf_sk_storage_get(map, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
+}
+
+#[inline(always)]
+fn sk_storage_delete<T>(map: &SkStorage<T>, sk: *mut bpf_sock) {
+    unsafe { bpf_sk_storage_delete(map as *const SkStorage<T> as *mut c_void, sk as *mut c_void) };
+}
 
 /// Aggregated histograms. Shared by all CPUs (atomic adds): one entry per label set.
 #[map]
@@ -339,6 +320,8 @@ const _: () = {
     assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, addr) == 32);
     assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
     assert!(offset_of!(Conn, comm) % 8 == 0 && offset_of!(Conn, addr) % 8 == 0);
+    // docs/metrics.md quotes the socket storage a followed connection takes.
+    assert!(size_of::<Conn>() == 680);
 };
 
 /// A 16-byte array of a `Conn` (8-byte aligned, asserted above) as two words.
@@ -1326,28 +1309,41 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if plen == 0 && !closing {
         return; // pure ACK
     }
-    let cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
-    let mut conn_ptr = HTTP_CONNS.get_ptr_mut(&cookie);
-    if conn_ptr.is_none() {
-        if plen == 0 {
+    // The socket this segment belongs to: the hook sets it for both directions, and only full
+    // sockets reach it, but the verifier wants both checked.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return;
+    }
+    let mut conn_ptr = sk_storage(&HTTP_CONNS, sk, false);
+    if conn_ptr.is_null() {
+        if plen == 0 || !sk_storage(&HTTP_NOT_HTTP, sk, false).is_null() {
             return;
         }
-        let _ = HTTP_CONNS.insert(&cookie, &ZERO_CONN, BPF_NOEXIST as u64);
-        conn_ptr = HTTP_CONNS.get_ptr_mut(&cookie);
+        // The first payload decides: a request line start makes this socket a server
+        // (received) or a client (sent); anything else is not HTTP/1.x.
+        let first = load::<u8>(skb, payload).unwrap_or(0);
+        if !first.is_ascii_uppercase() {
+            if sk_storage(&HTTP_NOT_HTTP, sk, true).is_null() {
+                drops::count(drop::HTTP_CONN_STORAGE);
+            }
+            return;
+        }
+        conn_ptr = sk_storage(&HTTP_CONNS, sk, true);
+        if conn_ptr.is_null() {
+            drops::count(drop::HTTP_CONN_STORAGE);
+            return;
+        }
     }
-    let Some(conn_ptr) = conn_ptr else { return };
     let conn = unsafe { &mut *conn_ptr };
     let now = unsafe { bpf_ktime_get_ns() };
 
     if plen > 0 && conn.role != ROLE_NOT_HTTP {
         if conn.role == ROLE_UNKNOWN {
-            // The first payload decides: a request line start makes this socket a server
-            // (received) or a client (sent); anything else is not HTTP/1.x.
-            let first = load::<u8>(skb, payload).unwrap_or(0);
-            if !first.is_ascii_uppercase() {
-                conn.role = ROLE_NOT_HTTP;
-                return;
-            }
             conn.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
             conn.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
             let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
@@ -1417,7 +1413,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         let conn = unsafe { &mut *conn_ptr };
         if flags & TCP_RST != 0 {
             give_up(conn, drop::HTTP_ABANDONED);
-            let _ = HTTP_CONNS.remove(&cookie);
+            sk_storage_delete(&HTTP_CONNS, sk);
             return;
         }
         // A FIN ends a body that runs to the end of the connection.
@@ -1432,7 +1428,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
             if waiting(conn) > 0 {
                 give_up(conn, drop::HTTP_ABANDONED);
             }
-            let _ = HTTP_CONNS.remove(&cookie);
+            sk_storage_delete(&HTTP_CONNS, sk);
         }
     }
 }

@@ -45,7 +45,9 @@ fn sum_of(m: &Metrics, name: &str, port: u16) -> f64 {
 }
 
 fn no_drops(m: &Metrics) {
-    for reason in ["http_map_full", "http_response_unmatched", "http_pipeline_overflow"] {
+    for reason in
+        ["http_map_full", "http_response_unmatched", "http_pipeline_overflow", "http_connection_storage_failed"]
+    {
         assert_eq!(m.get("collector_bpf_events_dropped_total", &[("reason", reason)]), 0.0, "{reason}");
     }
 }
@@ -433,4 +435,76 @@ fn python_http_server() {
         m.find("http_server_request_duration_seconds_count", &[("server_port", &p), ("service_name", "python3")]).len(),
         2
     );
+}
+
+/// An asyncio server that holds every response until `n` requests have arrived, then answers
+/// them all (`HTTP/1.1 200`, body "ok"): every connection has a request waiting at once.
+const HOLDING_SERVER: &str = r#"
+import asyncio, resource, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+arrived, all_in = 0, asyncio.Event()
+async def serve(r, w):
+    global arrived
+    await r.readuntil(b"\r\n\r\n")
+    arrived += 1
+    if arrived == n:
+        all_in.set()
+    await all_in.wait()
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await w.drain()
+    await r.read()
+async def main():
+    srv = await asyncio.start_server(serve, "127.0.0.1", port, backlog=4096)
+    print("ready", flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+/// More connections with a request waiting at once than a fixed connection table of 16384
+/// sockets could hold (both ends are on this host: 24000 sockets): connection state lives in
+/// each socket's own storage, so none is evicted and every exchange counts on both sides.
+#[test]
+fn twelve_thousand_connections_waiting_at_once() {
+    const N: usize = 12_000;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert!(
+        lim.rlim_max >= N as u64 + 500,
+        "this test needs a hard RLIMIT_NOFILE of {} (have {})",
+        N + 500,
+        lim.rlim_max
+    );
+    lim.rlim_cur = lim.rlim_max;
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+
+    let port = free_port();
+    let c = Collector::start(FAST);
+    let mut py = Command::new("python3")
+        .args(["-c", HOLDING_SERVER, &port.to_string(), &N.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    py.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    let _py = Daemon(py);
+    let request = b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(request).unwrap();
+        conns.push(s);
+    }
+    let want = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = [0u8; 40];
+        s.read_exact(&mut got[..want.len()]).unwrap();
+        assert_eq!(&got[..want.len()], want);
+    }
+    let m = c.scrape();
+    assert_eq!(server_count(&m, port, "200"), N as f64);
+    assert_eq!(client_count(&m, port, "200"), N as f64);
+    no_drops(&m);
 }
