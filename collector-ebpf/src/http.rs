@@ -26,7 +26,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_map, cgroup_skb, map},
-    maps::HashMap,
+    maps::{HashMap, PerCpuHashMap},
     programs::SkBuffContext,
 };
 use collector_common::{
@@ -231,9 +231,13 @@ fn sk_storage_delete<T>(map: &SkStorage<T>, sk: *mut bpf_sock) {
 static HTTP_HIST: HashMap<HttpKey, HttpHist> = HashMap::with_max_entries(8192, 0);
 
 /// Server requests in flight per (cgroup, port): +1 when a request starts, -1 when its response
-/// ends or it is abandoned (two's complement adds).
+/// ends or it is abandoned (two's complement adds, summed over the CPUs by the daemon). Per CPU
+/// because the two usually happen on different CPUs (a request arrives in the receiving
+/// softirq, its response leaves from the serving thread): a shared counter would move between
+/// their caches twice per request. Atomic adds all the same: a softirq can interrupt a program
+/// on its CPU and update the same slot.
 #[map]
-static HTTP_ACTIVE: HashMap<ActiveKey, u64> = HashMap::with_max_entries(4096, 0);
+static HTTP_ACTIVE: PerCpuHashMap<ActiveKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// What the bpf_loop callback needs that does not change during a walk.
 #[repr(C)]

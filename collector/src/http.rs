@@ -10,14 +10,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use collector_common::http::{
     ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
     SIZE_BOUNDS, SIZE_BUCKETS, method,
 };
 
 use crate::{
-    bpf::Loader,
+    bpf::{Loader, sum_per_cpu},
     cgroup::{Entry, Expiry, Identity, Resolver},
     metrics::{Collector, Family, Out},
 };
@@ -89,7 +89,8 @@ pub struct Labels {
 pub struct Http {
     /// Behind locks: expired entries are deleted (needs `&mut`).
     hist: Mutex<BpfHashMap<MapData, HttpKey, HttpHist>>,
-    active: Mutex<BpfHashMap<MapData, ActiveKey, u64>>,
+    /// Per CPU: a request usually starts on one CPU and ends on another; the sum is the gauge.
+    active: Mutex<PerCpuHashMap<MapData, ActiveKey, u64>>,
     cgroups: Arc<Resolver>,
     buckets: Vec<f64>,
     expiry: HttpExpiry,
@@ -111,7 +112,7 @@ impl Http {
                 let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };
                 hist.insert(&key, &HttpHist::ZERO, 0).context("creating the HTTP overflow entry")?;
             }
-            Ok((hist, BpfHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?))
+            Ok((hist, PerCpuHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?))
         })();
         let (hist, active) = maps.map_err(|e| format!("{e:#}"))?;
         Ok(Self {
@@ -167,7 +168,10 @@ impl Collector for Http {
         let mut active_entries = Vec::new();
         for e in active_map.iter() {
             let (k, v) = e.context("reading the HTTP_ACTIVE map")?;
-            active_entries.push((k, v as i64));
+            // Two's complement adds: +1 on the CPU a request started on, -1 where it ended.
+            let mut n = 0u64;
+            sum_per_cpu(&v, |x| n = n.wrapping_add(*x));
+            active_entries.push((k, n as i64));
         }
         let (expired_hist, expired_active) =
             Self::families(&entries, &active_entries, &self.cgroups, &self.buckets, &self.expiry, out);
