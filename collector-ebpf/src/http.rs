@@ -23,10 +23,11 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_ktime_get_ns,
         generated::{
             bpf_loop, bpf_sk_fullsock, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_tcp_sock,
         },
     },
     macros::{btf_map, cgroup_skb, map},
-    maps::{HashMap, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuHashMap},
     programs::SkBuffContext,
 };
 use collector_common::{
@@ -86,8 +87,7 @@ const F_HAS_CL: u8 = 4;
 const F_METHOD_DONE: u8 = 8;
 const F_DIGIT: u8 = 16;
 
-// Connection roles.
-const ROLE_UNKNOWN: u8 = 0;
+// Connection roles (set when the connection state is created).
 const ROLE_SERVER: u8 = 1;
 const ROLE_CLIENT: u8 = 2;
 const ROLE_NOT_HTTP: u8 = 3;
@@ -202,6 +202,13 @@ pub struct Conn {
 
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
 
+/// Entry 0 is set to 1 by the daemon once both programs are attached. The two hooks are
+/// attached one after the other: a connection whose request passed the first while the second
+/// was not yet attached would have its response missed and every later response paired with
+/// the request before it. Until then the programs only count packets.
+#[map]
+static HTTP_ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Connection state in the socket's local storage: found through the socket itself (no hashing,
 /// no table to outgrow), created zeroed on the first payload that starts like a request, and
 /// freed by the kernel with the socket (or deleted earlier, on FIN both ways or RST).
@@ -219,6 +226,36 @@ fn sk_storage<T>(map: &SkStorage<T>, sk: *mut bpf_sock, create: bool) -> *mut T 
     let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
     let map = map as *const SkStorage<T> as *mut c_void;
     unsafe { bpf_sk_storage_get(map, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
+}
+
+/// Segments of a connection seen from the middle of its stream that may pass without starting
+/// a message before the connection is taken for something other than HTTP/1.x.
+const MIDSTREAM_TRIES: u8 = 64;
+
+/// Sequence number of the first payload byte of this direction of the connection: the next
+/// expected one minus the bytes the socket has received (ingress), or the oldest unacknowledged
+/// one minus the bytes acknowledged (egress).
+#[inline(always)]
+fn stream_start(sk: *mut bpf_sock, egress: bool) -> Option<u32> {
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    let tp = unsafe { tp.as_ref() }?;
+    Some(if egress {
+        tp.snd_una.wrapping_sub(tp.bytes_acked as u32)
+    } else {
+        tp.rcv_nxt.wrapping_sub(tp.bytes_received as u32)
+    })
+}
+
+/// Whether 8 bytes (little-endian) start a request line with a known method.
+#[inline(always)]
+fn request_start(w: u64) -> bool {
+    let spaces = byte_bits(w, b' ');
+    let p = spaces.trailing_zeros() / 8;
+    if spaces == 0 || p == 0 || p > 7 {
+        return false;
+    }
+    let word = (w & ((1u64 << (8 * p)) - 1)).swap_bytes() >> (64 - 8 * p);
+    method::from_word(word, p) != method::OTHER
 }
 
 #[inline(always)]
@@ -281,16 +318,23 @@ fn active_add(conn: &Conn, delta: u64) {
     }
 }
 
-/// Drops every waiting request (counted) and stops parsing the connection.
+/// Requests still waiting can no longer be answered: each is counted as abandoned and leaves
+/// the in-flight gauge.
 #[inline(always)]
-fn give_up(conn: &mut Conn, reason: u32) {
-    drops::count(reason);
+fn abandon_waiting(conn: &mut Conn) {
     let n = waiting(conn) as u64;
     if n > 0 {
         drops::add(drop::HTTP_ABANDONED, n);
         active_add(conn, n.wrapping_neg());
     }
     conn.popped = conn.pushed;
+}
+
+/// Counts `reason`, abandons every waiting request and stops parsing the connection.
+#[inline(always)]
+fn give_up(conn: &mut Conn, reason: u32) {
+    drops::count(reason);
+    abandon_waiting(conn);
     conn.role = ROLE_NOT_HTTP;
     conn.req.state = S_IGNORE;
     conn.resp.state = S_IGNORE;
@@ -1229,6 +1273,9 @@ fn byte_bits(w: u64, c: u8) -> u64 {
 }
 
 const TCP_FIN: u8 = 0x01;
+/// `Conn::fin` bits: a FIN seen leaving, arriving.
+const FIN_EGRESS: u8 = 1;
+const FIN_INGRESS: u8 = 2;
 const TCP_RST: u8 = 0x04;
 
 /// IP header length, family and the first 14 bytes of the TCP header, read by direct packet
@@ -1295,6 +1342,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if network::counted_by_http() {
         network::count(ctx, egress);
     }
+    if HTTP_ARMED.get(0).is_none_or(|a| *a == 0) {
+        return;
+    }
     let skb = ctx.as_ptr() as *mut __sk_buff;
     let hdr = match headers_direct(ctx) {
         Ok(h) => h,
@@ -1325,15 +1375,39 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     }
     let mut conn_ptr = sk_storage(&HTTP_CONNS, sk, false);
     if conn_ptr.is_null() {
-        if plen == 0 || !sk_storage(&HTTP_NOT_HTTP, sk, false).is_null() {
+        if plen == 0 {
             return;
         }
-        // The first payload decides: a request line start makes this socket a server
-        // (received) or a client (sent); anything else is not HTTP/1.x.
-        let first = load::<u8>(skb, payload).unwrap_or(0);
-        if !first.is_ascii_uppercase() {
-            if sk_storage(&HTTP_NOT_HTTP, sk, true).is_null() {
+        let mark = sk_storage(&HTTP_NOT_HTTP, sk, false);
+        if !mark.is_null() && unsafe { *mark } >= MIDSTREAM_TRIES {
+            return;
+        }
+        // The first bytes decide. A request line start ("GET ...") makes this socket a server
+        // if it was received and a client if it was sent; a status line start ("HTTP/") the
+        // other way round, so a connection caught between a request and its response is
+        // followed from that response on.
+        let head = if plen >= 8 {
+            load::<[u8; 8]>(skb, payload)
+        } else {
+            load::<u8>(skb, payload).map(|b| [b, 0, 0, 0, 0, 0, 0, 0])
+        };
+        let head = u64::from_le_bytes(head.unwrap_or([0; 8]));
+        let response = head & 0xff_ffff_ffff == le(b"HTTP/");
+        // At the start of the byte stream anything else is not HTTP/1.x, for good. A connection
+        // that was open before the collector started is seen from the middle of its stream
+        // (a body, or the part of a message after a segment boundary): it is picked up at the
+        // first segment that starts a response or a request with a known method, and given up
+        // after MIDSTREAM_TRIES segments that do not.
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let at_start = stream_start(sk, egress) == Some(seq);
+        let looks = response
+            || if at_start { (head as u8).is_ascii_uppercase() } else { request_start(head) };
+        if !looks {
+            let mark = if mark.is_null() { sk_storage(&HTTP_NOT_HTTP, sk, true) } else { mark };
+            if mark.is_null() {
                 drops::count(drop::HTTP_CONN_STORAGE);
+            } else {
+                unsafe { *mark = if at_start { MIDSTREAM_TRIES } else { (*mark).saturating_add(1) } };
             }
             return;
         }
@@ -1342,28 +1416,27 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
             drops::count(drop::HTTP_CONN_STORAGE);
             return;
         }
+        let conn = unsafe { &mut *conn_ptr };
+        conn.role = if egress != response { ROLE_CLIENT } else { ROLE_SERVER };
+        conn.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+        let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
+        // Local and peer as seen by this socket.
+        let (local, peer, peer_addr_off) = if egress { (sport, dport, 16u32) } else { (dport, sport, 12u32) };
+        conn.local_port = local;
+        conn.peer_port = peer;
+        conn.family = family;
+        if family == 4 {
+            if let Some(a) = load::<[u8; 4]>(skb, peer_addr_off) {
+                conn.addr[..4].copy_from_slice(&a);
+            }
+        } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
+            conn.addr = a;
+        }
     }
     let conn = unsafe { &mut *conn_ptr };
     let now = unsafe { bpf_ktime_get_ns() };
 
     if plen > 0 && conn.role != ROLE_NOT_HTTP {
-        if conn.role == ROLE_UNKNOWN {
-            conn.role = if egress { ROLE_CLIENT } else { ROLE_SERVER };
-            conn.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-            let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
-            // Local and peer as seen by this socket.
-            let (local, peer, peer_addr_off) = if egress { (sport, dport, 16u32) } else { (dport, sport, 12u32) };
-            conn.local_port = local;
-            conn.peer_port = peer;
-            conn.family = family;
-            if family == 4 {
-                if let Some(a) = load::<[u8; 4]>(skb, peer_addr_off) {
-                    conn.addr[..4].copy_from_slice(&a);
-                }
-            } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
-                conn.addr = a;
-            }
-        }
         // Requests flow in on servers and out on clients.
         let is_req = (conn.role == ROLE_SERVER) != egress;
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -1416,24 +1489,32 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if closing {
         let conn = unsafe { &mut *conn_ptr };
         if flags & TCP_RST != 0 {
-            give_up(conn, drop::HTTP_ABANDONED);
+            abandon_waiting(conn);
             sk_storage_delete(&HTTP_CONNS, sk);
             return;
         }
-        // A FIN ends a body that runs to the end of the connection.
-        let resp_dir_egress = conn.role == ROLE_SERVER;
-        if egress == resp_dir_egress && conn.resp.state == S_UNTIL_CLOSE {
-            let (status, body) = (conn.resp.status, conn.resp.body);
-            complete(conn, status, body, now);
-            reset_message(&mut conn.resp);
-        }
-        conn.fin |= if egress { 1 } else { 2 };
-        if conn.fin == 3 {
-            if waiting(conn) > 0 {
-                give_up(conn, drop::HTTP_ABANDONED);
+        conn.fin |= if egress { FIN_EGRESS } else { FIN_INGRESS };
+        if egress == (conn.role == ROLE_SERVER) {
+            // A FIN on the response direction ends a body that runs to the end of the
+            // connection, and no response can follow it: requests still waiting are abandoned
+            // now, not when (or if) the peer closes too.
+            if conn.resp.state == S_UNTIL_CLOSE {
+                let (status, body) = (conn.resp.status, conn.resp.body);
+                complete(conn, status, body, now);
+                reset_message(&mut conn.resp);
             }
+            abandon_waiting(conn);
+        }
+        if conn.fin == FIN_EGRESS | FIN_INGRESS {
+            abandon_waiting(conn);
             sk_storage_delete(&HTTP_CONNS, sk);
         }
+        return;
+    }
+    // A request that arrives after the response direction closed will never be answered.
+    let conn = unsafe { &mut *conn_ptr };
+    if conn.fin & if conn.role == ROLE_SERVER { FIN_EGRESS } else { FIN_INGRESS } != 0 {
+        abandon_waiting(conn);
     }
 }
 

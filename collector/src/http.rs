@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use collector_common::http::{
     ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
     SIZE_BOUNDS, SIZE_BUCKETS, method,
@@ -107,6 +107,10 @@ impl Http {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
         let maps = (|| -> anyhow::Result<_> {
+            // Both hooks attached: the programs may start following connections (see
+            // HTTP_ARMED in collector-ebpf/src/http.rs).
+            let mut armed: Array<_, u32> = Array::try_from(loader.take_map("HTTP_ARMED")?)?;
+            armed.set(0, &1, 0).context("arming the HTTP programs")?;
             let mut hist: BpfHashMap<_, HttpKey, HttpHist> = BpfHashMap::try_from(loader.take_map("HTTP_HIST")?)?;
             for side in [SIDE_SERVER, SIDE_CLIENT] {
                 let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };

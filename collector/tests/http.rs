@@ -508,3 +508,122 @@ fn twelve_thousand_connections_waiting_at_once() {
     assert_eq!(client_count(&m, port, "200"), N as f64);
     no_drops(&m);
 }
+
+/// A server that closes a connection with a request unanswered while the client keeps its end
+/// open: the request is abandoned when the server's FIN leaves (no response can follow it),
+/// on both sides, and the in-flight gauge does not wait for the client to close.
+#[test]
+fn a_request_the_server_closes_on_is_abandoned_at_once() {
+    let c = Collector::start(FAST);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let request = b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n";
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; request.len()];
+        // Everything read, so the close sends a FIN (unread data would make it a RST).
+        s.read_exact(&mut got).unwrap();
+    });
+    let abandoned = |m: &Metrics| m.get("collector_bpf_events_dropped_total", &[("reason", "http_abandoned")]);
+    let before = abandoned(&c.scrape());
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(request).unwrap();
+    server.join().unwrap();
+    // The client sees the end of the stream and keeps its socket open.
+    let mut rest = Vec::new();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+    let m = c.scrape();
+    assert_eq!(abandoned(&m) - before, 2.0, "server and client side");
+    assert_eq!(server_count(&m, port, ""), 0.0);
+    assert_eq!(client_count(&m, port, ""), 0.0);
+    let active = m.find("http_server_active_requests", &[("server_port", &port_s(port))]);
+    assert!(active.iter().all(|s| s.value == 0.0), "{active:?}");
+    drop(client);
+}
+
+/// A connection reset after its exchange completed abandons nothing (each side once counted
+/// one abandoned request per reset).
+#[test]
+fn a_reset_after_the_response_abandons_nothing() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let abandoned = |m: &Metrics| m.get("collector_bpf_events_dropped_total", &[("reason", "http_abandoned")]);
+    let before = abandoned(&c.scrape());
+    let mut cl = Client::connect(&srv.addr);
+    assert_eq!(cl.get("/k").status, 200);
+    cl.close_with_reset();
+    std::thread::sleep(Duration::from_millis(200));
+    let m = c.scrape();
+    assert_eq!(server_count(&m, srv.port, "200"), 1.0);
+    assert_eq!(client_count(&m, srv.port, "200"), 1.0);
+    assert_eq!(abandoned(&m) - before, 0.0);
+}
+
+/// Keep-alive connections busy while the collector starts (as on a host where it restarts):
+/// every request that starts once it runs is counted, on both sides, with nothing mistaken —
+/// a connection caught between a request and its response is followed from that response on
+/// (one unmatched response), not taken for a connection in the other direction.
+#[test]
+fn keep_alive_traffic_while_the_collector_starts() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    use std::time::Instant;
+    let srv = TestServer::start("127.0.0.1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop, starts) = (srv.addr.clone(), stop.clone(), starts.clone());
+            std::thread::spawn(move || {
+                let mut cl = Client::connect(&addr);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    assert_eq!(cl.get("/busy?size=32").status, 200);
+                    starts.lock().unwrap().push((t, Instant::now()));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let spawned = Instant::now();
+    let c = Collector::start(FAST);
+    let running = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let starts = starts.lock().unwrap();
+    // Requests that started once the collector ran must all count; those that ended before it
+    // was started cannot.
+    let after = starts.iter().filter(|(t, _)| *t > running).count() as f64;
+    let possible = starts.iter().filter(|(_, e)| *e > spawned).count() as f64;
+    let m = c.scrape();
+    for side in ["server", "client"] {
+        let n = count(&m, side, srv.port, "200");
+        let drops: Vec<_> = m
+            .find("collector_bpf_events_dropped_total", &[])
+            .iter()
+            .map(|s| (s.labels["reason"].clone(), s.value))
+            .collect();
+        assert!(
+            n >= after && n <= possible,
+            "{side}: {n} counted, {after} started after the collector ran, {possible} ended after it was started; drops {drops:?}"
+        );
+    }
+    // No connection taken for its opposite: the only server series of this test are the
+    // test server's and the collector's own.
+    let collector_port = c.addr.rsplit(':').next().unwrap().to_owned();
+    for s in m.find("http_server_request_duration_seconds_count", &[]) {
+        let port = &s.labels["server_port"];
+        assert!(*port == port_s(srv.port) || *port == collector_port, "server series for port {port}: {s:?}");
+    }
+    for reason in ["http_desync", "http_pipeline_overflow"] {
+        assert_eq!(m.get("collector_bpf_events_dropped_total", &[("reason", reason)]), 0.0, "{reason}");
+    }
+    // A response in flight at that moment is unmatched: at most one per connection and side.
+    assert!(m.get("collector_bpf_events_dropped_total", &[("reason", "http_response_unmatched")]) <= 8.0);
+}

@@ -278,6 +278,22 @@ impl Client {
         v
     }
 
+    /// Closes the connection with a RST instead of a FIN (SO_LINGER with a zero timeout).
+    pub fn close_with_reset(self) {
+        use std::os::fd::AsRawFd as _;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        let r = unsafe {
+            libc::setsockopt(
+                self.w.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.w.write_all(bytes).unwrap();
     }
