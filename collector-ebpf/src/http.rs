@@ -232,18 +232,20 @@ fn sk_storage<T>(map: &SkStorage<T>, sk: *mut bpf_sock, create: bool) -> *mut T 
 /// a message before the connection is taken for something other than HTTP/1.x.
 const MIDSTREAM_TRIES: u8 = 64;
 
-/// Sequence number of the first payload byte of this direction of the connection: the next
-/// expected one minus the bytes the socket has received (ingress), or the oldest unacknowledged
-/// one minus the bytes acknowledged (egress).
+/// Whether a segment starting at `seq` carries the first payload byte of its direction of the
+/// connection: the next expected sequence number minus the bytes the socket has received
+/// (ingress), or the oldest unacknowledged one minus the bytes acknowledged (egress). The
+/// kernel counts the acknowledged SYN in `bytes_acked` (measured here: the first payload byte
+/// sent is one past that difference), so either of the two counts as the start.
 #[inline(always)]
-fn stream_start(sk: *mut bpf_sock, egress: bool) -> Option<u32> {
+fn at_stream_start(sk: *mut bpf_sock, egress: bool, seq: u32) -> bool {
     let tp = unsafe { bpf_tcp_sock(sk) };
-    let tp = unsafe { tp.as_ref() }?;
-    Some(if egress {
-        tp.snd_una.wrapping_sub(tp.bytes_acked as u32)
+    let Some(tp) = (unsafe { tp.as_ref() }) else { return false };
+    if egress {
+        seq.wrapping_sub(tp.snd_una.wrapping_sub(tp.bytes_acked as u32)) <= 1
     } else {
-        tp.rcv_nxt.wrapping_sub(tp.bytes_received as u32)
-    })
+        seq == tp.rcv_nxt.wrapping_sub(tp.bytes_received as u32)
+    }
 }
 
 /// Whether 8 bytes (little-endian) start a request line with a known method.
@@ -1399,7 +1401,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         // first segment that starts a response or a request with a known method, and given up
         // after MIDSTREAM_TRIES segments that do not.
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        let at_start = stream_start(sk, egress) == Some(seq);
+        let at_start = at_stream_start(sk, egress, seq);
         let looks = response
             || if at_start { (head as u8).is_ascii_uppercase() } else { request_start(head) };
         if !looks {

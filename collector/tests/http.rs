@@ -627,3 +627,23 @@ fn keep_alive_traffic_while_the_collector_starts() {
     // A response in flight at that moment is unmatched: at most one per connection and side.
     assert!(m.get("collector_bpf_events_dropped_total", &[("reason", "http_response_unmatched")]) <= 8.0);
 }
+
+/// The first request of a new connection may use any method token: it is followed on both
+/// sides (as `_OTHER`), which tells the start of a byte stream from a connection seen from its
+/// middle (where only known methods and status lines are taken as a message start).
+#[test]
+fn a_first_request_with_an_unknown_method_counts_on_both_sides() {
+    let c = Collector::start(FAST);
+    let srv = TestServer::start("127.0.0.1");
+    let mut cl = Client::connect(&srv.addr);
+    assert_eq!(cl.exchange("BREW", "/pot", b"", 0).status, 200);
+    assert_eq!(cl.get("/k").status, 200);
+    let m = c.scrape();
+    let p = port_s(srv.port);
+    for side in ["server", "client"] {
+        let name = format!("http_{side}_request_duration_seconds_count");
+        assert_eq!(m.get(&name, &[("server_port", &p), ("http_request_method", "_OTHER")]), 1.0, "{side}");
+        assert_eq!(m.get(&name, &[("server_port", &p), ("http_request_method", "GET")]), 1.0, "{side}");
+    }
+    assert_eq!(m.get("collector_bpf_events_dropped_total", &[("reason", "http_response_unmatched")]), 0.0);
+}
