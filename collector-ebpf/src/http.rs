@@ -210,13 +210,16 @@ static ZERO_HIST: HttpHist = HttpHist::ZERO;
 static HTTP_ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Connection state in the socket's local storage: found through the socket itself (no hashing,
-/// no table to outgrow), created zeroed on the first payload that starts like a request, and
-/// freed by the kernel with the socket (or deleted earlier, on FIN both ways or RST).
+/// no table to outgrow), created zeroed on the first segment that starts a request or a
+/// response (see `handle`), and freed by the kernel with the socket (or deleted earlier, on FIN
+/// both ways or RST).
 #[btf_map]
 static HTTP_CONNS: SkStorage<Conn> = SkStorage::new();
 
-/// Sockets whose first payload was not the start of an HTTP/1.x request: one byte each, so
-/// other protocols cost no connection state and are not looked at again.
+/// Sockets that are not (or not yet) followed, one byte each so other protocols cost no
+/// connection state: `MIDSTREAM_TRIES` once the socket is known not to carry HTTP/1.x (and is
+/// not looked at again), below it the segments seen from the middle of its stream that
+/// started no message.
 #[btf_map]
 static HTTP_NOT_HTTP: SkStorage<u8> = SkStorage::new();
 
@@ -248,16 +251,19 @@ fn at_stream_start(sk: *mut bpf_sock, egress: bool, seq: u32) -> bool {
     }
 }
 
-/// Whether 8 bytes (little-endian) start a request line with a known method.
+/// A known method and its space at the start of 8 bytes (little-endian): (method id, its
+/// length, its bytes packed big-endian).
 #[inline(always)]
-fn request_start(w: u64) -> bool {
+fn known_method(w: u64) -> Option<(u8, u32, u64)> {
     let spaces = byte_bits(w, b' ');
+    // The lowest flagged byte is exact.
     let p = spaces.trailing_zeros() / 8;
     if spaces == 0 || p == 0 || p > 7 {
-        return false;
+        return None;
     }
     let word = (w & ((1u64 << (8 * p)) - 1)).swap_bytes() >> (64 - 8 * p);
-    method::from_word(word, p) != method::OTHER
+    let m = method::from_word(word, p);
+    (m != method::OTHER).then_some((m, p, word))
 }
 
 #[inline(always)]
@@ -1000,21 +1006,7 @@ fn request_line(conn: &mut Conn, i: u32, len: u32, now: u64) -> u32 {
     if i + 8 > len || waiting(conn) as usize >= PIPELINE {
         return 0;
     }
-    let w = window8(&conn.req.w_buf, i);
-    let spaces = byte_bits(w, b' ');
-    if spaces == 0 {
-        return 0;
-    }
-    // The lowest flagged byte is exact.
-    let p = spaces.trailing_zeros() / 8;
-    if p == 0 || p > 7 {
-        return 0;
-    }
-    let word = (w & ((1u64 << (8 * p)) - 1)).swap_bytes() >> (64 - 8 * p);
-    let m = method::from_word(word, p);
-    if m == method::OTHER {
-        return 0;
-    }
+    let Some((m, p, word)) = known_method(window8(&conn.req.w_buf, i)) else { return 0 };
     push_request(conn, m, now);
     let st = &mut conn.req;
     st.state = S_REQLINE;
@@ -1403,7 +1395,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let at_start = at_stream_start(sk, egress, seq);
         let looks = response
-            || if at_start { (head as u8).is_ascii_uppercase() } else { request_start(head) };
+            || if at_start { (head as u8).is_ascii_uppercase() } else { known_method(head).is_some() };
         if !looks {
             let mark = if mark.is_null() { sk_storage(&HTTP_NOT_HTTP, sk, true) } else { mark };
             if mark.is_null() {
