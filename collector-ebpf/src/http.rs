@@ -26,9 +26,9 @@ use aya_ebpf::{
             bpf_tcp_sock,
         },
     },
-    macros::{btf_map, cgroup_skb, map},
+    macros::{btf_map, btf_tracepoint, cgroup_skb, map},
     maps::{Array, HashMap, PerCpuHashMap},
-    programs::SkBuffContext,
+    programs::{BtfTracePointContext, SkBuffContext},
 };
 use collector_common::{
     drop,
@@ -1522,4 +1522,27 @@ pub fn http_ingress(ctx: SkBuffContext) -> i32 {
 pub fn http_egress(ctx: SkBuffContext) -> i32 {
     handle(&ctx, true);
     1
+}
+
+/// `TCP_CLOSE` in `include/net/tcp_states.h` (a stable UAPI-visible value).
+const TCP_CLOSE: i32 = 7;
+
+/// A socket reaching TCP_CLOSE (optional: needs BTF, the daemon goes on without it). Most
+/// connections close with a FIN or RST that the cgroup_skb programs see and settle; this
+/// settles the others — a retransmission or keepalive timeout, a socket torn down in repair
+/// mode — whose waiting requests would otherwise stay in the in-flight gauge.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn http_sock_close(ctx: BtfTracePointContext) -> i32 {
+    let newstate: i32 = ctx.arg(2);
+    if newstate != TCP_CLOSE {
+        return 0;
+    }
+    let sk: *mut c_void = ctx.arg(0);
+    let map = &HTTP_CONNS as *const SkStorage<Conn> as *mut c_void;
+    let conn = unsafe { bpf_sk_storage_get(map, sk, core::ptr::null_mut(), 0) } as *mut Conn;
+    if let Some(conn) = unsafe { conn.as_mut() } {
+        abandon_waiting(conn);
+        unsafe { bpf_sk_storage_delete(map, sk) };
+    }
+    0
 }

@@ -212,6 +212,21 @@ impl Loader {
         result.map_err(|e| short_reason(&hook, &e))
     }
 
+    /// Loads and attaches a BTF tracepoint (`tp_btf`) program; needs the kernel's BTF.
+    pub fn attach_btf_tracepoint(&mut self, program: &'static str, name: &str) -> Result<(), String> {
+        let hook = format!("tp_btf/{name}");
+        let result = (|| -> anyhow::Result<()> {
+            let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+            let prog: &mut aya::programs::BtfTracePoint =
+                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
+            prog.load(name, &btf).context("load")?;
+            prog.attach().context("attach")?;
+            Ok(())
+        })();
+        self.record(program, hook.clone(), result.is_ok());
+        result.map_err(|e| short_reason(&hook, &e))
+    }
+
     /// Loads and attaches a cgroup_skb program to a cgroup directory, next to any other
     /// programs already there: a BPF link from 5.7 on (links always coexist, and the kernel
     /// rejects flags on them), BPF_F_ALLOW_MULTI on older kernels.
@@ -269,6 +284,7 @@ impl Loader {
             let _ = match p {
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::CgroupSkb(p) => p.unload(),
+                aya::programs::Program::BtfTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
         }

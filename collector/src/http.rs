@@ -106,6 +106,14 @@ impl Http {
     ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
+        // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
+        if let Err(e) = loader.attach_btf_tracepoint("http_sock_close", "inet_sock_set_state") {
+            tracing::warn!(
+                reason = %e,
+                "http: requests waiting on sockets that close without a FIN or RST (timeouts) stay in \
+                 http_server_active_requests"
+            );
+        }
         let maps = (|| -> anyhow::Result<_> {
             // Both hooks attached: the programs may start following connections (see
             // HTTP_ARMED in collector-ebpf/src/http.rs).

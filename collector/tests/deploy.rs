@@ -474,9 +474,10 @@ exec chroot {r} /collector "$@""#,
         assert_eq!(m.get("collector_scrape_collector_success", &[("collector", name)]), 1.0, "{name} failed:\n{log}");
     }
     let attached = m.find("collector_bpf_program_attached", &[]);
-    // Three block tracepoints and the HTTP pair (which also counts netbpf's packets).
-    assert!(attached.len() >= 5 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
-    for p in ["block_rq_issue", "http_ingress", "http_egress"] {
+    // Three block tracepoints, the HTTP pair (which also counts netbpf's packets) and the HTTP
+    // close hook (tp_btf: the kernel's BTF in the container's own sysfs).
+    assert!(attached.len() >= 6 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
+    for p in ["block_rq_issue", "http_ingress", "http_egress", "http_sock_close"] {
         assert_eq!(m.get("collector_bpf_program_attached", &[("program", p)]), 1.0, "{p}");
     }
     // The host's values, read through /host: CPUs of the host's /proc/stat, the cgroup root.

@@ -647,3 +647,46 @@ fn a_first_request_with_an_unknown_method_counts_on_both_sides() {
     }
     assert_eq!(m.get("collector_bpf_events_dropped_total", &[("reason", "http_response_unmatched")]), 0.0);
 }
+
+/// A server socket that closes with a request waiting and neither a FIN nor a RST on the wire
+/// (here: closed in TCP repair mode; in production: a retransmission or keepalive timeout) is
+/// settled when it reaches TCP_CLOSE (the optional `tp_btf/inet_sock_set_state` program): the
+/// request is abandoned and leaves the in-flight gauge.
+#[test]
+fn a_socket_closing_without_fin_or_rst_leaves_nothing_in_flight() {
+    use std::os::fd::AsRawFd as _;
+    let c = Collector::start(FAST);
+    let m0 = c.scrape();
+    assert_eq!(m0.get("collector_bpf_program_attached", &[("program", "http_sock_close")]), 1.0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let request = b"GET /lost HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    client.write_all(request).unwrap();
+    let mut got = vec![0u8; request.len()];
+    s.read_exact(&mut got).unwrap();
+    let abandoned = |m: &Metrics| m.get("collector_bpf_events_dropped_total", &[("reason", "http_abandoned")]);
+    let active = |m: &Metrics| sum_of(m, "http_server_active_requests", port);
+    let before = c.scrape();
+    assert_eq!(active(&before), 1.0, "the request is in flight");
+    // In repair mode close() sends nothing: no FIN, no RST.
+    let on: libc::c_int = 1;
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_REPAIR,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "TCP_REPAIR: {}", std::io::Error::last_os_error());
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = c.scrape();
+    assert_eq!(active(&after), 0.0);
+    assert_eq!(abandoned(&after) - abandoned(&before), 1.0, "the server side's request");
+    assert_eq!(server_count(&after, port, ""), 0.0);
+    drop(client);
+}
