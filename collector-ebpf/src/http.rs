@@ -1336,9 +1336,6 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if network::counted_by_http() {
         network::count(ctx, egress);
     }
-    if HTTP_ARMED.get(0).is_none_or(|a| *a == 0) {
-        return;
-    }
     let skb = ctx.as_ptr() as *mut __sk_buff;
     let hdr = match headers_direct(ctx) {
         Ok(h) => h,
@@ -1357,6 +1354,10 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if plen == 0 && !closing {
         return; // pure ACK
     }
+    if HTTP_ARMED.get(0).is_none_or(|a| *a == 0) {
+        return;
+    }
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     // The socket this segment belongs to: the hook sets it for both directions, and only full
     // sockets reach it, but the verifier wants both checked.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
@@ -1392,7 +1393,6 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         // (a body, or the part of a message after a segment boundary): it is picked up at the
         // first segment that starts a response or a request with a known method, and given up
         // after MIDSTREAM_TRIES segments that do not.
-        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let at_start = at_stream_start(sk, egress, seq);
         let looks = response
             || if at_start { (head as u8).is_ascii_uppercase() } else { known_method(head).is_some() };
@@ -1433,7 +1433,6 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     if plen > 0 && conn.role != ROLE_NOT_HTTP {
         // Requests flow in on servers and out on clients.
         let is_req = (conn.role == ROLE_SERVER) != egress;
-        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let st = if is_req { &mut conn.req } else { &mut conn.resp };
         let mut off = payload;
         if st.flags & F_SYNCED == 0 {
@@ -1480,35 +1479,28 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         }
     }
 
+    let conn = unsafe { &mut *conn_ptr };
     if closing {
-        let conn = unsafe { &mut *conn_ptr };
         if flags & TCP_RST != 0 {
             abandon_waiting(conn);
             sk_storage_delete(&HTTP_CONNS, sk);
             return;
         }
         conn.fin |= if egress { FIN_EGRESS } else { FIN_INGRESS };
-        if egress == (conn.role == ROLE_SERVER) {
-            // A FIN on the response direction ends a body that runs to the end of the
-            // connection, and no response can follow it: requests still waiting are abandoned
-            // now, not when (or if) the peer closes too.
-            if conn.resp.state == S_UNTIL_CLOSE {
-                let (status, body) = (conn.resp.status, conn.resp.body);
-                complete(conn, status, body, now);
-                reset_message(&mut conn.resp);
-            }
-            abandon_waiting(conn);
+        // A FIN on the response direction ends a body that runs to the end of the connection.
+        if egress == (conn.role == ROLE_SERVER) && conn.resp.state == S_UNTIL_CLOSE {
+            let (status, body) = (conn.resp.status, conn.resp.body);
+            complete(conn, status, body, now);
+            reset_message(&mut conn.resp);
         }
-        if conn.fin == FIN_EGRESS | FIN_INGRESS {
-            abandon_waiting(conn);
-            sk_storage_delete(&HTTP_CONNS, sk);
-        }
-        return;
     }
-    // A request that arrives after the response direction closed will never be answered.
-    let conn = unsafe { &mut *conn_ptr };
+    // No response can follow a FIN on the response direction: requests still waiting (or
+    // arriving after it) are abandoned now, not when (or if) the peer closes too.
     if conn.fin & if conn.role == ROLE_SERVER { FIN_EGRESS } else { FIN_INGRESS } != 0 {
         abandon_waiting(conn);
+    }
+    if conn.fin == FIN_EGRESS | FIN_INGRESS {
+        sk_storage_delete(&HTTP_CONNS, sk);
     }
 }
 
@@ -1537,12 +1529,10 @@ pub fn http_sock_close(ctx: BtfTracePointContext) -> i32 {
     if newstate != TCP_CLOSE {
         return 0;
     }
-    let sk: *mut c_void = ctx.arg(0);
-    let map = &HTTP_CONNS as *const SkStorage<Conn> as *mut c_void;
-    let conn = unsafe { bpf_sk_storage_get(map, sk, core::ptr::null_mut(), 0) } as *mut Conn;
-    if let Some(conn) = unsafe { conn.as_mut() } {
+    let sk: *mut bpf_sock = ctx.arg(0);
+    if let Some(conn) = unsafe { sk_storage(&HTTP_CONNS, sk, false).as_mut() } {
         abandon_waiting(conn);
-        unsafe { bpf_sk_storage_delete(map, sk) };
+        sk_storage_delete(&HTTP_CONNS, sk);
     }
     0
 }
