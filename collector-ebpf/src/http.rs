@@ -45,6 +45,20 @@ use crate::{drops, network};
 #[unsafe(no_mangle)]
 static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION_BOUNDS];
 
+/// Benchmarks only (`cargo xtask bench`, set by the daemon from `COLLECTOR_BENCH_HTTP_STAGE`):
+/// 0 runs the whole program; 1, 2 and 3 return at the stage boundaries whose cost the bench
+/// breaks down (docs/performance.md). A read-only global, so the verifier knows its value and
+/// drops the checks (and whatever they make unreachable) from the loaded program.
+#[unsafe(no_mangle)]
+static HTTP_BENCH_STAGE: u32 = 0;
+
+/// Whether the program returns at benchmark stage `stage` (see `HTTP_BENCH_STAGE`).
+#[inline(always)]
+fn bench_stop(stage: u32) -> bool {
+    // A volatile read: the compiler would fold the initial value.
+    unsafe { core::ptr::read_volatile(&raw const HTTP_BENCH_STAGE) == stage }
+}
+
 /// Packet bytes loaded per `bpf_skb_load_bytes` (a copy out of the skb's page fragments costs
 /// the same for 16 or 128 bytes).
 const BUF_WORDS: usize = 16;
@@ -1333,6 +1347,9 @@ fn headers_loaded(skb: *mut __sk_buff) -> Option<(u32, u8, [u8; 14])> {
 
 #[inline(always)]
 fn handle(ctx: &SkBuffContext, egress: bool) {
+    if bench_stop(1) {
+        return;
+    }
     if network::counted_by_http() {
         network::count(ctx, egress);
     }
@@ -1353,6 +1370,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     let closing = flags & (TCP_FIN | TCP_RST) != 0;
     if plen == 0 && !closing {
         return; // pure ACK
+    }
+    if bench_stop(2) {
+        return;
     }
     if HTTP_ARMED.get(0).is_none_or(|a| *a == 0) {
         return;
@@ -1455,6 +1475,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         }
         let st = if is_req { &mut conn.req } else { &mut conn.resp };
         st.next_seq = seq.wrapping_add(plen);
+        if bench_stop(3) {
+            return;
+        }
         if egress && conn.comm[0] == 0 && st.state == S_START {
             // A message starting on egress is almost always sent from the writing process.
             if let Ok(c) = bpf_get_current_comm() {

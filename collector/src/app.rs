@@ -97,6 +97,14 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                 http_ok = false;
             } else {
                 globals.push(("DURATION_BOUNDS_NS", http::bounds_global(&http_buckets)));
+                if let Some(stage) = http::bench_stage()? {
+                    tracing::warn!(
+                        stage,
+                        "COLLECTOR_BENCH_HTTP_STAGE is set: the HTTP programs return early (a benchmark \
+                         of their cost per stage) and record no HTTP metrics"
+                    );
+                    globals.push(("HTTP_BENCH_STAGE", stage.to_ne_bytes().to_vec()));
+                }
             }
         }
         if net_ok && http_ok {

@@ -44,6 +44,23 @@ pub fn parse_buckets(s: &str) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
+/// The stage at which the HTTP programs return, from `COLLECTOR_BENCH_HTTP_STAGE` (benchmarks
+/// only: `cargo xtask bench` breaks the programs' cost down by stage, docs/performance.md):
+/// 1 on entry, 2 after the packet count and the IP/TCP headers, 3 after the connection state
+/// and sequence bookkeeping. Unset (or 0): the whole program.
+pub fn bench_stage() -> anyhow::Result<Option<u32>> {
+    parse_bench_stage(std::env::var_os("COLLECTOR_BENCH_HTTP_STAGE").as_deref())
+}
+
+fn parse_bench_stage(v: Option<&std::ffi::OsStr>) -> anyhow::Result<Option<u32>> {
+    let Some(v) = v else { return Ok(None) };
+    match v.to_str().and_then(|v| v.parse::<u32>().ok()) {
+        Some(0) => Ok(None),
+        Some(n @ 1..=3) => Ok(Some(n)),
+        _ => anyhow::bail!("COLLECTOR_BENCH_HTTP_STAGE must be 0, 1, 2 or 3, got {v:?}"),
+    }
+}
+
 /// The `DURATION_BOUNDS_NS` global for the kernel: bounds in ns, unused slots `BOUND_CAP`.
 pub fn bounds_global(buckets: &[f64]) -> Vec<u8> {
     let mut ns = [BOUND_CAP; MAX_DURATION_BOUNDS];
@@ -332,6 +349,18 @@ impl Http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_stage_variable() {
+        let parse = |v: Option<&str>| parse_bench_stage(v.map(std::ffi::OsStr::new));
+        assert_eq!(parse(None).unwrap(), None);
+        assert_eq!(parse(Some("0")).unwrap(), None);
+        assert_eq!(parse(Some("1")).unwrap(), Some(1));
+        assert_eq!(parse(Some("3")).unwrap(), Some(3));
+        assert!(parse(Some("4")).is_err());
+        assert!(parse(Some("")).is_err());
+        assert!(parse(Some("full")).is_err());
+    }
 
     #[test]
     fn bucket_flag() {

@@ -381,6 +381,7 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
             }
             (ns, events)
         };
+        let stages = stage_breakdown(collector, &url, secs)?;
         let programs: serde_json::Map<String, serde_json::Value> =
             per_prog.into_iter().map(|(k, v)| (k, serde_json::json!(median(v)))).collect();
         let events: serde_json::Map<String, serde_json::Value> =
@@ -401,10 +402,90 @@ fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyhow::Result<V
                 "disk_ios": DISK_IOS,
                 "disk_program_ns_per_event": disk_prog,
                 "disk_program_events": disk_events,
+                "stages": stages,
         }))
     })();
     let _ = std::fs::write(stats_path, stats_before.trim());
     result
+}
+
+/// Stages of the HTTP programs (`COLLECTOR_BENCH_HTTP_STAGE`; 0 is the whole program) and
+/// where each returns.
+const STAGES: [(u32, &str); 4] = [
+    (1, "on entry (an empty program)"),
+    (2, "after the per-cgroup packet count and the IP/TCP headers (pure ACKs end here)"),
+    (3, "after the connection state (socket storage) and the sequence bookkeeping"),
+    (0, "the whole program (the framer and the histograms)"),
+];
+
+/// Where the HTTP programs' run time goes: four collectors attached at once, three returning at
+/// a stage boundary and one whole, so all see the same packets. Of several programs on one hook
+/// the first pays for bringing the packet and the socket into the cache, so wrk runs once with
+/// them attached in stage order and once in reverse; a stage's figure is the mean of the two.
+/// BPF statistics must be on.
+fn stage_breakdown(collector: &Path, url: &str, secs: u64) -> anyhow::Result<Value> {
+    let mut runs: Vec<std::collections::BTreeMap<(u32, String), f64>> = vec![];
+    for reverse in [false, true] {
+        let mut order = STAGES.to_vec();
+        if reverse {
+            order.reverse();
+        }
+        let mut children = vec![];
+        let mut ids: Vec<(u64, u32)> = vec![];
+        for (stage, _) in &order {
+            let before = program_ids()?;
+            let value = stage.to_string();
+            let (child, _) =
+                crate::bench_scrape::start_collector_with(collector, &[("COLLECTOR_BENCH_HTTP_STAGE", &value)])?;
+            children.push(child);
+            ids.extend(
+                bpf_programs()?
+                    .into_iter()
+                    .filter(|p| !before.contains(&p.0) && p.1.starts_with("http_"))
+                    .map(|p| (p.0, *stage)),
+            );
+        }
+        let snapshot = || -> anyhow::Result<std::collections::BTreeMap<u64, (String, u64, u64)>> {
+            Ok(bpf_programs()?.into_iter().map(|p| (p.0, (p.1, p.2, p.3))).collect())
+        };
+        let start = snapshot()?;
+        wrk(url, secs, 50)?;
+        let end = snapshot()?;
+        for c in &mut children {
+            ensure!(c.0.try_wait()?.is_none(), "a collector exited during the stage breakdown");
+        }
+        drop(children);
+        let mut ns = std::collections::BTreeMap::new();
+        for (id, stage) in &ids {
+            let (Some((name, t0, c0)), Some((_, t1, c1))) = (start.get(id), end.get(id)) else { continue };
+            if name == "http_ingress" || name == "http_egress" {
+                ensure!(c1 > c0, "{name} (stage {stage}) saw no packets");
+                ns.insert((*stage, name.clone()), (t1 - t0) as f64 / (c1 - c0) as f64);
+            }
+        }
+        runs.push(ns);
+    }
+    let mut out = vec![];
+    for (stage, what) in STAGES {
+        let mut row = json!({ "stage": stage, "returns": what });
+        for name in ["http_ingress", "http_egress"] {
+            let key = (stage, name.to_owned());
+            let v: Vec<f64> = runs.iter().filter_map(|r| r.get(&key).copied()).collect();
+            ensure!(v.len() == runs.len(), "no figure for {name} at stage {stage}");
+            row[name] = json!(v.iter().sum::<f64>() / v.len() as f64);
+            row[format!("{name}_by_order")] = json!(v);
+        }
+        out.push(row);
+    }
+    // A collector that ignored the stage variable would run the whole program in every row.
+    for name in ["http_ingress", "http_egress"] {
+        let (empty, whole) = (out[0][name].as_f64().unwrap_or(0.0), out[3][name].as_f64().unwrap_or(0.0));
+        ensure!(
+            empty * 2.0 < whole,
+            "{name}: the empty stage ({empty:.0} ns) is not far below the whole program ({whole:.0} ns)"
+        );
+    }
+    Ok(Value::Array(out))
 }
 
 /// User + system CPU seconds of a process, from /proc/<pid>/stat.
@@ -567,6 +648,27 @@ fn markdown_http(h: &Value) -> String {
         }
     }
     s.push('\n');
+    if let Some(stages) = h["stages"].as_array() {
+        s.push_str(
+            "Where the HTTP programs' time goes (run time per event with BPF statistics on; four \
+             collectors attached at once, three of them returning at a stage boundary, so all see the \
+             same packets; mean of one run in stage order and one in reverse order, since the first \
+             program on a hook pays for bringing the packet and socket into the cache):\n\n\
+             | the program returns | http_ingress | http_egress | added by the stage (ingress / egress) |\n\
+             |---|---|---|---|\n",
+        );
+        let mut prev: Option<(f64, f64)> = None;
+        for st in stages {
+            let (i, e) = (st["http_ingress"].as_f64().unwrap_or(0.0), st["http_egress"].as_f64().unwrap_or(0.0));
+            let added = match prev {
+                Some((pi, pe)) => format!("{:+.0} / {:+.0} ns", i - pi, e - pe),
+                None => "(running any program, statistics included)".to_owned(),
+            };
+            s.push_str(&format!("| {} | {i:.0} ns | {e:.0} ns | {added} |\n", st["returns"].as_str().unwrap_or("")));
+            prev = Some((i, e));
+        }
+        s.push('\n');
+    }
     if let Some(p) = h["disk_program_ns_per_event"].as_object().filter(|p| !p.is_empty()) {
         s.push_str(&format!(
             "Block programs, with the collector attached, under {n} O_DIRECT 4 KiB writes then {n} reads (dd):\n\n\

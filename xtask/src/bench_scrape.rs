@@ -82,10 +82,16 @@ impl Scraper {
 
 /// Starts the release collector (all default collectors) on a free port; returns its metrics URL.
 pub(crate) fn start_collector(bin: &Path) -> anyhow::Result<(Killed, String)> {
+    start_collector_with(bin, &[])
+}
+
+/// [`start_collector`] with extra environment variables.
+pub(crate) fn start_collector_with(bin: &Path, env: &[(&str, &str)]) -> anyhow::Result<(Killed, String)> {
     let port = free_port()?;
     let child = Killed(
         Command::new(bin)
             .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .stderr(Stdio::null())
             .spawn()
             .context("starting the collector")?,
