@@ -17,7 +17,10 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
+    bindings::{
+        __sk_buff, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, bpf_sock,
+    },
     btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_ktime_get_ns,
@@ -26,9 +29,9 @@ use aya_ebpf::{
             bpf_tcp_sock,
         },
     },
-    macros::{btf_map, btf_tracepoint, cgroup_skb, map},
+    macros::{btf_map, cgroup_skb, map, sock_ops},
     maps::{Array, HashMap, PerCpuHashMap},
-    programs::{BtfTracePointContext, SkBuffContext},
+    programs::{SkBuffContext, SockOpsContext},
 };
 use collector_common::{
     drop,
@@ -1540,22 +1543,33 @@ pub fn http_egress(ctx: SkBuffContext) -> i32 {
 }
 
 /// `TCP_CLOSE` in `include/net/tcp_states.h` (a stable UAPI-visible value).
-const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE: u32 = 7;
 
-/// A socket reaching TCP_CLOSE (optional: needs BTF, the daemon goes on without it). Most
-/// connections close with a FIN or RST that the cgroup_skb programs see and settle; this
-/// settles the others — a retransmission or keepalive timeout, a socket torn down in repair
-/// mode — whose waiting requests would otherwise stay in the in-flight gauge.
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn http_sock_close(ctx: BtfTracePointContext) -> i32 {
-    let newstate: i32 = ctx.arg(2);
-    if newstate != TCP_CLOSE {
-        return 0;
+/// Sockets reaching TCP_CLOSE (sock_ops on the cgroup v2 root, like the cgroup_skb programs: no
+/// kernel BTF needed). Most connections close with a FIN or RST that `http_ingress`/`http_egress`
+/// see and settle; this settles the others — a retransmission or keepalive timeout, a socket torn
+/// down in repair mode — whose waiting requests would otherwise stay in the in-flight gauge.
+/// The kernel calls sock_ops programs on state changes only for sockets that asked for it, so
+/// the program asks when a connection is established (sockets connected before the collector
+/// started never ask; docs/metrics.md).
+#[sock_ops]
+pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            // Keeps whatever other sock_ops programs asked for on this socket.
+            let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+        }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
+            let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+            if sk.is_null() {
+                return 1;
+            }
+            if let Some(conn) = unsafe { sk_storage(&HTTP_CONNS, sk, false).as_mut() } {
+                abandon_waiting(conn);
+                sk_storage_delete(&HTTP_CONNS, sk);
+            }
+        }
+        _ => {}
     }
-    let sk: *mut bpf_sock = ctx.arg(0);
-    if let Some(conn) = unsafe { sk_storage(&HTTP_CONNS, sk, false).as_mut() } {
-        abandon_waiting(conn);
-        sk_storage_delete(&HTTP_CONNS, sk);
-    }
-    0
+    1
 }

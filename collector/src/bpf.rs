@@ -212,15 +212,16 @@ impl Loader {
         result.map_err(|e| short_reason(&hook, &e))
     }
 
-    /// Loads and attaches a BTF tracepoint (`tp_btf`) program; needs the kernel's BTF.
-    pub fn attach_btf_tracepoint(&mut self, program: &'static str, name: &str) -> Result<(), String> {
-        let hook = format!("tp_btf/{name}");
+    /// Loads and attaches a sock_ops program to a cgroup directory, next to any others there
+    /// (a BPF link from 5.7 on, BPF_F_ALLOW_MULTI before).
+    pub fn attach_sock_ops(&mut self, program: &'static str, cgroup: &Path) -> Result<(), String> {
+        let hook = format!("sock_ops:{}", cgroup.display());
         let result = (|| -> anyhow::Result<()> {
-            let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
-            let prog: &mut aya::programs::BtfTracePoint =
+            let file = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+            let prog: &mut aya::programs::SockOps =
                 self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
-            prog.load(name, &btf).context("load")?;
-            prog.attach().context("attach")?;
+            prog.load().context("load")?;
+            prog.attach(&file, cgroup_attach_mode()).context("attach")?;
             Ok(())
         })();
         self.record(program, hook.clone(), result.is_ok());
@@ -228,8 +229,7 @@ impl Loader {
     }
 
     /// Loads and attaches a cgroup_skb program to a cgroup directory, next to any other
-    /// programs already there: a BPF link from 5.7 on (links always coexist, and the kernel
-    /// rejects flags on them), BPF_F_ALLOW_MULTI on older kernels.
+    /// programs already there (see [`cgroup_attach_mode`]).
     pub fn attach_cgroup_skb(
         &mut self,
         program: &'static str,
@@ -246,13 +246,7 @@ impl Loader {
             let prog: &mut aya::programs::CgroupSkb =
                 self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
             prog.load().context("load")?;
-            let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
-            let mode = if links {
-                aya::programs::CgroupAttachMode::Single
-            } else {
-                aya::programs::CgroupAttachMode::AllowMultiple
-            };
-            prog.attach(&file, attach, mode).context("attach")?;
+            prog.attach(&file, attach, cgroup_attach_mode()).context("attach")?;
             Ok(())
         })();
         self.record(program, hook.clone(), result.is_ok());
@@ -284,7 +278,7 @@ impl Loader {
             let _ = match p {
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::CgroupSkb(p) => p.unload(),
-                aya::programs::Program::BtfTracePoint(p) => p.unload(),
+                aya::programs::Program::SockOps(p) => p.unload(),
                 _ => Ok(()),
             };
         }
@@ -292,6 +286,13 @@ impl Loader {
             s.attached = false;
         }
     }
+}
+
+/// How cgroup programs attach beside others on the same cgroup: a BPF link from 5.7 on (links
+/// always coexist, and the kernel rejects flags on them), BPF_F_ALLOW_MULTI on older kernels.
+fn cgroup_attach_mode() -> aya::programs::CgroupAttachMode {
+    let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    if links { aya::programs::CgroupAttachMode::Single } else { aya::programs::CgroupAttachMode::AllowMultiple }
 }
 
 /// A skip reason short enough for a log line and a label value: a verifier rejection keeps only

@@ -124,7 +124,7 @@ impl Http {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
         // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
-        if let Err(e) = loader.attach_btf_tracepoint("http_sock_close", "inet_sock_set_state") {
+        if let Err(e) = loader.attach_sock_ops("http_sock_close", &root) {
             tracing::warn!(
                 reason = %e,
                 "http: requests waiting on sockets that close without a FIN or RST (timeouts) stay in \

@@ -475,7 +475,7 @@ exec chroot {r} /collector "$@""#,
     }
     let attached = m.find("collector_bpf_program_attached", &[]);
     // Three block tracepoints, the HTTP pair (which also counts netbpf's packets) and the HTTP
-    // close hook (tp_btf: the kernel's BTF in the container's own sysfs).
+    // close hook (sock_ops), all on the host's cgroup root and tracefs.
     assert!(attached.len() >= 6 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
     for p in ["block_rq_issue", "http_ingress", "http_egress", "http_sock_close"] {
         assert_eq!(m.get("collector_bpf_program_attached", &[("program", p)]), 1.0, "{p}");

@@ -650,8 +650,9 @@ fn a_first_request_with_an_unknown_method_counts_on_both_sides() {
 
 /// A server socket that closes with a request waiting and neither a FIN nor a RST on the wire
 /// (here: closed in TCP repair mode; in production: a retransmission or keepalive timeout) is
-/// settled when it reaches TCP_CLOSE (the optional `tp_btf/inet_sock_set_state` program): the
-/// request is abandoned and leaves the in-flight gauge.
+/// settled when it reaches TCP_CLOSE (the `http_sock_close` sock_ops program, which asked for
+/// state callbacks when the connection was established): the request is abandoned and leaves
+/// the in-flight gauge.
 #[test]
 fn a_socket_closing_without_fin_or_rst_leaves_nothing_in_flight() {
     use std::os::fd::AsRawFd as _;
