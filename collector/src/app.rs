@@ -101,7 +101,8 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                     tracing::warn!(
                         stage,
                         "COLLECTOR_BENCH_HTTP_STAGE is set: the HTTP programs return early (a benchmark \
-                         of their cost per stage) and record no HTTP metrics"
+                         of their cost per stage) and record no HTTP metrics (at stage 1 no netbpf \
+                         packet counts either)"
                     );
                     globals.push(("HTTP_BENCH_STAGE", stage.to_ne_bytes().to_vec()));
                 }
@@ -132,7 +133,13 @@ fn setup(cli: &Cli) -> anyhow::Result<Setup> {
                     let mut http_attached = false;
                     let mut http_collector = None;
                     if http_ok {
-                        match http::Http::start(&mut l, resolver.clone(), http_buckets, cli.cgroup_ttl) {
+                        match http::Http::start(
+                            &mut l,
+                            resolver.clone(),
+                            http_buckets,
+                            cli.cgroup_ttl,
+                            !cli.no_http_close_hook,
+                        ) {
                             Ok(c) => {
                                 http_attached = true;
                                 http_collector = Some(c);
@@ -211,7 +218,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let listener = bind(listen)?;
     let Setup { registry, _loader } = setup(&cli)?;
     let mut keep = keep;
-    let cgroup_programs = registry.programs.iter().any(|p| p.attached && p.hook.starts_with("cgroup_skb/"));
+    let cgroup_programs = registry
+        .programs
+        .iter()
+        .any(|p| p.attached && (p.hook.starts_with("cgroup_skb/") || p.hook.starts_with("sock_ops:")));
     let links = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
     if cgroup_programs && !links {
         // Without BPF links (before 5.7) cgroup programs stay attached until detached

@@ -94,6 +94,17 @@ pub struct Cli {
     #[arg(long = "collector.http.duration-buckets", default_value = crate::http::DEFAULT_BUCKETS)]
     pub http_duration_buckets: String,
 
+    /// Attach the HTTP close hook (a sock_ops program on the cgroup v2 root that settles requests
+    /// on sockets closed by a timeout) [default: enabled].
+    #[arg(long = "collector.http.close-hook", overrides_with = "no_http_close_hook")]
+    pub http_close_hook: bool,
+
+    /// Do not attach the HTTP close hook (requests waiting on a socket that a timeout closes then
+    /// stay in http_server_active_requests), e.g. where another tool's sock_ops program must be
+    /// the only one on the cgroup v2 root.
+    #[arg(long = "no-collector.http.close-hook", overrides_with = "http_close_hook")]
+    pub no_http_close_hook: bool,
+
     /// Only level and above are logged.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -219,6 +230,14 @@ mod tests {
         let c = parse(&["--collector.cpu", "--no-collector.cpu"]).collectors;
         assert!(!c.is_enabled("cpu"));
         assert!(Cli::try_parse_from(["collector", "--collector.nope"]).is_err());
+    }
+
+    #[test]
+    fn close_hook_flag_last_wins() {
+        assert!(!parse(&[]).no_http_close_hook);
+        assert!(parse(&["--no-collector.http.close-hook"]).no_http_close_hook);
+        assert!(!parse(&["--no-collector.http.close-hook", "--collector.http.close-hook"]).no_http_close_hook);
+        assert!(parse(&["--collector.http.close-hook", "--no-collector.http.close-hook"]).no_http_close_hook);
     }
 
     #[test]

@@ -120,11 +120,17 @@ impl Http {
         cgroups: Arc<Resolver>,
         buckets: Vec<f64>,
         ttl: std::time::Duration,
+        close_hook: bool,
     ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
         // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
-        if let Err(e) = loader.attach_sock_ops("http_sock_close", &root) {
+        if !close_hook {
+            tracing::info!(
+                "http: close hook off (--no-collector.http.close-hook): requests waiting on sockets that \
+                 close without a FIN or RST (timeouts) stay in http_server_active_requests"
+            );
+        } else if let Err(e) = loader.attach_sock_ops("http_sock_close", &root) {
             tracing::warn!(
                 reason = %e,
                 "http: requests waiting on sockets that close without a FIN or RST (timeouts) stay in \

@@ -652,13 +652,33 @@ fn a_first_request_with_an_unknown_method_counts_on_both_sides() {
 /// (here: closed in TCP repair mode; in production: a retransmission or keepalive timeout) is
 /// settled when it reaches TCP_CLOSE (the `http_sock_close` sock_ops program, which asked for
 /// state callbacks when the connection was established): the request is abandoned and leaves
-/// the in-flight gauge.
+/// the in-flight gauge. With the hook turned off it stays in flight.
 #[test]
 fn a_socket_closing_without_fin_or_rst_leaves_nothing_in_flight() {
-    use std::os::fd::AsRawFd as _;
     let c = Collector::start(FAST);
     let m0 = c.scrape();
     assert_eq!(m0.get("collector_bpf_program_attached", &[("program", "http_sock_close")]), 1.0);
+    let (active, abandoned) = close_in_repair_mode(&c);
+    assert_eq!(active, 0.0);
+    assert_eq!(abandoned, 1.0, "the server side's request");
+    drop(c);
+
+    let args: Vec<&str> = FAST.iter().copied().chain(["--no-collector.http.close-hook"]).collect();
+    let c = Collector::start(&args);
+    let m0 = c.scrape();
+    assert!(m0.find("collector_bpf_program_attached", &[("program", "http_sock_close")]).is_empty());
+    assert_eq!(m0.get("collector_bpf_program_attached", &[("program", "http_ingress")]), 1.0);
+    assert!(c.log_text().contains("close hook off"), "{}", c.log_text());
+    let (active, abandoned) = close_in_repair_mode(&c);
+    assert_eq!(active, 1.0, "without the close hook the request stays in flight");
+    assert_eq!(abandoned, 0.0);
+}
+
+/// Sends a request to a fresh server socket, closes that socket in TCP repair mode (nothing on
+/// the wire) and returns the in-flight gauge of its port and the abandoned requests counted
+/// meanwhile.
+fn close_in_repair_mode(c: &Collector) -> (f64, f64) {
+    use std::os::fd::AsRawFd as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let request = b"GET /lost HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -686,8 +706,7 @@ fn a_socket_closing_without_fin_or_rst_leaves_nothing_in_flight() {
     drop(s);
     std::thread::sleep(Duration::from_millis(200));
     let after = c.scrape();
-    assert_eq!(active(&after), 0.0);
-    assert_eq!(abandoned(&after) - abandoned(&before), 1.0, "the server side's request");
     assert_eq!(server_count(&after, port, ""), 0.0);
     drop(client);
+    (active(&after), abandoned(&after) - abandoned(&before))
 }
