@@ -50,8 +50,9 @@ static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION
 
 /// Benchmarks only (`cargo xtask bench`, set by the daemon from `COLLECTOR_BENCH_HTTP_STAGE`):
 /// 0 runs the whole program; 1, 2 and 3 return at the stage boundaries whose cost the bench
-/// breaks down (docs/performance.md). A read-only global, so the verifier knows its value and
-/// drops the checks (and whatever they make unreachable) from the loaded program.
+/// breaks down (docs/performance.md). A read-only global, so the verifier knows its value: the
+/// branches not taken and the code only they reach are dropped from the loaded program (the
+/// loads of the global stay, a few instructions).
 #[unsafe(no_mangle)]
 static HTTP_BENCH_STAGE: u32 = 0;
 

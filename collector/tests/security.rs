@@ -432,7 +432,7 @@ fn concurrent_scrapes_beyond_the_limit_get_503_and_slow_ones_time_out() {
             assert_eq!(m.get("system_load_average", &[("period", "1m")]), 0.5);
             break;
         }
-        assert!(Instant::now() < deadline, "still {status} after unblocking");
+        assert!(Instant::now() < deadline, "still {status} (or no load average) after unblocking");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
