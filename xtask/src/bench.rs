@@ -679,8 +679,9 @@ fn markdown_http(h: &Value) -> String {
         s.push_str(
             "Where the HTTP programs' time goes (run time per event with BPF statistics on; four \
              collectors attached at once, three of them returning at a stage boundary, so all see the \
-             same packets; mean of one run in stage order and one in reverse order, since the first \
-             program on a hook pays for bringing the packet and socket into the cache):\n\n\
+             same packets, after a fifth one that is not measured, since the first program on a hook \
+             pays for bringing the packet and socket into the cache; mean of one run with the four in \
+             stage order and one in reverse order):\n\n\
              | the program returns | http_ingress | http_egress | added by the stage (ingress / egress) |\n\
              |---|---|---|---|\n",
         );
