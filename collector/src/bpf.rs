@@ -198,34 +198,39 @@ impl Loader {
         self.ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
     }
 
-    /// Loads and attaches a classic tracepoint program.
-    pub fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), String> {
-        let hook = format!("tracepoint/{category}/{name}");
-        let result = (|| -> anyhow::Result<()> {
-            let prog: &mut aya::programs::TracePoint =
-                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
-            prog.load().context("load")?;
-            prog.attach(category, name).context("attach")?;
-            Ok(())
-        })();
+    /// Runs `attach` (load and attach one program of the object), records the outcome for
+    /// `collector_bpf_program_attached` and shortens the error for the log.
+    fn attach_with(
+        &mut self,
+        program: &'static str,
+        hook: String,
+        attach: impl FnOnce(&mut aya::programs::Program) -> anyhow::Result<()>,
+    ) -> Result<(), String> {
+        let result = self.ebpf.program_mut(program).context("program missing from the object").and_then(attach);
         self.record(program, hook.clone(), result.is_ok());
         result.map_err(|e| short_reason(&hook, &e))
     }
 
-    /// Loads and attaches a sock_ops program to a cgroup directory, next to any others there
-    /// (a BPF link from 5.7 on, BPF_F_ALLOW_MULTI before).
+    /// Loads and attaches a classic tracepoint program.
+    pub fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), String> {
+        self.attach_with(program, format!("tracepoint/{category}/{name}"), |p| {
+            let prog: &mut aya::programs::TracePoint = p.try_into()?;
+            prog.load().context("load")?;
+            prog.attach(category, name).context("attach")?;
+            Ok(())
+        })
+    }
+
+    /// Loads and attaches a sock_ops program to a cgroup directory, next to any other programs
+    /// already there (see [`cgroup_attach_mode`]).
     pub fn attach_sock_ops(&mut self, program: &'static str, cgroup: &Path) -> Result<(), String> {
-        let hook = format!("sock_ops:{}", cgroup.display());
-        let result = (|| -> anyhow::Result<()> {
-            let file = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
-            let prog: &mut aya::programs::SockOps =
-                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
+        self.attach_with(program, format!("sock_ops:{}", cgroup.display()), |p| {
+            let file = open_cgroup(cgroup)?;
+            let prog: &mut aya::programs::SockOps = p.try_into()?;
             prog.load().context("load")?;
             prog.attach(&file, cgroup_attach_mode()).context("attach")?;
             Ok(())
-        })();
-        self.record(program, hook.clone(), result.is_ok());
-        result.map_err(|e| short_reason(&hook, &e))
+        })
     }
 
     /// Loads and attaches a cgroup_skb program to a cgroup directory, next to any other
@@ -240,17 +245,13 @@ impl Loader {
             aya::programs::CgroupSkbAttachType::Ingress => "ingress",
             aya::programs::CgroupSkbAttachType::Egress => "egress",
         };
-        let hook = format!("cgroup_skb/{dir}:{}", cgroup.display());
-        let result = (|| -> anyhow::Result<()> {
-            let file = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
-            let prog: &mut aya::programs::CgroupSkb =
-                self.ebpf.program_mut(program).context("program missing from the object")?.try_into()?;
+        self.attach_with(program, format!("cgroup_skb/{dir}:{}", cgroup.display()), |p| {
+            let file = open_cgroup(cgroup)?;
+            let prog: &mut aya::programs::CgroupSkb = p.try_into()?;
             prog.load().context("load")?;
             prog.attach(&file, attach, cgroup_attach_mode()).context("attach")?;
             Ok(())
-        })();
-        self.record(program, hook.clone(), result.is_ok());
-        result.map_err(|e| short_reason(&hook, &e))
+        })
     }
 
     /// Attaches an ingress and an egress cgroup_skb program to `cgroup`: both, or neither.
@@ -286,6 +287,11 @@ impl Loader {
             s.attached = false;
         }
     }
+}
+
+/// A cgroup directory, opened for attaching programs to it.
+fn open_cgroup(cgroup: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))
 }
 
 /// How cgroup programs attach beside others on the same cgroup: a BPF link from 5.7 on (links
