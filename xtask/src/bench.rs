@@ -137,39 +137,46 @@ fn parse_wrk_duration(s: &str) -> anyhow::Result<f64> {
     })
 }
 
-/// Every loaded BPF program, as `bpftool prog show --json` describes it.
-fn bpftool_programs() -> anyhow::Result<Vec<Value>> {
-    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().context("running bpftool")?;
-    ensure!(out.status.success(), "bpftool prog show failed");
-    match serde_json::from_slice(&out.stdout)? {
-        Value::Array(v) => Ok(v),
-        _ => bail!("bpftool prog show: not a list"),
-    }
+/// A loaded BPF program, from `bpftool prog show --json`.
+struct Prog {
+    id: u64,
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
+    bytes_xlated: u64,
 }
 
-/// (id, name, run_time_ns, run_cnt) of every loaded BPF program.
-fn bpf_programs() -> anyhow::Result<Vec<(u64, String, u64, u64)>> {
-    Ok(bpftool_programs()?
+/// Every loaded BPF program.
+fn bpf_programs() -> anyhow::Result<Vec<Prog>> {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().context("running bpftool")?;
+    ensure!(out.status.success(), "bpftool prog show failed");
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let num = |p: &Value, k: &str| p[k].as_u64().unwrap_or(0);
+    Ok(v.as_array()
+        .context("bpftool output")?
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_u64().unwrap_or(0),
-                p["name"].as_str().unwrap_or("").to_owned(),
-                p["run_time_ns"].as_u64().unwrap_or(0),
-                p["run_cnt"].as_u64().unwrap_or(0),
-            )
+        .map(|p| Prog {
+            id: num(p, "id"),
+            name: p["name"].as_str().unwrap_or("").to_owned(),
+            run_time_ns: num(p, "run_time_ns"),
+            run_cnt: num(p, "run_cnt"),
+            bytes_xlated: num(p, "bytes_xlated"),
         })
         .collect())
 }
 
 /// Ids of the programs loaded now.
 fn program_ids() -> anyhow::Result<Vec<u64>> {
-    Ok(bpf_programs()?.iter().map(|p| p.0).collect())
+    Ok(bpf_programs()?.iter().map(|p| p.id).collect())
 }
 
 /// Name, run time (ns) and run count of every program loaded since `before` was taken.
 fn programs_since(before: &[u64]) -> anyhow::Result<Vec<(String, u64, u64)>> {
-    Ok(bpf_programs()?.into_iter().filter(|p| !before.contains(&p.0)).map(|p| (p.1, p.2, p.3)).collect())
+    Ok(bpf_programs()?
+        .into_iter()
+        .filter(|p| !before.contains(&p.id))
+        .map(|p| (p.name, p.run_time_ns, p.run_cnt))
+        .collect())
 }
 
 /// Per program: run time (ns) and runs added between two [`programs_since`] snapshots.
@@ -286,7 +293,7 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
 
 /// HTTP programs attached by other processes (another collector on this machine).
 fn other_collectors() -> anyhow::Result<usize> {
-    Ok(bpf_programs()?.iter().filter(|p| p.1 == "http_ingress" || p.1 == "http_egress").count() / 2)
+    Ok(bpf_programs()?.iter().filter(|p| p.name == "http_ingress" || p.name == "http_egress").count() / 2)
 }
 
 /// 4 KiB O_DIRECT writes, then as many reads, for the block programs' cost.
@@ -450,15 +457,15 @@ fn stage_breakdown(collector: &Path, url: &str, secs: u64) -> anyhow::Result<Val
                 crate::bench_scrape::start_collector_with(collector, &[("COLLECTOR_BENCH_HTTP_STAGE", &value)])?;
             children.push(child);
             let Some(stage) = *stage else { continue };
-            for (id, name, xlated) in program_sizes()? {
-                if !before.contains(&id) && (name == "http_ingress" || name == "http_egress") {
-                    ids.push((id, stage));
-                    sizes.insert((stage, name), xlated);
+            for p in bpf_programs()? {
+                if !before.contains(&p.id) && (p.name == "http_ingress" || p.name == "http_egress") {
+                    ids.push((p.id, stage));
+                    sizes.insert((stage, p.name), p.bytes_xlated);
                 }
             }
         }
         let snapshot = || -> anyhow::Result<std::collections::BTreeMap<u64, (String, u64, u64)>> {
-            Ok(bpf_programs()?.into_iter().map(|p| (p.0, (p.1, p.2, p.3))).collect())
+            Ok(bpf_programs()?.into_iter().map(|p| (p.id, (p.name, p.run_time_ns, p.run_cnt))).collect())
         };
         let start = snapshot()?;
         wrk(url, secs, 50)?;
@@ -499,20 +506,6 @@ fn stage_breakdown(collector: &Path, url: &str, secs: u64) -> anyhow::Result<Val
         );
     }
     Ok(Value::Array(out))
-}
-
-/// (id, name, translated bytes) of every loaded BPF program.
-fn program_sizes() -> anyhow::Result<Vec<(u64, String, u64)>> {
-    Ok(bpftool_programs()?
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_u64().unwrap_or(0),
-                p["name"].as_str().unwrap_or("").to_owned(),
-                p["bytes_xlated"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect())
 }
 
 /// User + system CPU seconds of a process, from /proc/<pid>/stat.
