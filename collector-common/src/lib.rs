@@ -34,7 +34,18 @@ pub mod drop {
     /// memory, or the socket's option-memory limit `net.core.optmem_max` reached): the
     /// connection is not followed.
     pub const HTTP_CONN_STORAGE: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Bytes the HTTP framer needed (a start line, a header, a chunk size) reached the socket
+    /// out of order and were not kept: the messages in flight on the connection are given up
+    /// and the direction re-synchronises on the next message.
+    pub const HTTP_OUT_OF_ORDER: u32 = 10;
+    /// The reorder stash (bytes received out of order while the framer waits for a missing
+    /// one) had no room for a block: those bytes are not kept, which may cost an exchange
+    /// (then counted as `http_out_of_order` too).
+    pub const HTTP_STASH_FULL: u32 = 11;
+    /// A segment whose connection another CPU kept busy (following an earlier segment) for
+    /// longer than a program waits: not followed, which may cost an exchange.
+    pub const HTTP_BUSY: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Label values, indexed by the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
         "disk_latency_map_full",
@@ -47,6 +58,9 @@ pub mod drop {
         "http_desync",
         "http_abandoned",
         "http_connection_storage_failed",
+        "http_out_of_order",
+        "http_stash_full",
+        "http_busy",
     ];
 }
 

@@ -1,5 +1,13 @@
-//! Socket-level HTTP/1.x: per-connection parser state (kernel only) and the aggregated
-//! histograms the daemon reads. See collector-ebpf/src/http.rs for the parser.
+//! Socket-level HTTP/1.x: the framer that follows a connection's byte streams (`framer`,
+//! compiled into the kernel programs and tested on the host), and the aggregated histograms
+//! the kernel programs write and the daemon reads.
+
+pub mod framer;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod stash;
+#[cfg(test)]
+mod tests_framer;
 
 /// Upper bounds (ns) of the duration histogram come from userspace (`DURATION_BOUNDS_NS`);
 /// at most this many, plus the +Inf bucket.
@@ -134,7 +142,7 @@ pub fn size_bucket(n: u64) -> usize {
     idx as usize
 }
 
-crate::impl_pod!(HttpKey, HttpHist, ActiveKey);
+crate::impl_pod!(HttpKey, HttpHist, ActiveKey, stash::BlockKey, stash::Block);
 
 #[cfg(test)]
 mod tests {
