@@ -1,15 +1,20 @@
 //! HTTP: socket-level HTTP/1.x request/response tracking on cgroup_skb ingress and egress of the
-//! cgroup v2 root. Every TCP segment with payload is fed, in stream order (TCP sequence numbers),
-//! to a per-connection, per-direction HTTP/1.x framer kept in the socket's local storage. The framer
-//! parses only start lines and the headers that frame a message (Content-Length,
-//! Transfer-Encoding: chunked); bodies are skipped arithmetically, so a large or sendfile
-//! response costs the same as a small one. Requests wait in a per-connection FIFO (pipelining)
-//! until their response's last byte passes; the duration and sizes then go into histograms
-//! aggregated in the kernel (`HTTP_HIST`). No payload byte leaves the kernel.
+//! cgroup v2 root. Every TCP segment with payload is handed, with its position in the byte
+//! stream (TCP sequence number), to the connection's framer
+//! (`collector_common::http::framer`), kept in the socket's local storage. This file holds
+//! only what is kernel-specific: packet access, the connection's storage and identity, and
+//! recording the framer's events into maps (`HTTP_HIST`, `HTTP_ACTIVE`, `DROPS`). No payload
+//! byte leaves the kernel.
 //!
 //! Server side (a socket that receives requests): from the first request byte arriving
 //! (ingress) to the last response byte leaving (egress). Client side (a socket that sends
 //! requests): from the first request byte leaving to the last response byte arriving.
+//!
+//! Kernels: the programs load from Linux 5.10 on. They use no `bpf_loop` (5.17) and no
+//! `bpf_get_current_comm` in cgroup_skb (6.13): a segment's parse steps run in a bounded loop
+//! of calls to a global function (`http_step`, verified once, whatever the number of steps),
+//! and the process that owns a socket is recorded when the socket is created
+//! (`http_sock_create`, cgroup/sock_create).
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_xadd},
@@ -18,26 +23,29 @@ use core::{
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        __sk_buff, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        __sk_buff, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, bpf_sock,
+        bpf_spin_lock, bpf_tcp_sock,
     },
     btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_ktime_get_ns,
         generated::{
-            bpf_loop, bpf_sk_fullsock, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
-            bpf_tcp_sock,
+            bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skb_cgroup_id,
+            bpf_skb_load_bytes, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock, bpf_tcp_sock,
         },
     },
-    macros::{btf_map, cgroup_skb, map, sock_ops},
+    macros::{btf_map, cgroup_skb, cgroup_sock, map, sock_ops},
     maps::{Array, HashMap, PerCpuHashMap},
-    programs::{SkBuffContext, SockOpsContext},
+    programs::{SkBuffContext, SockContext, SockOpsContext},
 };
 use collector_common::{
     drop,
     http::{
         ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
-        method, size_bucket,
+        SIZE_BOUNDS,
+        framer::{self, Exchange, Pending, Sink, WINDOW},
+        stash::{self, BLOCK, Block, BlockKey},
     },
 };
 
@@ -47,6 +55,11 @@ use crate::{drops, network};
 /// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
 #[unsafe(no_mangle)]
 static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION_BOUNDS];
+
+/// The body size bounds, read through a pointer the compiler cannot see through (see
+/// `bucket`).
+#[unsafe(no_mangle)]
+static SIZE_BOUNDS_B: [u64; SIZE_BOUNDS.len()] = SIZE_BOUNDS;
 
 /// Benchmarks only (`cargo xtask bench`, set by the daemon from `COLLECTOR_BENCH_HTTP_STAGE`):
 /// 0 runs the whole program; 1, 2 and 3 return at the stage boundaries whose cost the bench
@@ -59,146 +72,54 @@ static HTTP_BENCH_STAGE: u32 = 0;
 /// Whether the program returns at benchmark stage `stage` (see `HTTP_BENCH_STAGE`).
 #[inline(always)]
 fn bench_stop(stage: u32) -> bool {
-    // A volatile read: the compiler would fold the initial value.
+    // SAFETY: a read of a static; volatile because the compiler would fold the initial value.
     unsafe { core::ptr::read_volatile(&raw const HTTP_BENCH_STAGE) == stage }
 }
 
-/// Packet bytes loaded per `bpf_skb_load_bytes` (a copy out of the skb's page fragments costs
-/// the same for 16 or 128 bytes).
-const BUF_WORDS: usize = 16;
-const BUF: u32 = (BUF_WORDS * 8) as u32;
-
-/// Requests in flight per connection (pipelining depth); a power of two.
-const PIPELINE: usize = 8;
-/// Parser steps per segment: a step consumes at least one byte (a GSO segment carries at most
-/// 64 KiB), usually a whole line or more.
-const MAX_STEPS: u32 = 1 << 17;
-
-// Parser states.
-const S_START: u8 = 0;
-const S_REQLINE: u8 = 1;
-const S_RESPLINE: u8 = 2;
-const S_HEADERS: u8 = 3;
-const S_HDR_LF: u8 = 4;
-const S_BODY: u8 = 5;
-const S_CHUNK_SIZE: u8 = 6;
-const S_CHUNK_EXT: u8 = 7;
-const S_CHUNK_DATA: u8 = 8;
-const S_CHUNK_END: u8 = 9;
-const S_TRAILER: u8 = 10;
-const S_TRAILER_LF: u8 = 11;
-const S_UNTIL_CLOSE: u8 = 12;
-/// Not HTTP/1.x (or no longer followable): segments are ignored.
-const S_IGNORE: u8 = 13;
-
-// Header matcher states.
-const M_NONE: u8 = 0;
-const M_CL: u8 = 1;
-const M_TE: u8 = 2;
-const M_CL_VAL: u8 = 3;
-const M_TE_VAL: u8 = 4;
-
-// Stream flags.
-const F_SYNCED: u8 = 1;
-const F_CHUNKED: u8 = 2;
-const F_HAS_CL: u8 = 4;
-const F_METHOD_DONE: u8 = 8;
-const F_DIGIT: u8 = 16;
+/// Parse steps per segment. A step consumes a whole start line and up to 8 header lines, or
+/// everything up to a body's end, or one byte of a line cut by the end of the segment; a
+/// segment that needs more (a 64 KiB GRO segment of small pipelined requests) is followed up
+/// to here and its connection's direction re-synchronises on a later message.
+const MAX_STEPS: u32 = 512;
 
 // Connection roles (set when the connection state is created).
 const ROLE_SERVER: u8 = 1;
 const ROLE_CLIENT: u8 = 2;
-const ROLE_NOT_HTTP: u8 = 3;
 
-const CL_NAME: &[u8; 15] = b"content-length:";
-/// Little-endian words of the header names, and masks that lower-case their letters only.
-const fn le(b: &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < b.len() {
-        v |= (b[i] as u64) << (8 * i);
-        i += 1;
-    }
-    v
-}
-/// 0x20 in every byte that holds a letter of `b` (so only letters are folded to lower case).
-const fn letters(b: &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_lowercase() {
-            v |= 0x20 << (8 * i);
-        }
-        i += 1;
-    }
-    v
-}
-const CL_WORD0: u64 = le(b"content-");
-const CL_MASK0: u64 = letters(b"content-");
-const CL_WORD1: u64 = le(b"length:");
-const CL_MASK1: u64 = letters(b"length:");
-const TE_WORD0: u64 = le(b"transfer");
-const TE_MASK0: u64 = letters(b"transfer");
-const TE_WORD1: u64 = le(b"-encodin");
-const TE_MASK1: u64 = letters(b"-encodin");
-const TE_WORD2: u64 = le(b"g:");
-const TE_MASK2: u64 = letters(b"g:");
-const TE_NAME: &[u8; 18] = b"transfer-encoding:";
-const CHUNKED: &[u8; 7] = b"chunked";
-
-/// One direction of a connection.
+/// Where the bytes `http_step` parses lie: `http_step` is a global function verified once,
+/// which cannot take pointers on every kernel, so it finds this through the socket.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Stream {
-    next_seq: u32,
-    state: u8,
-    hmatch: u8,
-    hidx: u8,
-    flags: u8,
-    line_pos: u32,
-    status: u16,
-    method_len: u8,
-    _pad: u8,
-    /// First bytes of the start line (the method), big-endian.
-    word: u64,
-    /// The last 8 bytes seen on the start line.
-    tail: u64,
-    /// Body or chunk bytes still to skip.
-    remaining: u64,
-    content_length: u64,
-    /// Body bytes of the current message.
-    body: u64,
-    // The walk over the current segment. Kept in the map value rather than on the stack: the
-    // verifier does not track map memory, so the bpf_loop callback converges at once.
-    w_off: u32,
-    w_end: u32,
-    w_base: u32,
-    w_stop: u32,
-    w_now: u64,
-    w_len: u32,
-    _wpad: u32,
-    /// Packet bytes [w_base, w_base + w_len) loaded by the last reload, in memory order.
-    w_buf: [u64; BUF_WORDS],
+pub struct Seg {
+    /// Stream position of the first byte, and one past the last.
+    seq: u32,
+    end: u32,
+    /// In the packet (`SRC_PACKET`): offset of the first payload byte.
+    payload: u32,
+    /// `SRC_PACKET`, or `SRC_STASH` for a run of bytes held in the reorder stash.
+    src: u32,
+    now: u64,
 }
 
+const SRC_PACKET: u32 = 0;
+const SRC_STASH: u32 = 1;
+
+/// The blocks of the reorder stash a direction holds: indices `[lo, hi)` (empty when equal).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Pending {
-    start_ns: u64,
-    req_bytes: u64,
-    method: u8,
-    _pad: [u8; 7],
+pub struct Held {
+    lo: u32,
+    hi: u32,
 }
 
+/// Who the connection's requests are counted for (the histogram key fields it contributes).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Conn {
-    /// The stream carrying requests (ingress for servers, egress for clients) and responses.
-    req: Stream,
-    resp: Stream,
+pub struct Ident {
     // The byte arrays sit at 8-byte offsets so that copying them into a key is two word moves
     // (an unaligned copy becomes a call to a byte-wise memcpy).
-    /// Name of the process that owns the socket (first 16 bytes, NUL-padded), when seen.
+    /// Name of the process that created the socket (or its listening socket), NUL-padded; all
+    /// zero when the socket existed before the collector started.
     comm: [u8; 16],
     addr: [u8; 16],
     cgroup_id: u64,
@@ -206,17 +127,38 @@ pub struct Conn {
     peer_port: u16,
     family: u8,
     role: u8,
-    // The FIFO of waiting requests: `pushed` is written only on the request direction and
-    // `popped` only on the response direction, so a request arriving on one CPU while the
-    // previous response leaves on another loses no update. Both wrap; the difference is the
-    // number waiting (at most PIPELINE).
-    pushed: u8,
-    popped: u8,
-    /// Bit 0: FIN seen on egress; bit 1: on ingress.
-    fin: u8,
-    _pad: [u8; 7],
-    pending: [Pending; PIPELINE],
+    _pad: [u8; 2],
+    /// The socket's cookie (keys of its stash blocks).
+    cookie: u64,
 }
+
+#[repr(C)]
+pub struct Conn {
+    /// Guards `busy` (see `claim`).
+    lock: bpf_spin_lock,
+    /// Set while a program follows the connection. Segments of one socket can reach the hooks
+    /// on two CPUs at once (a veth or loopback peer hands each segment to the receiving stack
+    /// on the CPU that sent it; a response may leave while a request arrives), and the
+    /// framer's state must be changed by one at a time.
+    busy: u32,
+    ex: Exchange,
+    /// The current segment of the request and of the response direction.
+    seg: [Seg; 2],
+    /// Stash blocks of the request and of the response direction.
+    held: [Held; 2],
+    id: Ident,
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<HttpKey>() == 48 && offset_of!(HttpKey, comm) == 8 && offset_of!(HttpKey, status) == 24);
+    assert!(offset_of!(HttpKey, port) == 26 && offset_of!(HttpKey, method) == 28 && offset_of!(HttpKey, side) == 29);
+    assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, addr) == 32);
+    assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
+    assert!(offset_of!(Conn, id) % 8 == 0 && offset_of!(Ident, comm) == 0 && offset_of!(Ident, addr) == 16);
+    // docs/metrics.md quotes the socket storage a followed connection takes.
+    assert!(size_of::<Conn>() == 848);
+};
 
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
 
@@ -229,8 +171,8 @@ static HTTP_ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Connection state in the socket's local storage: found through the socket itself (no hashing,
 /// no table to outgrow), created zeroed on the first segment that starts a request or a
-/// response (see `handle`), and freed by the kernel with the socket (or deleted earlier, on FIN
-/// both ways or RST).
+/// response (see `handle`), and freed by the kernel with the socket (or deleted earlier, when
+/// both streams have ended or on RST).
 #[btf_map]
 static HTTP_CONNS: SkStorage<Conn> = SkStorage::new();
 
@@ -241,53 +183,89 @@ static HTTP_CONNS: SkStorage<Conn> = SkStorage::new();
 #[btf_map]
 static HTTP_NOT_HTTP: SkStorage<u8> = SkStorage::new();
 
-/// The socket's value in a socket-storage map (`create`: a zeroed one if it has none).
+/// The process that created a socket (see `http_sock_create`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Owner {
+    comm: [u8; 16],
+}
+
+/// A socket-storage map whose values are copied to the sockets a listening socket accepts
+/// (`BPF_F_CLONE`): a server's connections carry the owner of its listening socket. aya's
+/// `SkStorage` has no flag for it; this is the same BTF map definition with the flag.
+#[repr(C)]
+pub struct CloneSkStorage<T> {
+    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (aya_ebpf::bindings::BPF_F_NO_PREALLOC | aya_ebpf::bindings::BPF_F_CLONE) as usize],
+}
+
+// SAFETY: placeholder pointers the loader replaces; never dereferenced.
+unsafe impl<T> Sync for CloneSkStorage<T> {}
+
+#[btf_map]
+static HTTP_OWNER: CloneSkStorage<Owner> = CloneSkStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// Rounds a program waits for a connection another CPU is following (a round is a lock and an
+/// unlock, tens of nanoseconds, up to a hundred when the other CPU holds the line: tens of
+/// microseconds in all, more than a segment's parse takes). The verifier bounds the branches
+/// a program may keep pending (8192), which bounds this.
+const CLAIM_ROUNDS: u32 = 1024;
+
+/// Takes the connection for this program run: waits while another CPU holds it. False when it
+/// stayed busy (the segment is then not followed, and counted).
 #[inline(always)]
-fn sk_storage<T>(map: &SkStorage<T>, sk: *mut bpf_sock, create: bool) -> *mut T {
-    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
-    let map = map as *const SkStorage<T> as *mut c_void;
-    unsafe { bpf_sk_storage_get(map, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
+fn claim(conn: &mut Conn) -> bool {
+    let mut k = 0;
+    while k < CLAIM_ROUNDS {
+        // SAFETY: the lock of a socket-storage value (the map's BTF declares it), held only
+        // around the two accesses to `busy` below, with no call in between.
+        unsafe { spin_lock(&mut conn.lock) };
+        let free = conn.busy == 0;
+        if free {
+            conn.busy = 1;
+        }
+        unsafe { spin_unlock(&mut conn.lock) };
+        if free {
+            return true;
+        }
+        k += 1;
+    }
+    drops::count(drop::HTTP_BUSY);
+    false
+}
+
+/// Gives the connection back (the lock orders the state's stores before it).
+#[inline(always)]
+fn release(conn: &mut Conn) {
+    // SAFETY: as in `claim`.
+    unsafe { spin_lock(&mut conn.lock) };
+    conn.busy = 0;
+    unsafe { spin_unlock(&mut conn.lock) };
 }
 
 /// Segments of a connection seen from the middle of its stream that may pass without starting
 /// a message before the connection is taken for something other than HTTP/1.x.
 const MIDSTREAM_TRIES: u8 = 64;
 
-/// Whether a segment starting at `seq` carries the first payload byte of its direction of the
-/// connection: the next expected sequence number minus the bytes the socket has received
-/// (ingress), or the oldest unacknowledged one minus the bytes acknowledged (egress). The
-/// kernel counts the acknowledged SYN in `bytes_acked` (measured here: the first payload byte
-/// sent is one past that difference), so either of the two counts as the start.
-#[inline(always)]
-fn at_stream_start(sk: *mut bpf_sock, egress: bool, seq: u32) -> bool {
-    let tp = unsafe { bpf_tcp_sock(sk) };
-    let Some(tp) = (unsafe { tp.as_ref() }) else { return false };
-    if egress {
-        seq.wrapping_sub(tp.snd_una.wrapping_sub(tp.bytes_acked as u32)) <= 1
-    } else {
-        seq == tp.rcv_nxt.wrapping_sub(tp.bytes_received as u32)
-    }
-}
+/// The reorder stash (`collector_common::http::stash`): bytes of received streams that arrived
+/// out of order while the framer waited for a byte it needs, in 1 KiB blocks. Allocated when
+/// used (a block is about 2.2 KiB), deleted as the framer moves past them or the connection
+/// ends; 4096 blocks at most (9 MiB) for the host. Blocks of sockets that went away without
+/// the programs seeing it are deleted by the daemon after a minute.
+#[map]
+static HTTP_STASH: HashMap<BlockKey, Block> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
 
-/// A known method and its space at the start of 8 bytes (little-endian): (method id, its
-/// length, its bytes packed big-endian).
-#[inline(always)]
-fn known_method(w: u64) -> Option<(u8, u32, u64)> {
-    let spaces = byte_bits(w, b' ');
-    // The lowest flagged byte is exact.
-    let p = spaces.trailing_zeros() / 8;
-    if spaces == 0 || p == 0 || p > 7 {
-        return None;
-    }
-    let word = (w & ((1u64 << (8 * p)) - 1)).swap_bytes() >> (64 - 8 * p);
-    let m = method::from_word(word, p);
-    (m != method::OTHER).then_some((m, p, word))
-}
-
-#[inline(always)]
-fn sk_storage_delete<T>(map: &SkStorage<T>, sk: *mut bpf_sock) {
-    unsafe { bpf_sk_storage_delete(map as *const SkStorage<T> as *mut c_void, sk as *mut c_void) };
-}
+/// A zeroed block to insert from (2 KiB do not fit on the stack).
+static ZERO_BLOCK: Block = Block::ZERO;
 
 /// Aggregated histograms. Shared by all CPUs (atomic adds): one entry per label set.
 #[map]
@@ -302,36 +280,85 @@ static HTTP_HIST: HashMap<HttpKey, HttpHist> = HashMap::with_max_entries(8192, 0
 #[map]
 static HTTP_ACTIVE: PerCpuHashMap<ActiveKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// What the bpf_loop callback needs that does not change during a walk.
-#[repr(C)]
-struct Walk {
-    skb: *mut __sk_buff,
-    conn: *mut Conn,
-    is_req: u64,
+/// The socket's value in a socket-storage map (`create`: a zeroed one if it has none).
+#[inline(always)]
+fn sk_storage<T>(map: *const c_void, sk: *mut bpf_sock, create: bool) -> *mut T {
+    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
+    // SAFETY: `map` is one of this object's socket-storage maps and `sk` a full socket the
+    // verifier checked; the helper returns null or a pointer to a value of the map's type.
+    unsafe { bpf_sk_storage_get(map as *mut c_void, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
+}
+
+#[inline(always)]
+fn conns() -> *const c_void {
+    &HTTP_CONNS as *const SkStorage<Conn> as *const c_void
+}
+
+#[inline(always)]
+fn not_http() -> *const c_void {
+    &HTTP_NOT_HTTP as *const SkStorage<u8> as *const c_void
+}
+
+#[inline(always)]
+fn owners() -> *const c_void {
+    &HTTP_OWNER as *const CloneSkStorage<Owner> as *const c_void
+}
+
+#[inline(always)]
+fn sk_storage_delete(map: *const c_void, sk: *mut bpf_sock) {
+    // SAFETY: as in `sk_storage`.
+    unsafe { bpf_sk_storage_delete(map as *mut c_void, sk as *mut c_void) };
+}
+
+/// The TCP state of a full socket.
+#[inline(always)]
+fn tcp_sock(sk: *mut bpf_sock) -> Option<&'static bpf_tcp_sock> {
+    // SAFETY: `sk` is a full socket; the helper returns null or a pointer valid for this run.
+    unsafe { bpf_tcp_sock(sk).as_ref() }
 }
 
 #[inline(always)]
 fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into a map value the caller looked up.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
 #[inline(always)]
 fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes at most size_of::<T>() bytes into `v`, and `v` is read only
+    // when it reports success (all bytes written).
     let r = unsafe {
         bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
     };
     if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
 }
 
+/// A 16-byte array (8-byte aligned, asserted above) as two words.
 #[inline(always)]
-fn active_add(conn: &Conn, delta: u64) {
-    if conn.role != ROLE_SERVER {
+fn words16(b: &[u8; 16]) -> [u64; 2] {
+    let p = b.as_ptr() as *const u64;
+    // SAFETY: `b` is 16 bytes at an 8-byte aligned offset of a `Conn` (asserted above).
+    unsafe { [*p, *p.add(1)] }
+}
+
+/// Records the framer's events for one connection.
+struct Recorder<'a> {
+    id: &'a Ident,
+    /// The packet being handled (null in the close hook, which records no exchange).
+    skb: *mut __sk_buff,
+    egress: bool,
+}
+
+/// Adds `delta` (two's complement) to the in-flight gauge of a server socket.
+#[inline(always)]
+fn active_add(id: &Ident, delta: u64) {
+    if id.role != ROLE_SERVER {
         return;
     }
-    // As words (layout asserted below): a literal's 6-byte padding array becomes a memset call.
-    let key: ActiveKey =
-        unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([conn.cgroup_id, conn.local_port as u64]) };
+    // As words (layout asserted above): a literal's 6-byte padding becomes a memset call.
+    // SAFETY: `ActiveKey` is two words of plain data.
+    let key: ActiveKey = unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([id.cgroup_id, id.local_port as u64]) };
     let p = match HTTP_ACTIVE.get_ptr_mut(&key) {
         Some(p) => Some(p),
         None => {
@@ -344,120 +371,77 @@ fn active_add(conn: &Conn, delta: u64) {
     }
 }
 
-/// Requests still waiting can no longer be answered: each is counted as abandoned and leaves
-/// the in-flight gauge.
+/// Bucket of `v` among `bounds` (the number of bounds below it), summed without branches so
+/// that the verifier follows one path. The bounds are read through a pointer the compiler
+/// cannot see through: with constant bounds LLVM turns each term into a compare and a branch,
+/// and the verifier of older kernels then follows 2^n paths.
 #[inline(always)]
-fn abandon_waiting(conn: &mut Conn) {
-    let n = waiting(conn) as u64;
-    if n > 0 {
+fn bucket<const N: usize>(bounds: *const [u64; N], v: u64) -> u64 {
+    let v = if v >= BOUND_CAP { BOUND_CAP - 1 } else { v };
+    let mut idx = 0u64;
+    let mut i = 0usize;
+    while i < N {
+        // Bounds and values stay below 2^62: the sign bit of `bound - v` says v > bound. Each
+        // bound is read volatile, when it is used: LLVM would otherwise fold constant bounds,
+        // or load them all first and spill them to the stack (its frame is small: 512 bytes
+        // for the whole call chain).
+        // SAFETY: an element of a static array.
+        idx += unsafe { core::ptr::read_volatile(&(*bounds)[i]) }.wrapping_sub(v) >> 63;
+        i += 1;
+    }
+    idx
+}
+
+impl Sink for Recorder<'_> {
+    #[inline(always)]
+    fn request_started(&mut self) {
+        active_add(self.id, 1);
+    }
+
+    #[inline(always)]
+    fn abandoned(&mut self, n: u64) {
         drops::add(drop::HTTP_ABANDONED, n);
-        active_add(conn, n.wrapping_neg());
+        active_add(self.id, n.wrapping_neg());
     }
-    conn.popped = conn.pushed;
-}
 
-/// Counts `reason`, abandons every waiting request and stops parsing the connection.
-#[inline(always)]
-fn give_up(conn: &mut Conn, reason: u32) {
-    drops::count(reason);
-    abandon_waiting(conn);
-    conn.role = ROLE_NOT_HTTP;
-    conn.req.state = S_IGNORE;
-    conn.resp.state = S_IGNORE;
-}
+    #[inline(always)]
+    fn dropped(&mut self, reason: u32) {
+        drops::count(reason);
+    }
 
-#[inline(always)]
-fn reset_message(st: &mut Stream) {
-    // Volatile stores: LLVM would merge plain ones into a memset, which the BPF target turns
-    // into a call to a byte-wise loop.
-    use core::ptr::write_volatile as set;
-    unsafe {
-        set(&mut st.state, S_START);
-        set(&mut st.hmatch, M_NONE);
-        set(&mut st.hidx, 0);
-        set(&mut st.flags, st.flags & F_SYNCED);
-        set(&mut st.line_pos, 0);
-        set(&mut st.status, 0);
-        set(&mut st.method_len, 0);
-        set(&mut st.word, 0);
-        set(&mut st.tail, 0);
-        set(&mut st.remaining, 0);
-        set(&mut st.content_length, 0);
-        set(&mut st.body, 0);
+    #[inline(always)]
+    fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
+        let what = self.egress as u64 | (p.method as u64) << 8 | (status as u64) << 16;
+        http_record(self.skb, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
     }
 }
 
-const _: () = {
-    use core::mem::{offset_of, size_of};
-    assert!(size_of::<HttpKey>() == 48 && offset_of!(HttpKey, comm) == 8 && offset_of!(HttpKey, status) == 24);
-    assert!(offset_of!(HttpKey, port) == 26 && offset_of!(HttpKey, method) == 28 && offset_of!(HttpKey, side) == 29);
-    assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, addr) == 32);
-    assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
-    assert!(offset_of!(Conn, comm) % 8 == 0 && offset_of!(Conn, addr) % 8 == 0);
-    // docs/metrics.md quotes the socket storage a followed connection takes.
-    assert!(size_of::<Conn>() == 680);
-};
-
-/// A 16-byte array of a `Conn` (8-byte aligned, asserted above) as two words.
-#[inline(always)]
-fn words16(b: &[u8; 16]) -> [u64; 2] {
-    let p = b.as_ptr() as *const u64;
-    unsafe { [*p, *p.add(1)] }
-}
-
-/// Requests waiting for their response.
-#[inline(always)]
-fn waiting(conn: &Conn) -> u8 {
-    conn.pushed.wrapping_sub(conn.popped)
-}
-
-/// A request starts: it waits at the tail of the FIFO (the caller checked there is room).
-#[inline(always)]
-fn push_request(conn: &mut Conn, m: u8, now: u64) {
-    let tail = (conn.pushed as usize) & (PIPELINE - 1);
-    // Field by field: the padding is never read (a literal would memset it byte-wise).
-    let p = &mut conn.pending[tail];
-    p.start_ns = now;
-    p.req_bytes = 0;
-    p.method = m;
-    conn.pushed = conn.pushed.wrapping_add(1);
-    active_add(conn, 1);
-}
-
-/// Records the response to the oldest waiting request.
-#[inline(always)]
-fn complete(conn: &mut Conn, status: u16, resp_bytes: u64, now: u64) {
-    http_complete(conn, status as u64, resp_bytes, now);
-}
-
-/// The body of [`complete`], a global function: the verifier checks it once on its own instead
-/// of at every place the parser finishes a response.
+/// Records one exchange of the socket of `skb` into its histogram: `what` holds the
+/// direction of the packet (bit 0), the method (bits 8..16) and the status (bits 16..32). A
+/// global function (verified once, with its own stack frame) taking the context and scalars,
+/// as global functions may on every kernel from 5.10.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, now: u64) -> i64 {
-    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
-    let status = status as u16;
-    if waiting(conn) == 0 {
-        drops::count(drop::HTTP_RESPONSE_UNMATCHED);
-        return 0;
-    }
-    let p = conn.pending[(conn.popped as usize) & (PIPELINE - 1)];
-    conn.popped = conn.popped.wrapping_add(1);
-    active_add(conn, u64::MAX);
-    let server = conn.role == ROLE_SERVER;
-    let status = if (100..600).contains(&status) { status } else { 0 };
-    let port = if server { conn.local_port } else { conn.peer_port };
+pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 0 };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_ref() }) else { return 0 };
+    let id = &conn.id;
+    active_add(id, u64::MAX);
+    let (method, status) = ((what >> 8) as u8, (what >> 16) as u16);
+    let server = id.role == ROLE_SERVER;
+    let port = if server { id.local_port } else { id.peer_port };
     let side = if server { SIDE_SERVER } else { SIDE_CLIENT };
-    let (family, addr) = if server { (0, [0u64; 2]) } else { (conn.family, words16(&conn.addr)) };
-    let comm = words16(&conn.comm);
-    // The key assembled as words (its layout is asserted below): built field by field or
+    let (family, addr) = if server { (0, [0u64; 2]) } else { (id.family, words16(&id.addr)) };
+    let comm = words16(&id.comm);
+    // The key assembled as words (its layout is asserted above): built field by field or
     // from a literal, LLVM zeroes and copies it with calls to byte-wise memset/memcpy loops.
+    // SAFETY: `HttpKey` is six words of plain data.
     let mut key: HttpKey = unsafe {
         core::mem::transmute::<[u64; 6], HttpKey>([
-            conn.cgroup_id,
+            id.cgroup_id,
             comm[0],
             comm[1],
-            status as u64 | (port as u64) << 16 | (p.method as u64) << 32 | (side as u64) << 40 | (family as u64) << 48,
+            status as u64 | (port as u64) << 16 | (method as u64) << 32 | (side as u64) << 40 | (family as u64) << 48,
             addr[0],
             addr[1],
         ])
@@ -471,41 +455,40 @@ pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, n
                 Some(h) => Some(h),
                 None => {
                     // Full: the overflow entry of this side (created by the daemon) takes it.
+                    // The key rewritten in place (a second key would take stack room).
                     drops::count(drop::HTTP_MAP_FULL);
-                    key = HttpKey { method: OVERFLOW_METHOD, side: key.side, ..HttpKey::default() };
+                    let side = key.side;
+                    // SAFETY: `HttpKey` is six words of plain data.
+                    key = unsafe {
+                        core::mem::transmute::<[u64; 6], HttpKey>([
+                            0,
+                            0,
+                            0,
+                            (OVERFLOW_METHOD as u64) << 32 | (side as u64) << 40,
+                            0,
+                            0,
+                        ])
+                    };
                     HTTP_HIST.get_ptr_mut(&key)
                 }
             }
         }
     };
     let Some(h) = h else { return 0 };
-    let dur = now.saturating_sub(p.start_ns).min(BOUND_CAP - 1);
-    // Bucket = number of bounds below the duration, summed without branches so that the
-    // verifier follows one path here (bounds and durations stay below 2^62, so the sign bit of
-    // `bound - dur` says whether dur > bound).
-    // The bounds are read through a pointer the compiler cannot see through (so it neither
-    // folds the defaults nor hoists all 32 loads onto the stack).
-    let bounds: *const [u64; MAX_DURATION_BOUNDS] =
-        unsafe { core::ptr::read_volatile(&(&raw const DURATION_BOUNDS_NS)) };
-    let mut idx = 0u64;
-    let mut i = 0usize;
-    while i < MAX_DURATION_BOUNDS {
-        idx += unsafe { (*bounds)[i] }.wrapping_sub(dur) >> 63;
-        i += 1;
-    }
-    let idx = idx as usize;
-    if idx > MAX_DURATION_BOUNDS {
-        return 0;
-    }
+    let dur = dur.min(BOUND_CAP - 1);
+    let d = bucket(&raw const DURATION_BOUNDS_NS, dur) as usize;
+    let r = bucket(&raw const SIZE_BOUNDS_B, req_bytes) as usize;
+    let s = bucket(&raw const SIZE_BOUNDS_B, resp_bytes) as usize;
+    // SAFETY: `h` points to a value of HTTP_HIST; every index is checked against its array.
     unsafe {
-        atomic_add(&mut (*h).duration[idx], 1);
+        if d < (*h).duration.len() {
+            atomic_add(&mut (*h).duration[d], 1);
+        }
         atomic_add(&mut (*h).duration_sum_ns, dur);
-        let r = size_bucket(p.req_bytes);
         if r < (*h).req_size.len() {
             atomic_add(&mut (*h).req_size[r], 1);
         }
-        atomic_add(&mut (*h).req_size_sum, p.req_bytes);
-        let s = size_bucket(resp_bytes);
+        atomic_add(&mut (*h).req_size_sum, req_bytes);
         if s < (*h).resp_size.len() {
             atomic_add(&mut (*h).resp_size[s], 1);
         }
@@ -514,780 +497,211 @@ pub extern "C" fn http_complete(conn: *mut Conn, status: u64, resp_bytes: u64, n
     0
 }
 
-/// A message's last byte has been parsed.
+/// The full socket of a packet.
 #[inline(always)]
-fn message_done(conn: &mut Conn, is_req: bool, now: u64) {
-    if is_req {
-        if waiting(conn) > 0 {
-            let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
-            conn.pending[last].req_bytes = conn.req.body;
-        }
-        reset_message(&mut conn.req);
-    } else {
-        let (status, body) = (conn.resp.status, conn.resp.body);
-        complete(conn, status, body, now);
-        reset_message(&mut conn.resp);
+fn socket_of(skb: *mut __sk_buff) -> Option<*mut bpf_sock> {
+    if skb.is_null() {
+        return None;
     }
+    // SAFETY: `skb` is the program's context (global functions check the argument's type).
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a socket pointer from the context, checked above.
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    (!sk.is_null()).then_some(sk)
 }
 
-/// The blank line after the headers: decide how the body is framed (RFC 9112 §6.3).
+/// Index of a direction in `Conn::seg`.
 #[inline(always)]
-fn headers_done(conn: &mut Conn, is_req: bool, now: u64) {
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    let chunked = st.flags & F_CHUNKED != 0;
-    let has_cl = st.flags & F_HAS_CL != 0;
-    let cl = st.content_length;
-    if is_req {
-        if chunked {
-            st.state = S_CHUNK_SIZE;
-            st.remaining = 0;
-        } else if has_cl && cl > 0 {
-            st.state = S_BODY;
-            st.remaining = cl;
-        } else {
-            message_done(conn, true, now);
-        }
-        return;
-    }
-    let status = st.status;
-    if (100..200).contains(&status) && status != 101 {
-        // Interim response (100 Continue, 103 Early Hints): the final one follows.
-        reset_message(st);
-        return;
-    }
-    let head_method = conn.pending[(conn.popped as usize) & (PIPELINE - 1)].method;
-    if status == 101 || (head_method == method::CONNECT && (200..300).contains(&status)) {
-        // The connection changes protocol: record the exchange, ignore what follows.
-        complete(conn, status, 0, now);
-        conn.req.state = S_IGNORE;
-        conn.resp.state = S_IGNORE;
-        return;
-    }
-    let head_request = waiting(conn) > 0 && head_method == method::HEAD;
-    let st = &mut conn.resp;
-    if head_request || status == 204 || status == 304 {
-        message_done(conn, false, now);
-    } else if chunked {
-        st.state = S_CHUNK_SIZE;
-        st.remaining = 0;
-    } else if has_cl {
-        if cl == 0 {
-            message_done(conn, false, now);
-        } else {
-            st.state = S_BODY;
-            st.remaining = cl;
-        }
-    } else {
-        // Neither length nor chunked: the body runs to the end of the connection.
-        st.state = S_UNTIL_CLOSE;
-    }
+fn di(is_req: bool) -> usize {
+    if is_req { 0 } else { 1 }
 }
 
-/// One more byte `l` (lower-cased) of a header name being matched at index `i`: on a mismatch
-/// the line is of no interest; after the whole name, `then` is the matcher state. Returns
-/// true when the name is complete.
-#[inline(always)]
-fn match_name(st: &mut Stream, name: &[u8], i: usize, l: u8, then: u8) -> bool {
-    if i < name.len() && l == name[i] {
-        st.hidx += 1;
-        if st.hidx as usize == name.len() {
-            st.hmatch = then;
-            return true;
-        }
-    } else {
-        st.hmatch = M_NONE;
-    }
-    false
-}
-
-/// Longest method token followed (RFC 9110 sets no limit; a longer run of token characters
-/// without a space is taken for something that is not HTTP).
-const MAX_METHOD: u32 = 64;
-
-/// A character a method token may hold after its first (RFC 9110 tchar: letters, digits and
-/// ``!#$%&'*+-.^_`|~``); the first must be an upper-case letter for the connection to count as
-/// HTTP at all.
-#[inline(always)]
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-        )
-}
-
-#[inline(always)]
-fn lower(b: u8) -> u8 {
-    if b.is_ascii_uppercase() { b | 0x20 } else { b }
-}
-
-/// Feeds one byte to the parser of one direction.
-#[inline(always)]
-fn feed(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
-    http_feed(conn, is_req as u64, b as u64, now);
-}
-
-/// The body of [`feed`], a global function verified once on its own.
+/// One parse step of the current segment of the direction `egress` of the socket: loads the
+/// bytes the framer needs into its window and runs one framer step. Returns nonzero when the
+/// segment needs no more steps. A global function: the verifier checks it once, on its own,
+/// however many times the programs call it (arguments are the context and a scalar, which
+/// global functions may take on every kernel from 5.10).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn http_feed(conn: *mut Conn, is_req: u64, b: u64, now: u64) -> i64 {
-    let Some(conn) = (unsafe { conn.as_mut() }) else { return 0 };
-    let (is_req, b) = (is_req != 0, b as u8);
-    http_feed_inner(conn, is_req, b, now);
-    0
+pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 1 };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
+    let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
+    let (src, seq, end, payload, now) = {
+        let s = &conn.seg[di(is_req)];
+        (s.src, s.seq, s.end, s.payload, s.now)
+    };
+    let cookie = conn.id.cookie;
+    let d = conn.ex.dir_mut(is_req);
+    if src == SRC_STASH {
+        if let Some((p, _)) = d.needs_window(end) {
+            let index = stash::index_of(p);
+            let key = BlockKey { cookie, index, is_req: is_req as u32 };
+            let Some(block) = (unsafe { HTTP_STASH.get(&key) }) else { return 1 };
+            block.fill_window(d, index.wrapping_mul(BLOCK), p, end);
+        }
+    } else if let Some((p, n)) = d.needs_window(end) {
+        if n == 0 || n > WINDOW {
+            return 1;
+        }
+        // 1..=WINDOW in a form every verifier bounds: the verifier of 5.10 learns nothing from
+        // `n != 0`, so `n - 1` goes through memory (LLVM cannot drop the mask), is masked, and
+        // 1 is added back, in one 64-bit register.
+        // SAFETY: reads a local.
+        let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (WINDOW as u64 - 1)) + 1;
+        let off = payload.wrapping_add(p.wrapping_sub(seq));
+        // SAFETY: the window is WINDOW bytes of the connection's storage and len <= WINDOW.
+        let r = unsafe { bpf_skb_load_bytes(skb as *const c_void, off, d.win.as_mut_ptr() as *mut c_void, len as u32) };
+        if r != 0 {
+            return 1;
+        }
+        d.win_base = p;
+        d.win_len = n;
+    }
+    let mut rec = Recorder { id: &conn.id, skb, egress: egress != 0 };
+    conn.ex.step(is_req, end, now, &mut rec) as i64
 }
 
-#[inline(always)]
-fn http_feed_inner(conn: &mut Conn, is_req: bool, b: u8, now: u64) {
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    let mut state = st.state;
-    if state == S_START {
-        if b == b'\r' || b == b'\n' {
-            return; // stray line breaks between messages are allowed
-        }
-        if is_req {
-            if !b.is_ascii_uppercase() {
-                give_up(conn, drop::HTTP_DESYNC);
-                return;
-            }
-            if waiting(conn) as usize >= PIPELINE {
-                give_up(conn, drop::HTTP_PIPELINE_OVERFLOW);
-                return;
-            }
-            push_request(conn, method::OTHER, now);
-            conn.req.state = S_REQLINE;
-        } else {
-            if b != b'H' {
-                give_up(conn, drop::HTTP_DESYNC);
-                return;
-            }
-            conn.resp.state = S_RESPLINE;
-        }
-        state = if is_req { S_REQLINE } else { S_RESPLINE };
-    }
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    match state {
-        S_REQLINE => {
-            let pos = st.line_pos;
-            if b == b'\n' {
-                if st.flags & F_METHOD_DONE == 0 || (st.tail != V11 && st.tail != V10) {
-                    give_up(conn, drop::HTTP_DESYNC);
-                    return;
-                }
-                st.state = S_HEADERS;
-                st.line_pos = 0;
-                return;
-            }
-            if st.flags & F_METHOD_DONE == 0 {
-                if b == b' ' && pos > 0 {
-                    st.flags |= F_METHOD_DONE;
-                    let m = method::from_word(st.word, pos);
-                    if waiting(conn) > 0 {
-                        let last = (conn.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
-                        conn.pending[last].method = m;
-                    }
-                } else if is_tchar(b) && pos < MAX_METHOD {
-                    if pos < 8 {
-                        st.word = (st.word << 8) | b as u64;
-                    }
-                } else {
-                    give_up(conn, drop::HTTP_DESYNC);
-                    return;
-                }
-            }
-            let st = &mut conn.req;
-            st.tail = (st.tail << 8) | b as u64;
-            st.line_pos = pos.saturating_add(1);
-        }
-        S_RESPLINE => {
-            let pos = st.line_pos;
-            let ok = match pos {
-                0 => b == b'H',
-                1 | 2 => b == b'T',
-                3 => b == b'P',
-                4 => b == b'/',
-                5 => b == b'1',
-                6 => b == b'.',
-                7 => b == b'0' || b == b'1',
-                8 => b == b' ',
-                9..=11 => {
-                    if b.is_ascii_digit() {
-                        st.status = st.status * 10 + (b - b'0') as u16;
-                        true
-                    } else {
-                        false
-                    }
-                }
-                12 => b == b' ' || b == b'\r' || b == b'\n',
-                _ => true,
-            };
-            if !ok || (b == b'\n' && pos < 12) {
-                give_up(conn, drop::HTTP_DESYNC);
-                return;
-            }
-            if b == b'\n' {
-                st.state = S_HEADERS;
-                st.line_pos = 0;
-            } else {
-                st.line_pos = pos.saturating_add(1);
-            }
-        }
-        S_HEADERS => {
-            if st.line_pos == 0 {
-                if b == b'\r' {
-                    st.state = S_HDR_LF;
-                    return;
-                }
-                if b == b'\n' {
-                    headers_done(conn, is_req, now);
-                    return;
-                }
-                let l = lower(b);
-                st.hmatch = if l == b'c' {
-                    M_CL
-                } else if l == b't' {
-                    M_TE
-                } else {
-                    M_NONE
-                };
-                st.hidx = 1;
-                st.line_pos = 1;
-                return;
-            }
-            st.line_pos = st.line_pos.saturating_add(1);
-            if b == b'\n' {
-                st.line_pos = 0;
-                st.hmatch = M_NONE;
-                return;
-            }
-            let l = lower(b);
-            let i = st.hidx as usize;
-            match st.hmatch {
-                M_CL => {
-                    if match_name(st, CL_NAME, i, l, M_CL_VAL) {
-                        st.content_length = 0;
-                    }
-                }
-                M_TE => {
-                    if match_name(st, TE_NAME, i, l, M_TE_VAL) {
-                        st.hidx = 0;
-                    }
-                }
-                M_CL_VAL => {
-                    if b.is_ascii_digit() {
-                        if st.content_length < (1 << 50) {
-                            st.content_length = st.content_length * 10 + (b - b'0') as u64;
-                        }
-                        st.flags |= F_HAS_CL;
-                    } else if b != b' ' && b != b'\t' && b != b'\r' {
-                        st.hmatch = M_NONE;
-                    }
-                }
-                M_TE_VAL => {
-                    if i < CHUNKED.len() && l == CHUNKED[i] {
-                        st.hidx += 1;
-                        if st.hidx as usize == CHUNKED.len() {
-                            st.flags |= F_CHUNKED;
-                            st.hidx = 0;
-                        }
-                    } else {
-                        st.hidx = if l == b'c' { 1 } else { 0 };
-                    }
-                }
-                _ => {}
-            }
-        }
-        S_HDR_LF => {
-            if b == b'\n' {
-                headers_done(conn, is_req, now);
-            } else {
-                give_up(conn, drop::HTTP_DESYNC);
-            }
-        }
-        S_CHUNK_SIZE | S_CHUNK_EXT => {
-            if b == b'\n' {
-                if st.flags & F_DIGIT == 0 {
-                    give_up(conn, drop::HTTP_DESYNC);
-                    return;
-                }
-                st.flags &= !F_DIGIT;
-                if st.remaining == 0 {
-                    st.state = S_TRAILER;
-                    st.line_pos = 0;
-                } else {
-                    st.state = S_CHUNK_DATA;
-                }
-                return;
-            }
-            if state == S_CHUNK_EXT || b == b'\r' {
-                return;
-            }
-            let v = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                b'A'..=b'F' => b - b'A' + 10,
-                b';' | b' ' | b'\t' => {
-                    st.state = S_CHUNK_EXT;
-                    return;
-                }
-                _ => {
-                    give_up(conn, drop::HTTP_DESYNC);
-                    return;
-                }
-            };
-            if st.remaining < (1 << 50) {
-                st.remaining = (st.remaining << 4) | v as u64;
-            }
-            st.flags |= F_DIGIT;
-        }
-        S_CHUNK_END => {
-            // CRLF after chunk data.
-            if b == b'\n' {
-                st.state = S_CHUNK_SIZE;
-                st.remaining = 0;
-            } else if b != b'\r' {
-                give_up(conn, drop::HTTP_DESYNC);
-            }
-        }
-        S_TRAILER => {
-            if st.line_pos == 0 {
-                if b == b'\r' {
-                    st.state = S_TRAILER_LF;
-                    return;
-                }
-                if b == b'\n' {
-                    message_done(conn, is_req, now);
-                    return;
-                }
-                st.line_pos = 1;
-            } else if b == b'\n' {
-                st.line_pos = 0;
-            }
-        }
-        S_TRAILER_LF => {
-            if b == b'\n' {
-                message_done(conn, is_req, now);
-            } else {
-                give_up(conn, drop::HTTP_DESYNC);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// One parser step: skip body bytes; or read a start line and up to 8 header lines whole; or
-/// jump over the rest of a line of no interest; or feed one byte to the per-byte parser.
-/// Returns 1 to stop the loop.
-extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
-    let w = unsafe { &*(ctx as *const Walk) };
-    let conn = unsafe { &mut *w.conn };
-    let is_req = w.is_req != 0;
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    let (off, end) = (st.w_off, st.w_end);
-    if off >= end || st.w_stop != 0 {
+/// Points the direction `egress` of the socket at the run of stashed bytes from its framer's
+/// position, for `http_step`: returns 0 when there is one, nonzero when the stash holds
+/// nothing there. A global function, as `http_step`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 1 };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
+    let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
+    let held = conn.held[di(is_req)];
+    let d = conn.ex.dir(is_req);
+    let pos = d.pos;
+    let index = stash::index_of(pos);
+    if held.lo == held.hi
+        || framer::after(held.lo, index)
+        || !framer::after(held.hi, index)
+        || !(framer::needs_bytes(d.state) || framer::skippable(d.state))
+    {
         return 1;
     }
-    let now = st.w_now;
-    let left = (end - off) as u64;
-    match st.state {
-        S_BODY | S_CHUNK_DATA => {
-            let n = if st.remaining < left { st.remaining } else { left };
-            st.remaining -= n;
-            st.body += n;
-            st.w_off = off + n as u32;
-            let last = n == left;
-            if st.remaining == 0 {
-                if st.state == S_BODY {
-                    message_done(conn, is_req, now);
-                } else {
-                    st.state = S_CHUNK_END;
-                }
-            }
-            return last as i64;
-        }
-        S_UNTIL_CLOSE => {
-            st.body += left;
-            st.w_off = end;
-            return 1;
-        }
-        S_IGNORE => {
-            st.w_off = end;
-            return 1;
-        }
-        _ => {}
+    let key = BlockKey { cookie: conn.id.cookie, index, is_req: is_req as u32 };
+    let Some(block) = (unsafe { HTTP_STASH.get(&key) }) else { return 1 };
+    let start = index.wrapping_mul(BLOCK);
+    let o = pos.wrapping_sub(start) & (BLOCK - 1);
+    if !block.has(o) {
+        return 1;
     }
-    // Bytes the parser must read are loaded up to 128 at a time into the map value. A reload
-    // also happens when fewer than WANT loaded bytes remain but the segment has more, so the
-    // fast paths below see whole start lines and header names.
-    let loaded_end = st.w_base.saturating_add(st.w_len);
-    if off < st.w_base || off >= loaded_end || (loaded_end - off < WANT && loaded_end < end && off > st.w_base) {
-        let n = (if left < BUF as u64 { left } else { BUF as u64 }) as u32;
-        // Re-read through memory so the bound check below stays in the program (LLVM knows
-        // it holds; the verifier needs to see it).
-        let n = unsafe { core::ptr::read_volatile(&n) };
-        if n == 0 || n > BUF {
-            st.w_stop = 1;
-            return 1;
-        }
-        let r = unsafe { bpf_skb_load_bytes(w.skb as *const c_void, off, st.w_buf.as_mut_ptr() as *mut c_void, n) };
-        if r != 0 {
-            st.w_stop = 1;
-            return 1;
-        }
-        st.w_base = off;
-        st.w_len = n;
-    }
-    let i = off.wrapping_sub(st.w_base) & (BUF - 1);
-    let len = st.w_len;
-    // Fast paths over whole lines; each returns the bytes it consumed (0: not taken, the
-    // per-byte parser below decides). A start line and the header lines after it go in one
-    // step, and a segment they finish ends the loop at once.
-    let mut n = 0u32;
-    if st.state == S_START {
-        n = if is_req {
-            http_request_line(conn, i as u64, len as u64, now)
-        } else {
-            http_status_line(&mut conn.resp, i as u64, len as u64)
-        } as u32;
-    }
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    if st.state == S_HEADERS && st.line_pos == 0 && i + n < len {
-        let r = http_header_lines(st, (i + n) as u64, len as u64) as u64;
-        n += (r & 0xff) as u32;
-        if r & 0x100 != 0 {
-            st.w_off = off + n;
-            headers_done(conn, is_req, now);
-            let st = if is_req { &conn.req } else { &conn.resp };
-            return (st.w_off >= end) as i64;
-        }
-    }
-    if n > 0 {
-        let st = if is_req { &mut conn.req } else { &mut conn.resp };
-        st.w_off = off + n;
-        return (st.w_off >= end) as i64;
-    }
-    let st = if is_req { &mut conn.req } else { &mut conn.resp };
-    // Inside a line the parser does not need (a request target, a header other than
-    // Content-Length and Transfer-Encoding, a reason phrase, a chunk extension, a trailer),
-    // jump to the next line break: a word-at-a-time search over the loaded bytes.
-    let skippable = match st.state {
-        S_REQLINE => st.flags & F_METHOD_DONE != 0,
-        S_HEADERS | S_TRAILER => st.line_pos > 0 && st.hmatch == M_NONE,
-        S_RESPLINE => st.line_pos >= 13,
-        S_CHUNK_EXT => true,
-        _ => false,
-    };
-    let from = i;
-    if skippable && from < len {
-        let k = find_newline(&st.w_buf, from, len);
-        if k < len && k > from && (st.state == S_HEADERS || st.state == S_TRAILER) {
-            // Take the line break too: the next line starts clean.
-            st.line_pos = 0;
-            st.hmatch = M_NONE;
-            st.w_off = off + (k - i) + 1;
-            return 0;
-        }
-        if k > from {
-            let n = k - i;
-            if st.state == S_REQLINE {
-                // Keep the last 8 bytes of the request line: its end is checked for "HTTP/1.x".
-                st.tail = if n >= 8 {
-                    window8(&st.w_buf, k - 8).swap_bytes()
-                } else {
-                    let x = window8(&st.w_buf, i) & ((1u64 << (8 * n)) - 1);
-                    (st.tail << (8 * n)) | (x.swap_bytes() >> (64 - 8 * n))
-                };
-            }
-            st.line_pos = st.line_pos.saturating_add(n);
-            st.w_off = off + n;
-            return 0;
-        }
-    }
-    let b = byte_at(&st.w_buf, i);
-    st.w_off = off + 1;
-    feed(conn, is_req, b, now);
+    let now = conn.seg[di(is_req)].now;
+    conn.seg[di(is_req)] = Seg { seq: pos, end: start.wrapping_add(block.run_end(o)), payload: 0, src: SRC_STASH, now };
     0
 }
 
-/// Loaded bytes the fast paths want ahead of the current offset (a request line start,
-/// "HTTP/1.1 200 ", a header name and a short value).
-const WANT: u32 = 40;
-
-const V11: u64 = u64::from_be_bytes(*b"TTP/1.1\r");
-const V10: u64 = u64::from_be_bytes(*b"TTP/1.0\r");
-
-/// A request line "METHOD target HTTP/1.x" starting at byte `i` of the loaded block, for the
-/// known methods: starts the request and, when the whole line is loaded, moves on to the
-/// headers. Returns the bytes consumed (0: not taken).
-#[inline(always)]
-fn request_line(conn: &mut Conn, i: u32, len: u32, now: u64) -> u32 {
-    if i + 8 > len || waiting(conn) as usize >= PIPELINE {
-        return 0;
-    }
-    let Some((m, p, word)) = known_method(window8(&conn.req.w_buf, i)) else { return 0 };
-    push_request(conn, m, now);
-    let st = &mut conn.req;
-    st.state = S_REQLINE;
-    st.flags |= F_METHOD_DONE;
-    st.word = word;
-    st.tail = (word << 8) | b' ' as u64;
-    st.line_pos = p + 1;
-    let k = find_newline(&st.w_buf, i + p + 1, len);
-    // "M / HTTP/1.1\r\n" at the least: a line break found past "HTTP/1.x\r".
-    if k < len && k >= i + p + 11 && k >= 8 {
-        let tail = window8(&st.w_buf, k - 8).swap_bytes();
-        if tail == V11 || tail == V10 {
-            st.state = S_HEADERS;
-            st.line_pos = 0;
-            return k + 1 - i;
-        }
-    }
-    p + 1
-}
-
-/// A global function's block position and length (it is verified for any argument values):
-/// `None` unless both lie within the loaded block.
-#[inline(always)]
-fn block_range(i: u64, len: u64) -> Option<(u32, u32)> {
-    (i < BUF as u64 && len <= BUF as u64).then_some((i as u32, len as u32))
-}
-
-/// [`request_line`] as a global function, verified once on its own.
+/// Keeps the part of the current segment of direction `egress` that falls in stash block
+/// `index` (the framer waits for a missing byte before it). Returns nonzero when the segment
+/// has nothing for that block (or beyond). A global function, as `http_step`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn http_request_line(conn: *mut Conn, i: u64, len: u64, now: u64) -> i64 {
-    let (Some(conn), Some((i, len))) = (unsafe { conn.as_mut() }, block_range(i, len)) else { return 0 };
-    request_line(conn, i, len, now) as i64
+pub extern "C" fn http_keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 1 };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
+    let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
+    let seg = conn.seg[di(is_req)];
+    let index = index as u32;
+    let Some((o, n, at)) = stash::overlap(seg.seq, seg.end, conn.ex.dir(is_req).pos, index) else { return 1 };
+    let key = BlockKey { cookie: conn.id.cookie, index, is_req: is_req as u32 };
+    let block = match HTTP_STASH.get_ptr_mut(&key) {
+        Some(b) => Some(b),
+        None => {
+            let _ = HTTP_STASH.insert(&key, &ZERO_BLOCK, BPF_NOEXIST as u64);
+            HTTP_STASH.get_ptr_mut(&key)
+        }
+    };
+    let Some(block) = block else {
+        drops::count(drop::HTTP_STASH_FULL);
+        return 1;
+    };
+    // SAFETY: a value of HTTP_STASH, valid for this run.
+    let block = unsafe { &mut *block };
+    // Offset and length in forms every verifier bounds: o < BLOCK, 1 <= len <= BLOCK, so the
+    // copy stays within the value's 2 * BLOCK bytes of data.
+    let o = o & (BLOCK - 1);
+    // SAFETY: reads a local.
+    let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (BLOCK as u64 - 1)) + 1;
+    let dst = unsafe { (block.data.as_mut_ptr() as *mut u8).add(o as usize) };
+    // SAFETY: o + len <= 2 * BLOCK bytes of the block's data.
+    let r = unsafe {
+        bpf_skb_load_bytes(skb as *const c_void, seg.payload.wrapping_add(at), dst as *mut c_void, len as u32)
+    };
+    if r != 0 {
+        return 1;
+    }
+    block.mark(o, len as u32);
+    block.when = seg.now;
+    let held = &mut conn.held[di(is_req)];
+    if held.lo == held.hi {
+        *held = Held { lo: index, hi: index.wrapping_add(1) };
+    } else {
+        if framer::after(held.lo, index) {
+            held.lo = index;
+        }
+        if !framer::after(held.hi, index) {
+            held.hi = index.wrapping_add(1);
+        }
+    }
+    0
 }
 
-/// [`status_line`] as a global function, verified once on its own.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn http_status_line(st: *mut Stream, i: u64, len: u64) -> i64 {
-    let (Some(st), Some((i, len))) = (unsafe { st.as_mut() }, block_range(i, len)) else { return 0 };
-    status_line(st, i, len) as i64
-}
-
-/// [`header_lines`] as a global function, verified once on its own: bytes consumed in the low
-/// 8 bits, bit 8 set at the end of the headers.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn http_header_lines(st: *mut Stream, i: u64, len: u64) -> i64 {
-    let (Some(st), Some((i, len))) = (unsafe { st.as_mut() }, block_range(i, len)) else { return 0 };
-    let (n, end) = header_lines(st, i, len);
-    (n as i64) | if end { 0x100 } else { 0 }
-}
-
-/// A status line "HTTP/1.x ddd" starting at byte `i`: takes the code and, when the line's end
-/// is loaded, moves on to the headers. Returns the bytes consumed (0: not taken).
+/// Deletes the stash blocks of a direction that lie wholly before its position (`all`: every
+/// one, once the direction stopped following its stream or the connection ends).
 #[inline(always)]
-fn status_line(st: &mut Stream, i: u32, len: u32) -> u32 {
-    if i + 13 > len {
-        return 0;
+fn forget(conn: &mut Conn, is_req: bool, all: bool) {
+    let held = conn.held[di(is_req)];
+    if held.lo == held.hi {
+        return;
     }
-    const HTTP1: u64 = le(b"HTTP/1.");
-    let w0 = window8(&st.w_buf, i);
-    let w1 = window8(&st.w_buf, i + 8);
-    let minor = (w0 >> 56) as u8;
-    if w0 & 0x00ff_ffff_ffff_ffff != HTTP1 || (minor != b'0' && minor != b'1') || w1 as u8 != b' ' {
-        return 0;
-    }
-    let (d0, d1, d2, after) = ((w1 >> 8) as u8, (w1 >> 16) as u8, (w1 >> 24) as u8, (w1 >> 32) as u8);
-    if !(d0.is_ascii_digit() && d1.is_ascii_digit() && d2.is_ascii_digit()) {
-        return 0;
-    }
-    st.status = (d0 - b'0') as u16 * 100 + (d1 - b'0') as u16 * 10 + (d2 - b'0') as u16;
-    st.state = S_RESPLINE;
-    if after == b' ' {
-        let k = find_newline(&st.w_buf, i + 13, len);
-        if k < len && k > i + 13 {
-            st.state = S_HEADERS;
-            st.line_pos = 0;
-            return k + 1 - i;
-        }
-        st.line_pos = 13;
-        return 13;
-    }
-    if after == b'\r' && i + 14 < len && byte_at(&st.w_buf, i + 13) == b'\n' {
-        st.state = S_HEADERS;
-        st.line_pos = 0;
-        return 14;
-    }
-    // Anything else goes through the per-byte parser from the code's end.
-    st.line_pos = 12;
-    12
-}
-
-/// Header lines from a line start at byte `i`: lines of no interest are skipped and a
-/// Content-Length value is read whole, up to 8 lines. Returns the bytes consumed (0: decide
-/// byte by byte) and whether they ended with the blank line that closes the headers. The
-/// stream is left at a line start, inside a skippable line, or at a framing header's value.
-#[inline(always)]
-fn header_lines(st: &mut Stream, i: u32, len: u32) -> (u32, bool) {
-    let mut j = i;
-    let mut lines = 0;
-    while lines < 8 {
-        // One range for every way of reaching here, so the verifier prunes the loop instead
-        // of following each line length separately (j stays below 256; the mask is exact).
-        j = unsafe { core::ptr::read_volatile(&j) } & 0xff;
-        if j >= len {
-            break;
-        }
-        let b = byte_at(&st.w_buf, j);
-        if b == b'\n' {
-            return (j + 1 - i, true);
-        }
-        if b == b'\r' {
-            if j + 1 < len && byte_at(&st.w_buf, j + 1) == b'\n' {
-                return (j + 2 - i, true);
-            }
-            break;
-        }
-        let l = b | 0x20;
-        if (l == b'c' && j + 15 > len) || (l == b't' && j + 18 > len) {
-            // A name cut by the end of the segment: byte by byte.
-            break;
-        }
-        if l == b'c' {
-            let w0 = window8(&st.w_buf, j) | CL_MASK0;
-            let w1 = (window8(&st.w_buf, j + 8) & 0x00ff_ffff_ffff_ffff) | CL_MASK1;
-            if w0 == CL_WORD0 && w1 == CL_WORD1 {
-                let (value, next) = content_length(&st.w_buf, j + 15, len);
-                if next > 0 {
-                    st.flags |= F_HAS_CL;
-                    st.content_length = value;
-                    j = next;
-                    lines += 1;
-                    continue;
-                }
-                // The value byte by byte.
-                st.hmatch = M_CL_VAL;
-                st.hidx = 0;
-                st.content_length = 0;
-                st.line_pos = 15;
-                return (j + 15 - i, false);
-            }
-        } else if l == b't' {
-            let w0 = window8(&st.w_buf, j) | TE_MASK0;
-            let w1 = window8(&st.w_buf, j + 8) | TE_MASK1;
-            let w2 = (window8(&st.w_buf, j + 16) & 0xffff) | TE_MASK2;
-            if w0 == TE_WORD0 && w1 == TE_WORD1 && w2 == TE_WORD2 {
-                st.hmatch = M_TE_VAL;
-                st.hidx = 0;
-                st.line_pos = 18;
-                return (j + 18 - i, false);
-            }
-        }
-        // A line of no interest: to its line break.
-        let k = find_newline(&st.w_buf, j + 1, len);
-        if k < len && k > j + 1 {
-            j = k + 1;
-            lines += 1;
-            continue;
-        }
-        // It goes on past the loaded bytes (or the search was unsure): skippable from here.
-        st.hmatch = M_NONE;
-        st.line_pos = 1;
-        return (j + 1 - i, false);
-    }
-    st.line_pos = 0;
-    st.hmatch = M_NONE;
-    (j - i, false)
-}
-
-/// A Content-Length value "[OWS]digits[OWS]\r\n" from byte `p`: (value, index after the line
-/// break), or index 0 when it is anything else or not all loaded (the per-byte parser then
-/// reads it).
-#[inline(always)]
-fn content_length(buf: &[u64; BUF_WORDS], p: u32, len: u32) -> (u64, u32) {
-    let mut v = 0u64;
-    let mut digit = false;
-    let mut k = 0u32;
-    while k < 24 {
-        let q = p + k;
-        if q + 1 >= len {
-            return (0, 0);
-        }
-        let b = byte_at(buf, q);
-        if b.is_ascii_digit() {
-            if v >= (1 << 50) {
-                return (0, 0);
-            }
-            v = v * 10 + (b - b'0') as u64;
-            digit = true;
-        } else if b == b'\r' {
-            if digit && byte_at(buf, q + 1) == b'\n' {
-                return (v, q + 2);
-            }
-            return (0, 0);
-        } else if b != b' ' && b != b'\t' {
-            return (0, 0);
-        }
+    let floor = if all { held.hi } else { stash::index_of(conn.ex.dir(is_req).pos) };
+    let key = BlockKey { cookie: conn.id.cookie, index: 0, is_req: is_req as u32 };
+    let mut lo = held.lo;
+    let mut k = 0;
+    while k < stash::SPAN / BLOCK + 1 && framer::after(floor, lo) && framer::after(held.hi, lo) {
+        let _ = HTTP_STASH.remove(&BlockKey { index: lo, ..key });
+        lo = lo.wrapping_add(1);
         k += 1;
     }
-    (0, 0)
+    conn.held[di(is_req)].lo = lo;
 }
 
-/// Word `j` of the loaded block. The index goes through memory so that LLVM, which may prove
-/// it below 16 from the caller's checks, cannot drop the mask the verifier needs to see.
+/// Runs up to `MAX_STEPS` parse steps of the direction `egress`: of the packet when `packet`,
+/// then of whatever the stash holds from the position on.
 #[inline(always)]
-fn word_at(buf: &[u64; BUF_WORDS], j: usize) -> u64 {
-    buf[unsafe { core::ptr::read_volatile(&j) } & (BUF_WORDS - 1)]
-}
-
-/// Byte `i` (0..128) of the loaded block.
-#[inline(always)]
-fn byte_at(buf: &[u64; BUF_WORDS], i: u32) -> u8 {
-    (word_at(buf, (i >> 3) as usize) >> ((i & 7) * 8)) as u8
-}
-
-/// The 8 bytes starting at byte `p` of the loaded block, little-endian (bytes past the block
-/// are whatever the buffer holds; callers mask them off).
-#[inline(always)]
-fn window8(buf: &[u64; BUF_WORDS], p: u32) -> u64 {
-    let j = (p >> 3) as usize;
-    let s = (p & 7) * 8;
-    let first = word_at(buf, j);
-    if s == 0 { first } else { (first >> s) | (word_at(buf, j + 1) << (64 - s)) }
-}
-
-/// Index of the first '\n' at or after byte `i` among the first `len` loaded bytes; `len`
-/// when there is none. A doubtful match returns `i`, which sends the byte through the exact
-/// per-byte parser.
-#[inline(always)]
-fn find_newline(buf: &[u64; BUF_WORDS], i: u32, len: u32) -> u32 {
-    let mut j = (i >> 3) as usize;
-    let mut mask = !0u64 << ((i & 7) * 8);
-    while j < BUF_WORDS {
-        if (j as u32) * 8 >= len {
-            return len;
+fn parse(skb: *mut __sk_buff, egress: bool, packet: bool) {
+    let mut run = !packet;
+    let mut i = 0;
+    while i < MAX_STEPS {
+        if run && http_stash_run(skb, egress as u64) != 0 {
+            break;
         }
-        let w = word_at(buf, j);
-        let bits = byte_bits(w, b'\n') & mask;
-        if bits != 0 {
-            let k = j as u32 * 8 + bits.trailing_zeros() / 8;
-            if k >= len {
-                return len;
-            }
-            return if (w >> ((k & 7) * 8)) as u8 == b'\n' { k } else { i };
-        }
-        mask = !0;
-        j += 1;
+        run = http_step(skb, egress as u64) != 0;
+        i += 1;
     }
-    len
 }
-/// Bytes equal to `c` in `w` get their top bit set (exact for the lowest such byte; a byte
-/// above a match may be flagged falsely).
+
+/// Whether a segment starting at `seq` carries the first payload byte of its direction of the
+/// connection: the next expected sequence number minus the bytes the socket has received
+/// (ingress), or the oldest unacknowledged one minus the bytes acknowledged (egress). The
+/// kernel counts the acknowledged SYN in `bytes_acked` (measured here: the first payload byte
+/// sent is one past that difference), so either of the two counts as the start.
 #[inline(always)]
-fn byte_bits(w: u64, c: u8) -> u64 {
-    let x = w ^ (0x0101_0101_0101_0101 * c as u64);
-    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
+fn at_stream_start(tp: &bpf_tcp_sock, egress: bool, seq: u32) -> bool {
+    if egress {
+        seq.wrapping_sub(tp.snd_una.wrapping_sub(tp.bytes_acked as u32)) <= 1
+    } else {
+        seq == tp.rcv_nxt.wrapping_sub(tp.bytes_received as u32)
+    }
 }
 
 const TCP_FIN: u8 = 0x01;
-/// `Conn::fin` bits: a FIN seen leaving, arriving.
-const FIN_EGRESS: u8 = 1;
-const FIN_INGRESS: u8 = 2;
 const TCP_RST: u8 = 0x04;
 
 /// IP header length, family and the first 14 bytes of the TCP header, read by direct packet
@@ -1300,6 +714,7 @@ fn headers_direct(ctx: &SkBuffContext) -> Result<Option<(u32, u8, [u8; 14])>, ()
     if data + 40 > data_end {
         return Err(());
     }
+    // SAFETY (all reads below): the verifier checked them against data_end above.
     let v = unsafe { *(data as *const u8) };
     let (ip_len, family) = match v >> 4 {
         4 => {
@@ -1349,6 +764,113 @@ fn headers_loaded(skb: *mut __sk_buff) -> Option<(u32, u8, [u8; 14])> {
     Some((ip_len, family, load::<[u8; 14]>(skb, ip_len)?))
 }
 
+/// Creates the connection state for a socket whose first payload segment (`seq`, first bytes
+/// `head`) starts a request or a response, or is the first byte of its direction, and takes it
+/// (`claim`); None when the socket is not (or not yet) to be followed.
+#[inline(always)]
+fn new_conn(
+    skb: *mut __sk_buff,
+    sk: *mut bpf_sock,
+    egress: bool,
+    seq: u32,
+    payload: u32,
+    plen: u32,
+    tcp: &[u8; 14],
+    family: u8,
+) -> Option<&'static mut Conn> {
+    let mark = sk_storage::<u8>(not_http(), sk, false);
+    if !mark.is_null() && unsafe { *mark } >= MIDSTREAM_TRIES {
+        return None;
+    }
+    let head = if plen >= 8 {
+        load::<[u8; 8]>(skb, payload)
+    } else {
+        load::<u8>(skb, payload).map(|b| [b, 0, 0, 0, 0, 0, 0, 0])
+    };
+    let head = u64::from_le_bytes(head.unwrap_or([0; 8]));
+    let tp = tcp_sock(sk)?;
+    // The first bytes decide. A request line start ("GET ...") makes this socket a server if
+    // it was received and a client if it was sent; a status line start ("HTTP/") the other way
+    // round, so a connection caught between a request and its response is followed from that
+    // response on.
+    let response = head & 0xff_ffff_ffff == framer::le(b"HTTP/");
+    // At the start of the byte stream anything else is not HTTP/1.x, for good. A connection
+    // that was open before the collector started is seen from the middle of its stream (a
+    // body, or the part of a message after a segment boundary): it is picked up at the first
+    // segment that starts a response or a request with a known method, and given up after
+    // MIDSTREAM_TRIES segments that do not.
+    let at_start = at_stream_start(tp, egress, seq);
+    let looks =
+        response || if at_start { (head as u8).is_ascii_uppercase() } else { framer::known_method(head).is_some() };
+    if !looks && !egress && !at_start && tp.bytes_received == 0 {
+        // Received ahead of the stream's first byte (which was lost or reordered): it decides
+        // when it comes, and this segment costs no try.
+        return None;
+    }
+    if !looks {
+        let mark = if mark.is_null() { sk_storage::<u8>(not_http(), sk, true) } else { mark };
+        if mark.is_null() {
+            drops::count(drop::HTTP_CONN_STORAGE);
+        } else {
+            // SAFETY: a one-byte value of HTTP_NOT_HTTP.
+            unsafe { *mark = if at_start { MIDSTREAM_TRIES } else { (*mark).saturating_add(1) } };
+        }
+        return None;
+    }
+    // Where the other direction starts, when nothing has passed on it yet (so that its first
+    // segment is followed even when it arrives out of order); else it is picked up at its first
+    // segment that starts a message.
+    // (Both values always set: the verifier of 5.10 refuses reading a stack slot that one path
+    // left unwritten, which an `Option` can become.)
+    let (other_fresh, other_start) = if egress {
+        (tp.bytes_received == 0, tp.rcv_nxt)
+    } else {
+        (tp.snd_nxt == tp.snd_una && tp.bytes_acked <= 1, tp.snd_nxt)
+    };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, true).as_mut() }) else {
+        drops::count(drop::HTTP_CONN_STORAGE);
+        return None;
+    };
+    if !claim(conn) {
+        return None;
+    }
+    if conn.id.role != 0 {
+        // Created and set up meanwhile by a program on another CPU.
+        return Some(conn);
+    }
+    let role = if egress != response { ROLE_CLIENT } else { ROLE_SERVER };
+    let is_req = (role == ROLE_SERVER) != egress;
+    // The received stream: requests on a server, responses on a client.
+    conn.ex.dir_mut(role == ROLE_SERVER).sflags |= framer::SF_RECEIVED;
+    conn.ex.dir_mut(is_req).sync(seq);
+    if other_fresh {
+        conn.ex.dir_mut(!is_req).sync(other_start);
+    }
+    let id = &mut conn.id;
+    id.role = role;
+    // SAFETY: a helper with the program's context.
+    id.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
+    // Local and peer as seen by this socket.
+    let (local, peer, peer_addr_off) = if egress { (sport, dport, 16u32) } else { (dport, sport, 12u32) };
+    id.local_port = local;
+    id.peer_port = peer;
+    id.family = family;
+    if family == 4 {
+        if let Some(a) = load::<[u8; 4]>(skb, peer_addr_off) {
+            id.addr[..4].copy_from_slice(&a);
+        }
+    } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
+        id.addr = a;
+    }
+    if let Some(o) = unsafe { sk_storage::<Owner>(owners(), sk, false).as_ref() } {
+        id.comm = o.comm;
+    }
+    // SAFETY: a helper with the program's context.
+    id.cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
+    Some(conn)
+}
+
 #[inline(always)]
 fn handle(ctx: &SkBuffContext, egress: bool) {
     if bench_stop(1) {
@@ -1366,6 +888,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     let doff = ((tcp[12] >> 4) as u32) * 4;
     let flags = tcp[13];
     let payload = ip_len + doff;
+    // SAFETY: the program's context.
     let end = unsafe { (*skb).len };
     if payload > end {
         return;
@@ -1384,151 +907,158 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     // The socket this segment belongs to: the hook sets it for both directions, and only full
     // sockets reach it, but the verifier wants both checked.
+    // SAFETY: the program's context.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
         return;
     }
+    // SAFETY: a socket pointer from the context, checked above.
     let sk = unsafe { bpf_sk_fullsock(sk) };
     if sk.is_null() {
         return;
     }
-    let mut conn_ptr = sk_storage(&HTTP_CONNS, sk, false);
-    if conn_ptr.is_null() {
-        if plen == 0 {
-            return;
-        }
-        let mark = sk_storage(&HTTP_NOT_HTTP, sk, false);
-        if !mark.is_null() && unsafe { *mark } >= MIDSTREAM_TRIES {
-            return;
-        }
-        // The first bytes decide. A request line start ("GET ...") makes this socket a server
-        // if it was received and a client if it was sent; a status line start ("HTTP/") the
-        // other way round, so a connection caught between a request and its response is
-        // followed from that response on.
-        let head = if plen >= 8 {
-            load::<[u8; 8]>(skb, payload)
-        } else {
-            load::<u8>(skb, payload).map(|b| [b, 0, 0, 0, 0, 0, 0, 0])
-        };
-        let head = u64::from_le_bytes(head.unwrap_or([0; 8]));
-        let response = head & 0xff_ffff_ffff == le(b"HTTP/");
-        // At the start of the byte stream anything else is not HTTP/1.x, for good. A connection
-        // that was open before the collector started is seen from the middle of its stream
-        // (a body, or the part of a message after a segment boundary): it is picked up at the
-        // first segment that starts a response or a request with a known method, and given up
-        // after MIDSTREAM_TRIES segments that do not.
-        let at_start = at_stream_start(sk, egress, seq);
-        let looks = response
-            || if at_start { (head as u8).is_ascii_uppercase() } else { known_method(head).is_some() };
-        if !looks {
-            let mark = if mark.is_null() { sk_storage(&HTTP_NOT_HTTP, sk, true) } else { mark };
-            if mark.is_null() {
-                drops::count(drop::HTTP_CONN_STORAGE);
-            } else {
-                unsafe { *mark = if at_start { MIDSTREAM_TRIES } else { (*mark).saturating_add(1) } };
-            }
-            return;
-        }
-        conn_ptr = sk_storage(&HTTP_CONNS, sk, true);
-        if conn_ptr.is_null() {
-            drops::count(drop::HTTP_CONN_STORAGE);
-            return;
-        }
-        let conn = unsafe { &mut *conn_ptr };
-        conn.role = if egress != response { ROLE_CLIENT } else { ROLE_SERVER };
-        conn.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-        let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
-        // Local and peer as seen by this socket.
-        let (local, peer, peer_addr_off) = if egress { (sport, dport, 16u32) } else { (dport, sport, 12u32) };
-        conn.local_port = local;
-        conn.peer_port = peer;
-        conn.family = family;
-        if family == 4 {
-            if let Some(a) = load::<[u8; 4]>(skb, peer_addr_off) {
-                conn.addr[..4].copy_from_slice(&a);
-            }
-        } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
-            conn.addr = a;
-        }
-    }
-    let conn = unsafe { &mut *conn_ptr };
-    let now = unsafe { bpf_ktime_get_ns() };
-
-    if plen > 0 && conn.role != ROLE_NOT_HTTP {
-        // Requests flow in on servers and out on clients.
-        let is_req = (conn.role == ROLE_SERVER) != egress;
-        let st = if is_req { &mut conn.req } else { &mut conn.resp };
-        let mut off = payload;
-        if st.flags & F_SYNCED == 0 {
-            st.flags |= F_SYNCED;
-        } else {
-            let diff = seq.wrapping_sub(st.next_seq) as i32;
-            if diff > 0 {
-                // Bytes are missing (lost or reordered): the framing cannot be followed.
-                give_up(conn, drop::HTTP_DESYNC);
+    let conn = match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
+        Some(c) => {
+            if !claim(c) {
                 return;
             }
-            if diff < 0 {
-                // Retransmission: skip what was already parsed.
-                let dup = (-(diff as i64)) as u32;
-                if dup >= plen {
-                    return;
+            c
+        }
+        None if plen > 0 => match new_conn(skb, sk, egress, seq, payload, plen, &tcp, family) {
+            Some(c) => c,
+            None => return,
+        },
+        None => return,
+    };
+    if bench_stop(3) {
+        release(conn);
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Requests flow in on servers and out on clients.
+    if flags & TCP_RST != 0 {
+        let mut rec = Recorder { id: &conn.id, skb, egress };
+        conn.ex.abandon_all(&mut rec);
+        forget(conn, true, true);
+        forget(conn, false, true);
+        sk_storage_delete(conns(), sk);
+        return;
+    }
+    // Requests flow in on servers and out on clients.
+    let is_req = (conn.id.role == ROLE_SERVER) != egress;
+    let packet = Seg { seq, end: seq.wrapping_add(plen), payload, src: SRC_PACKET, now };
+    conn.seg[di(is_req)] = packet;
+    let eg = egress as u64;
+    if plen > 0 {
+        // What the stash holds from the position on (its missing bytes came in an earlier
+        // segment, or the position moved since).
+        if conn.held[di(is_req)].lo != conn.held[di(is_req)].hi {
+            parse(skb, egress, false);
+            conn.seg[di(is_req)] = packet;
+        }
+        match http_arrive(skb, eg) {
+            ARRIVE_PARSE => parse(skb, egress, true),
+            ARRIVE_KEEP => {
+                // Beyond a missing byte the framer needs: kept for when it arrives.
+                let d = conn.ex.dir(is_req);
+                let from = if framer::after(d.pos, seq) { d.pos } else { seq };
+                let first = stash::index_of(from);
+                let mut k = 0u32;
+                while k < 64 {
+                    if http_keep(skb, eg, first.wrapping_add(k) as u64) != 0 {
+                        break;
+                    }
+                    k += 1;
                 }
-                off += dup;
             }
-        }
-        let st = if is_req { &mut conn.req } else { &mut conn.resp };
-        st.next_seq = seq.wrapping_add(plen);
-        if bench_stop(3) {
-            return;
-        }
-        if egress && conn.comm[0] == 0 && st.state == S_START {
-            // A message starting on egress is almost always sent from the writing process.
-            if let Ok(c) = bpf_get_current_comm() {
-                conn.comm = c;
-            }
-        }
-        let st = if is_req { &mut conn.req } else { &mut conn.resp };
-        st.w_off = off;
-        st.w_end = end;
-        st.w_base = u32::MAX;
-        st.w_len = 0;
-        st.w_stop = 0;
-        st.w_now = now;
-        let mut walk = Walk { skb, conn: conn_ptr, is_req: is_req as u64 };
-        unsafe {
-            bpf_loop(MAX_STEPS, step as *mut c_void, &mut walk as *mut Walk as *mut c_void, 0);
-        }
-        let conn = unsafe { &mut *conn_ptr };
-        let st = if is_req { &conn.req } else { &conn.resp };
-        if st.w_off < st.w_end && st.w_stop == 0 && conn.role != ROLE_NOT_HTTP {
-            give_up(conn, drop::HTTP_DESYNC);
+            _ => {}
         }
     }
+    // The connection's state is deleted once both streams have ended (then nothing is left to
+    // give back).
+    if http_finish(skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0 {
+        release(conn);
+    }
+}
 
-    let conn = unsafe { &mut *conn_ptr };
-    if closing {
-        if flags & TCP_RST != 0 {
-            abandon_waiting(conn);
-            sk_storage_delete(&HTTP_CONNS, sk);
-            return;
+/// What `http_arrive` tells the program to do with the segment's payload.
+const ARRIVE_NONE: i64 = 0;
+const ARRIVE_PARSE: i64 = 1;
+const ARRIVE_KEEP: i64 = 2;
+
+/// The positional bookkeeping for the current segment of direction `egress` (in `Conn::seg`):
+/// what the socket has taken in order on its received stream (bodies that end before it have
+/// ended, a response waiting for a gap may be recorded), then the framer's `arrive`. Returns
+/// `ARRIVE_PARSE` when its bytes are to be parsed, `ARRIVE_KEEP` when they lie beyond a byte
+/// the framer needs and still waits for. A global function, verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return ARRIVE_NONE };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return ARRIVE_NONE };
+    let egress = egress != 0;
+    let is_req = (conn.id.role == ROLE_SERVER) != egress;
+    let seg = conn.seg[di(is_req)];
+    let rcv_nxt = tcp_sock(sk).map(|tp| tp.rcv_nxt);
+    let mut rec = Recorder { id: &conn.id, skb, egress };
+    // The stream this socket receives (requests on a server, responses on a client): its bytes
+    // before the socket's in-order point have all arrived, whichever segments passed here, so
+    // a body that ends before it has ended (before a response to it is parsed, and even when
+    // some of its segments passed before the connection was followed), and a response that
+    // waited for a gap before it is recorded.
+    let received = conn.id.role == ROLE_SERVER;
+    if let Some(r) = rcv_nxt {
+        conn.ex.reached(received, r, seg.now, &mut rec);
+        if !received {
+            let when = conn.ex.resp.fill_ns;
+            conn.ex.resolve(r, when, &mut rec);
         }
-        conn.fin |= if egress { FIN_EGRESS } else { FIN_INGRESS };
-        // A FIN on the response direction ends a body that runs to the end of the connection.
-        if egress == (conn.role == ROLE_SERVER) && conn.resp.state == S_UNTIL_CLOSE {
-            let (status, body) = (conn.resp.status, conn.resp.body);
-            complete(conn, status, body, now);
-            reset_message(&mut conn.resp);
-        }
     }
-    // No response can follow a FIN on the response direction: requests still waiting (or
-    // arriving after it) are abandoned now, not when (or if) the peer closes too.
-    if conn.fin & if conn.role == ROLE_SERVER { FIN_EGRESS } else { FIN_INGRESS } != 0 {
-        abandon_waiting(conn);
+    let len = seg.end.wrapping_sub(seg.seq);
+    if len == 0 {
+        return ARRIVE_NONE;
     }
-    if conn.fin == FIN_EGRESS | FIN_INGRESS {
-        sk_storage_delete(&HTTP_CONNS, sk);
+    // Up to where the socket has taken this stream in order: everything before a segment it
+    // sends; for a received one, its next expected byte.
+    let frontier = if egress { seg.seq } else { rcv_nxt.unwrap_or(seg.seq) };
+    if conn.ex.arrive(is_req, seg.seq, len, frontier, seg.now, &mut rec) {
+        return ARRIVE_PARSE;
     }
+    let d = conn.ex.dir(is_req);
+    if framer::needs_bytes(d.state) && framer::after(seg.seq, d.pos) { ARRIVE_KEEP } else { ARRIVE_NONE }
+}
+
+/// `http_finish` flag: the segment carries a FIN.
+const FINISH_FIN: u64 = 2;
+
+/// After the current segment of direction `egress & 1` was parsed: what is known of bytes that
+/// arrived before, the FIN when `egress & FINISH_FIN`, stash blocks no longer needed, and the
+/// connection's state once both streams have ended. A global function, verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_finish(skb: *mut __sk_buff, how: u64) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 0 };
+    let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 0 };
+    let egress = how & 1 != 0;
+    let is_req = (conn.id.role == ROLE_SERVER) != egress;
+    let seg = conn.seg[di(is_req)];
+    let mut rec = Recorder { id: &conn.id, skb, egress };
+    conn.ex.settle(is_req, seg.now, &mut rec);
+    if how & FINISH_FIN != 0 {
+        conn.ex.fin(is_req, seg.end, seg.now, &mut rec);
+    }
+    let state = conn.ex.dir(is_req).state;
+    forget(conn, is_req, state == framer::S_LOST || state == framer::S_IGNORE);
+    if conn.ex.ended() {
+        let mut rec = Recorder { id: &conn.id, skb, egress };
+        conn.ex.flush(&mut rec);
+        forget(conn, true, true);
+        forget(conn, false, true);
+        sk_storage_delete(conns(), sk);
+        return 1;
+    }
+    0
 }
 
 #[cgroup_skb(ingress)]
@@ -1540,6 +1070,26 @@ pub fn http_ingress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(egress)]
 pub fn http_egress(ctx: SkBuffContext) -> i32 {
     handle(&ctx, true);
+    1
+}
+
+/// TCP sockets being created (cgroup/sock_create on the cgroup v2 root, in the creating
+/// process): records the process's name with the socket. A listening socket's record is copied
+/// to the connections it accepts (`BPF_F_CLONE`), so a server's connections are named after
+/// the process that listens, a client's after the process that connects.
+#[cgroup_sock(sock_create)]
+pub fn http_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the program's context.
+    let (ty, proto) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
+    // SOCK_STREAM, IPPROTO_TCP.
+    if ty != 1 || proto != 6 {
+        return 1;
+    }
+    if let Some(o) = unsafe { sk_storage::<Owner>(owners(), ctx.sock, true).as_mut() }
+        && let Ok(c) = bpf_get_current_comm()
+    {
+        o.comm = c;
+    }
     1
 }
 
@@ -1561,13 +1111,19 @@ pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
             let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
         }
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
+            // SAFETY: the program's context.
             let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
             if sk.is_null() {
                 return 1;
             }
-            if let Some(conn) = unsafe { sk_storage(&HTTP_CONNS, sk, false).as_mut() } {
-                abandon_waiting(conn);
-                sk_storage_delete(&HTTP_CONNS, sk);
+            if let Some(conn) = unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }
+                && claim(conn)
+            {
+                let mut rec = Recorder { id: &conn.id, skb: core::ptr::null_mut(), egress: false };
+                conn.ex.abandon_all(&mut rec);
+                forget(conn, true, true);
+                forget(conn, false, true);
+                sk_storage_delete(conns(), sk);
             }
         }
         _ => {}

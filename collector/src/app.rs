@@ -228,6 +228,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // explicitly, which needs CAP_NET_ADMIN at exit.
         keep.insert(::caps::Capability::CAP_NET_ADMIN);
     }
+    if let Some(drops) = &registry.drops
+        && let Some(cap) = caps::map_reads_need(|| drops.probe_read())
+    {
+        tracing::info!(
+            capability = %cap,
+            "this kernel checks capabilities on every bpf() call (kernel.unprivileged_bpf_disabled \
+             is set): keeping the one the map reads need"
+        );
+        keep.insert(cap);
+    }
     // Programs are attached and maps open: no capability is needed from here on. Dropped
     // before the runtime starts any thread, so every thread runs without them.
     let kept = caps::drop_all_except(&keep).context("dropping capabilities")?;

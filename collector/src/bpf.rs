@@ -77,6 +77,39 @@ fn raise_memlock() {
     }
 }
 
+/// What to do when the maps cannot be created because the kernel charges them to a low
+/// RLIMIT_MEMLOCK (kernels before 5.11, when the limit could not be raised): None otherwise.
+fn memlock_hint() -> Option<String> {
+    let old = aya::util::KernelVersion::current().is_ok_and(|v| v < aya::util::KernelVersion::new(5, 11, 0));
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if !old || unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(format!(
+        "this kernel (before 5.11) charges BPF maps to RLIMIT_MEMLOCK, which is {} KiB and could not be \
+         raised: run with LimitMEMLOCK=infinity (systemd), `prlimit --memlock=unlimited`, `ulimit -l \
+         unlimited`, or grant CAP_SYS_RESOURCE",
+        lim.rlim_cur / 1024
+    ))
+}
+
+/// Why opening a tracepoint event was refused, when `kernel.perf_event_paranoid` is above 2:
+/// Debian's (and Ubuntu's) kernels add a level 3 at which some versions (Debian 11's 5.10)
+/// allow it only with CAP_SYS_ADMIN, whatever CAP_PERFMON says. None otherwise.
+fn perf_paranoid_hint(e: &anyhow::Error) -> Option<String> {
+    let refused = e.chain().any(|c| {
+        let s = c.to_string();
+        s.contains("Permission denied") || s.contains("Operation not permitted")
+    });
+    let level: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()?;
+    (refused && level > 2).then(|| {
+        format!(
+            "kernel.perf_event_paranoid is {level}, at which this kernel lets only CAP_SYS_ADMIN open \
+             tracepoint events: set it to 2 (sysctl -w kernel.perf_event_paranoid=2) or grant CAP_SYS_ADMIN"
+        )
+    })
+}
+
 /// Finds tracefs: the given path, or /sys/kernel/tracing, or /sys/kernel/debug/tracing;
 /// mounts it at /sys/kernel/tracing when nothing is mounted there yet.
 pub fn find_tracefs(explicit: Option<&Path>) -> Result<PathBuf, String> {
@@ -184,7 +217,13 @@ impl Loader {
         for (name, bytes) in globals {
             loader.override_global(name, bytes.as_slice(), true);
         }
-        let ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+        let ebpf = loader.load(OBJECT).map_err(|e| {
+            let e = anyhow::Error::new(e).context("loading the eBPF object");
+            match memlock_hint() {
+                Some(hint) => e.context(hint),
+                None => e,
+            }
+        })?;
         Ok(Self { ebpf, programs: Vec::new() })
     }
 
@@ -216,7 +255,13 @@ impl Loader {
         self.attach_with(program, format!("tracepoint/{category}/{name}"), |p| {
             let prog: &mut aya::programs::TracePoint = p.try_into()?;
             prog.load().context("load")?;
-            prog.attach(category, name).context("attach")?;
+            prog.attach(category, name).map_err(|e| {
+                let e = anyhow::Error::new(e).context("attach");
+                match perf_paranoid_hint(&e) {
+                    Some(hint) => e.context(hint),
+                    None => e,
+                }
+            })?;
             Ok(())
         })
     }
@@ -227,6 +272,18 @@ impl Loader {
         self.attach_with(program, format!("sock_ops:{}", cgroup.display()), |p| {
             let file = open_cgroup(cgroup)?;
             let prog: &mut aya::programs::SockOps = p.try_into()?;
+            prog.load().context("load")?;
+            prog.attach(&file, cgroup_attach_mode()).context("attach")?;
+            Ok(())
+        })
+    }
+
+    /// Loads and attaches a cgroup/sock program (`sock_create` and the like) to a cgroup
+    /// directory, next to any other programs already there (see [`cgroup_attach_mode`]).
+    pub fn attach_cgroup_sock(&mut self, program: &'static str, cgroup: &Path) -> Result<(), String> {
+        self.attach_with(program, format!("cgroup_sock:{}", cgroup.display()), |p| {
+            let file = open_cgroup(cgroup)?;
+            let prog: &mut aya::programs::CgroupSock = p.try_into()?;
             prog.load().context("load")?;
             prog.attach(&file, cgroup_attach_mode()).context("attach")?;
             Ok(())
@@ -280,6 +337,7 @@ impl Loader {
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::CgroupSkb(p) => p.unload(),
                 aya::programs::Program::SockOps(p) => p.unload(),
+                aya::programs::Program::CgroupSock(p) => p.unload(),
                 _ => Ok(()),
             };
         }
@@ -333,6 +391,15 @@ pub struct Drops {
 impl Drops {
     pub fn new(loader: &mut Loader) -> anyhow::Result<Self> {
         Ok(Self { map: aya::maps::PerCpuArray::try_from(loader.take_map("DROPS")?)? })
+    }
+
+    /// A read of the map, for [`crate::caps::map_reads_need`]: the error of the `bpf()` call.
+    pub fn probe_read(&self) -> std::io::Result<()> {
+        match self.map.get(&0, 0) {
+            Ok(_) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) => Err(e.io_error),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
     }
 
     /// (reason, count) for every reason.

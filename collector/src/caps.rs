@@ -1,9 +1,12 @@
 //! Least privilege: once the eBPF programs are loaded and attached, the collector needs no
-//! capability. Map reads and deletes go through file descriptors it already holds (the kernel
-//! checks capabilities when a map or program is created, not when an fd is used), links are
-//! released by closing their fds, and everything else it reads (procfs, sysfs, cgroupfs) is
+//! capability. Map reads and deletes go through file descriptors it already holds (recent
+//! kernels check capabilities when a map or program is created, not when an fd is used), links
+//! are released by closing their fds, and everything else it reads (procfs, sysfs, cgroupfs) is
 //! world-readable. So every capability is dropped, from every set, before the HTTP endpoint
-//! starts (`--capabilities.keep` keeps named ones).
+//! starts (`--capabilities.keep` keeps named ones). Older kernels (5.10 among those tested)
+//! refuse every `bpf()` call without CAP_BPF (or CAP_SYS_ADMIN) while
+//! `kernel.unprivileged_bpf_disabled` is set, as distributions set it: [`map_reads_need`] tells,
+//! and the caller keeps that one capability.
 use anyhow::Context as _;
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -42,6 +45,29 @@ pub fn drop_all_except(keep: &CapsHashSet) -> anyhow::Result<CapsHashSet> {
     caps::set(None, CapSet::Inheritable, &kept).context("setting the inheritable capabilities")?;
     caps::set(None, CapSet::Permitted, &kept).context("setting the permitted capabilities")?;
     Ok(kept)
+}
+
+/// The capability this process must keep to read its maps once the others are dropped, if
+/// any: `read` (a read of one of its maps) is run on a thread of its own that first drops
+/// CAP_BPF and CAP_SYS_ADMIN from its effective set (capabilities are per thread), and fails
+/// with EPERM on kernels that check on every call. Then CAP_BPF is kept (CAP_SYS_ADMIN where
+/// the process has no CAP_BPF: kernels before 5.8).
+pub fn map_reads_need(read: impl FnOnce() -> std::io::Result<()> + Send) -> Option<Capability> {
+    let refused = std::thread::scope(|s| {
+        s.spawn(|| {
+            for cap in [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN] {
+                let _ = caps::drop(None, CapSet::Effective, cap);
+            }
+            read().is_err_and(|e| e.raw_os_error() == Some(libc::EPERM))
+        })
+        .join()
+        .unwrap_or(false)
+    });
+    if !refused {
+        return None;
+    }
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN].into_iter().find(|c| permitted.contains(c))
 }
 
 #[cfg(test)]

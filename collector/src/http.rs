@@ -14,6 +14,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use collector_common::http::{
     ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
     SIZE_BOUNDS, SIZE_BUCKETS, method,
+    stash::{Block, BlockKey},
 };
 
 use crate::{
@@ -111,6 +112,44 @@ pub struct Http {
     cgroups: Arc<Resolver>,
     buckets: Vec<f64>,
     expiry: HttpExpiry,
+    stash: Mutex<Stash>,
+}
+
+/// The kernel's reorder stash (`HTTP_STASH`): its blocks are deleted by the programs as the
+/// framer moves on or the connection ends; a socket that goes away unseen (no FIN, RST or
+/// close hook run) leaves its blocks, which this sweep deletes once they are a minute old.
+struct Stash {
+    map: BpfHashMap<MapData, BlockKey, Block>,
+    last_sweep: std::time::Instant,
+}
+
+/// Age after which a stash block is taken for a leftover.
+const STASH_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Stash {
+    fn sweep(&mut self) -> anyhow::Result<()> {
+        if self.last_sweep.elapsed() < STASH_MAX_AGE / 2 {
+            return Ok(());
+        }
+        self.last_sweep = std::time::Instant::now();
+        // The programs stamp blocks with bpf_ktime_get_ns, CLOCK_MONOTONIC.
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let old: Vec<BlockKey> = self
+            .map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, b)| now.saturating_sub(b.when) > STASH_MAX_AGE.as_nanos() as u64)
+            .map(|(k, _)| k)
+            .collect();
+        for k in old {
+            // Deleted meanwhile by the programs: fine.
+            let _ = self.map.remove(&k);
+        }
+        Ok(())
+    }
 }
 
 impl Http {
@@ -123,6 +162,15 @@ impl Http {
         close_hook: bool,
     ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
+        // Before the packet programs: the process that owns a socket is recorded when the
+        // socket is created. Without it, service_name falls back to the socket's cgroup.
+        if let Err(e) = loader.attach_cgroup_sock("http_sock_create", &root) {
+            tracing::warn!(
+                reason = %e,
+                "http: sockets are not named after their process (service_name is the cgroup's unit, \
+                 container or path)"
+            );
+        }
         loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
         // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
         if !close_hook {
@@ -147,15 +195,17 @@ impl Http {
                 let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };
                 hist.insert(&key, &HttpHist::ZERO, 0).context("creating the HTTP overflow entry")?;
             }
-            Ok((hist, PerCpuHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?))
+            let stash = BpfHashMap::try_from(loader.take_map("HTTP_STASH")?)?;
+            Ok((hist, PerCpuHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?, stash))
         })();
-        let (hist, active) = maps.map_err(|e| format!("{e:#}"))?;
+        let (hist, active, stash) = maps.map_err(|e| format!("{e:#}"))?;
         Ok(Self {
             hist: Mutex::new(hist),
             active: Mutex::new(active),
             cgroups,
             buckets,
             expiry: (Expiry::new(ttl), Expiry::gauge(ttl)),
+            stash: Mutex::new(Stash { map: stash, last_sweep: std::time::Instant::now() }),
         })
     }
 }
@@ -216,7 +266,7 @@ impl Collector for Http {
         for k in expired_active {
             active_map.remove(&k).context("deleting an expired HTTP_ACTIVE entry")?;
         }
-        Ok(())
+        self.stash.lock().unwrap().sweep().context("sweeping the HTTP_STASH map")
     }
 }
 

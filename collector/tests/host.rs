@@ -147,9 +147,9 @@ fn exposition_passes_promtool_and_has_every_metric() {
     for s in m.find("collector_scrape_collector_success", &[]) {
         assert_eq!(s.value, 1.0, "{:?}", s.labels);
     }
-    // Three block tracepoints, the HTTP pair (which also counts netbpf's packets) and the HTTP
-    // close hook.
+    // Three block tracepoints, the HTTP pair (which also counts netbpf's packets), the HTTP
+    // close hook and the socket owner hook.
     let attached = m.find("collector_bpf_program_attached", &[]);
-    assert_eq!(attached.len(), 6, "{attached:?}");
+    assert_eq!(attached.len(), 7, "{attached:?}");
     assert!(attached.iter().all(|s| s.value == 1.0), "{attached:?}");
 }

@@ -1,0 +1,208 @@
+//! Test fixture, not part of the collector: a `tc` ingress program that impairs the TCP data
+//! segments arriving on a veth, deterministically, so that the loss tests
+//! (collector/tests/loss.rs) can check exact counts under loss, reordering and duplication.
+//! `CONFIG[0]` is the mode, `CONFIG[1]` the period N: every Nth data segment (a TCP segment with
+//! payload, retransmissions included) is dropped, duplicated, or held back and delivered after
+//! the next data segment of its connection (two adjacent segments swapped). `STATS` counts what
+//! was done, so a test can tell that faults were injected.
+//!
+//! Ingress, not egress: the sending stack hands `tc` egress whole GSO super-packets (up to
+//! 64 KiB), which the device segments afterwards; the receiving end of a veth without
+//! segmentation offloads gets the segments one by one, as from a real network.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, map},
+    maps::Array,
+    programs::TcContext,
+};
+
+const MODE_OFF: u32 = 0;
+const MODE_DROP: u32 = 1;
+const MODE_DUP: u32 = 2;
+const MODE_SWAP: u32 = 3;
+
+/// Index into STATS.
+const DATA_SEGMENTS: u32 = 0;
+const DROPPED: u32 = 1;
+const DUPLICATED: u32 = 2;
+const SWAPPED: u32 = 3;
+
+/// Marks the copies this program sends itself (they pass through it again).
+const OWN_MARK: u32 = 0x5eed_f417;
+/// Largest packet that can be held back (an Ethernet frame of a 1500-byte MTU fits).
+const HOLD_MAX: usize = 2048;
+
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(2, 0);
+#[map]
+static STATS: Array<u64> = Array::with_max_entries(4, 0);
+
+#[repr(C)]
+pub struct Held {
+    /// Length of the held frame; 0 when none is held.
+    len: u32,
+    _pad: u32,
+    /// Source and destination port of its connection.
+    ports: u32,
+    _pad2: u32,
+    frame: [u8; HOLD_MAX],
+}
+
+#[map]
+static HELD: Array<Held> = Array::with_max_entries(1, 0);
+
+/// A copy length in 1..=HOLD_MAX (the caller checked) in a form the verifier of 5.10 can
+/// bound: it learns nothing from `len != 0`, and checks on a 32-bit copy of a register do not
+/// bound the register. `len - 1` goes through memory (so LLVM cannot drop the mask) and is
+/// masked, then 1 is added back: 1..=HOLD_MAX in one 64-bit register.
+#[inline(always)]
+fn copy_len(len: usize) -> u64 {
+    // SAFETY: reads a local.
+    (unsafe { core::ptr::read_volatile(&(len as u64 - 1)) } & (HOLD_MAX as u64 - 1)) + 1
+}
+
+fn bump(i: u32) {
+    if let Some(p) = STATS.get_ptr_mut(i) {
+        unsafe { *p += 1 };
+    }
+}
+
+fn config(i: u32) -> u32 {
+    CONFIG.get(i).copied().unwrap_or(0)
+}
+
+/// (ports, payload length) of a TCP segment in an Ethernet frame (IPv4 or IPv6 without
+/// extension headers); None for anything else.
+fn tcp_payload(ctx: &TcContext) -> Option<(u32, u32)> {
+    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    let (ip_len, proto, total) = match ethertype {
+        0x0800 => {
+            let vihl: u8 = ctx.load(14).ok()?;
+            let total = u16::from_be(ctx.load::<u16>(16).ok()?) as u32;
+            (((vihl & 0x0f) as u32) * 4, ctx.load::<u8>(23).ok()?, total)
+        }
+        0x86dd => (40, ctx.load::<u8>(20).ok()?, 40 + u16::from_be(ctx.load::<u16>(18).ok()?) as u32),
+        _ => return None,
+    };
+    if proto != 6 {
+        return None;
+    }
+    let tcp = 14 + ip_len as usize;
+    let ports = ctx.load::<u32>(tcp).ok()?;
+    let doff = ((ctx.load::<u8>(tcp + 12).ok()? >> 4) as u32) * 4;
+    Some((ports, total.saturating_sub(ip_len + doff)))
+}
+
+#[classifier]
+pub fn fault_injector(ctx: TcContext) -> i32 {
+    let skb = ctx.as_ptr() as *const aya_ebpf::bindings::__sk_buff;
+    // SAFETY: the context is the skb this program was called with.
+    let (mark, ifindex) = unsafe { ((*skb).mark, (*skb).ifindex) };
+    if mark == OWN_MARK {
+        ctx.set_mark(0);
+        return TC_ACT_OK;
+    }
+    let mode = config(0);
+    let Some((ports, payload)) = tcp_payload(&ctx) else { return TC_ACT_OK };
+    if mode == MODE_OFF || payload == 0 {
+        return TC_ACT_OK;
+    }
+    let Some(count) = STATS.get_ptr_mut(DATA_SEGMENTS) else { return TC_ACT_OK };
+    // SAFETY: a pointer into the map's value, valid for this run.
+    let n = unsafe {
+        *count += 1;
+        *count
+    };
+    let Some(held) = HELD.get_ptr_mut(0) else { return TC_ACT_OK };
+    // SAFETY: as above; one program instance at a time changes it (tc egress of one device).
+    let held = unsafe { &mut *held };
+    if mode == MODE_SWAP && held.len != 0 && held.ports == ports {
+        // The segment after the held one: a copy of it is queued for delivery (the backlog of
+        // this CPU), then the held one takes its place and is queued after it.
+        ctx.set_mark(OWN_MARK);
+        let sent = ctx.clone_redirect(ifindex, BPF_F_INGRESS as u64).is_ok();
+        let len = held.len as usize;
+        held.len = 0;
+        if !sent || len == 0 || len > HOLD_MAX {
+            return TC_ACT_OK;
+        }
+        if ctx.change_tail(len as u32, 0).is_err() {
+            return TC_ACT_SHOT;
+        }
+        let n = copy_len(len);
+        // SAFETY: stores the n <= HOLD_MAX bytes of the held frame over the packet, resized to n.
+        let ok = unsafe {
+            aya_ebpf::helpers::generated::bpf_skb_store_bytes(
+                ctx.as_ptr() as *mut _,
+                0,
+                held.frame.as_ptr() as *const _,
+                n as u32,
+                0,
+            )
+        } == 0;
+        if !ok {
+            return TC_ACT_SHOT;
+        }
+        bump(SWAPPED);
+        // SAFETY: a helper call with no pointer argument.
+        return unsafe { aya_ebpf::helpers::generated::bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32;
+    }
+    let period = config(1) as u64;
+    if period == 0 || n % period != 0 {
+        return TC_ACT_OK;
+    }
+    match mode {
+        MODE_DROP => {
+            bump(DROPPED);
+            TC_ACT_SHOT
+        }
+        MODE_DUP => {
+            ctx.set_mark(OWN_MARK);
+            if ctx.clone_redirect(ifindex, BPF_F_INGRESS as u64).is_ok() {
+                bump(DUPLICATED);
+            }
+            ctx.set_mark(mark);
+            TC_ACT_OK
+        }
+        MODE_SWAP if held.len == 0 => {
+            let len = ctx.len() as usize;
+            if len == 0 || len > HOLD_MAX {
+                return TC_ACT_OK;
+            }
+            if len == 0 || len > HOLD_MAX {
+                return TC_ACT_OK;
+            }
+            let n = copy_len(len);
+            // SAFETY: copies n <= HOLD_MAX bytes of the packet into the held frame.
+            let r = unsafe {
+                aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+                    ctx.as_ptr() as *const _,
+                    0,
+                    held.frame.as_mut_ptr() as *mut _,
+                    n as u32,
+                )
+            };
+            if r != 0 {
+                return TC_ACT_OK;
+            }
+            held.len = len as u32;
+            held.ports = ports;
+            TC_ACT_SHOT
+        }
+        _ => TC_ACT_OK,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
