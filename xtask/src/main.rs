@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask build-ebpf | run | test | bench`.
+//! Project tasks: `cargo xtask build-ebpf | run | test | test-kernels | bench | fuzz`.
 //!
 //! `build-ebpf` makes sure bpf-linker exists and matches rustc's LLVM major (installing it on
 //! Debian/Ubuntu as root, or printing the exact commands), then builds `collector-ebpf` for
@@ -15,6 +15,7 @@ mod bench;
 mod bench_micro;
 mod bench_scrape;
 mod fuzz;
+mod kernels;
 
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -45,6 +46,8 @@ enum Cmd {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// Run the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU.
+    TestKernels(kernels::Args),
     /// Build everything and run the whole test suite (needs root: the tests load programs).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
+        Cmd::TestKernels(args) => kernels::test_kernels(args),
     }
 }
 
@@ -224,13 +228,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     build_ebpf()?;
     // promtool checks the exposition; nginx is a real server for the HTTP tests; prometheus and
     // docker-compose check the deployment stack (collector/tests/deploy.rs); bpftool looks into
-    // the kernel's maps for the fault tests.
+    // the kernel's maps for the fault tests; ethtool turns segmentation offloads off on the loss
+    // tests' veth pairs.
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),
         "docker-compose".to_owned(),
         "python3-venv".to_owned(),
         "bpftool".to_owned(),
+        "ethtool".to_owned(),
     ])?;
     let deploy_tools = install_deploy_tools()?;
     // Integration tests compare live kernel counters: one at a time, so they do not disturb
