@@ -220,12 +220,12 @@ static HTTP_OWNER: CloneSkStorage<Owner> = CloneSkStorage {
 /// a program may keep pending (8192), which bounds this.
 const CLAIM_ROUNDS: u32 = 1024;
 
-/// Takes the connection for this program run: waits while another CPU holds it. False when it
-/// stayed busy (the segment is then not followed, and counted).
+/// Takes the connection for this program run: waits while another CPU holds it, up to `rounds`
+/// rounds. False when it stayed busy (the segment is then not followed, and counted).
 #[inline(always)]
-fn claim(conn: &mut Conn) -> bool {
+fn claim(conn: &mut Conn, rounds: u32) -> bool {
     let mut k = 0;
-    while k < CLAIM_ROUNDS {
+    while k < rounds {
         // SAFETY: the lock of a socket-storage value (the map's BTF declares it), held only
         // around the two accesses to `busy` below, with no call in between.
         unsafe { spin_lock(&mut conn.lock) };
@@ -672,18 +672,52 @@ fn forget(conn: &mut Conn, is_req: bool, all: bool) {
     conn.held[di(is_req)].lo = lo;
 }
 
-/// Runs up to `MAX_STEPS` parse steps of the direction `egress`: of the packet when `packet`,
-/// then of whatever the stash holds from the position on.
-#[inline(always)]
-fn parse(skb: *mut __sk_buff, egress: bool, packet: bool) {
-    let mut run = !packet;
+/// `http_parse` flag: parse the packet first (else only what the stash holds).
+const PARSE_PACKET: u64 = 2;
+
+/// Runs up to `MAX_STEPS` parse steps of the direction `how & 1`: of the packet when
+/// `how & PARSE_PACKET`, then of whatever the stash holds from the position on. A global
+/// function: the loop is verified once, its exits end the function.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
+    let egress = how & 1;
+    let mut run = how & PARSE_PACKET == 0;
     let mut i = 0;
     while i < MAX_STEPS {
-        if run && http_stash_run(skb, egress as u64) != 0 {
-            break;
+        if run && http_stash_run(skb, egress) != 0 {
+            return 0;
         }
-        run = http_step(skb, egress as u64) != 0;
+        run = http_step(skb, egress) != 0;
         i += 1;
+    }
+    0
+}
+
+/// Keeps the current segment of direction `egress`, from stash block `first` on (up to 64
+/// blocks: a 64 KiB segment). A global function, as `http_parse`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
+    let mut k = 0u64;
+    while k < 64 {
+        if http_keep(skb, egress, (first as u32).wrapping_add(k as u32) as u64) != 0 {
+            return 0;
+        }
+        k += 1;
+    }
+    0
+}
+
+/// Takes the connection of `skb` (see `claim`); nonzero when it did. A global function: the
+/// waiting loop is verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn http_claim(skb: *mut __sk_buff) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 0 };
+    match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
+        Some(conn) => claim(conn, CLAIM_ROUNDS) as i64,
+        None => 0,
     }
 }
 
@@ -831,7 +865,7 @@ fn new_conn(
         drops::count(drop::HTTP_CONN_STORAGE);
         return None;
     };
-    if !claim(conn) {
+    if http_claim(skb) == 0 {
         return None;
     }
     if conn.id.role != 0 {
@@ -919,7 +953,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     }
     let conn = match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
         Some(c) => {
-            if !claim(c) {
+            if http_claim(skb) == 0 {
                 return;
             }
             c
@@ -954,23 +988,18 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         // What the stash holds from the position on (its missing bytes came in an earlier
         // segment, or the position moved since).
         if conn.held[di(is_req)].lo != conn.held[di(is_req)].hi {
-            parse(skb, egress, false);
+            http_parse(skb, eg);
             conn.seg[di(is_req)] = packet;
         }
         match http_arrive(skb, eg) {
-            ARRIVE_PARSE => parse(skb, egress, true),
+            ARRIVE_PARSE => {
+                http_parse(skb, eg | PARSE_PACKET);
+            }
             ARRIVE_KEEP => {
                 // Beyond a missing byte the framer needs: kept for when it arrives.
                 let d = conn.ex.dir(is_req);
                 let from = if framer::after(d.pos, seq) { d.pos } else { seq };
-                let first = stash::index_of(from);
-                let mut k = 0u32;
-                while k < 64 {
-                    if http_keep(skb, eg, first.wrapping_add(k) as u64) != 0 {
-                        break;
-                    }
-                    k += 1;
-                }
+                http_keep_all(skb, eg, stash::index_of(from) as u64);
             }
             _ => {}
         }
@@ -1116,8 +1145,11 @@ pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
             if sk.is_null() {
                 return 1;
             }
+            // Fewer rounds than a segment waits: the loop is inlined here, and a close while
+            // another CPU parses the last segment is rare (a failed claim is counted; the
+            // daemon sweeps stash blocks left behind).
             if let Some(conn) = unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }
-                && claim(conn)
+                && claim(conn, 64)
             {
                 let mut rec = Recorder { id: &conn.id, skb: core::ptr::null_mut(), egress: false };
                 conn.ex.abandon_all(&mut rec);

@@ -245,7 +245,14 @@ impl Loader {
         hook: String,
         attach: impl FnOnce(&mut aya::programs::Program) -> anyhow::Result<()>,
     ) -> Result<(), String> {
+        let start = std::time::Instant::now();
         let result = self.ebpf.program_mut(program).context("program missing from the object").and_then(attach);
+        if result.is_ok() {
+            // What the verifier did (the count from 5.16 on), for the matrix and for users
+            // wondering about start-up time on a slow machine.
+            let verified = self.ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
+            tracing::debug!(program, ms = start.elapsed().as_millis() as u64, verified_insns = verified, "program loaded and attached");
+        }
         self.record(program, hook.clone(), result.is_ok());
         result.map_err(|e| short_reason(&hook, &e))
     }

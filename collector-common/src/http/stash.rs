@@ -36,7 +36,8 @@ pub struct Block {
     /// Bit `i` set: stream byte `index * BLOCK + i` is held.
     pub valid: [u64; BLOCK_WORDS / 8],
     /// When it was last written (ns, the kernel's monotonic clock): the daemon deletes blocks
-    /// of sockets that went away without the programs seeing them close.
+    /// of sockets that went away without the programs seeing them close. (Also the scratch of
+    /// [`Block::mark`], which the writer overwrites with the time after it.)
     pub when: u64,
     /// The bytes. Twice the block: a copy of n bytes at offset o (o < BLOCK, n <= BLOCK - o)
     /// then stays within the value for a verifier that bounds o and n separately.
@@ -49,9 +50,16 @@ impl Block {
     /// Marks bytes `[o, o + n)` held (o < BLOCK, n <= BLOCK - o).
     #[inline(always)]
     pub fn mark(&mut self, o: u32, n: u32) {
-        let end = o + n;
+        // The range goes through the block's memory and is read back in every round: the BPF
+        // verifier then follows each round once, not once per way the comparisons below went
+        // in the rounds before (it does not track values through map memory).
+        // SAFETY: a field of a live `&mut`.
+        unsafe { core::ptr::write_volatile(&mut self.when, o as u64 | ((o + n) as u64) << 32) };
         let mut w = 0u32;
         while w < (BLOCK / 64) {
+            // SAFETY: as above.
+            let r = unsafe { core::ptr::read_volatile(&self.when) };
+            let (o, end) = ((r as u32) & (2 * BLOCK - 1), ((r >> 32) as u32) & (2 * BLOCK - 1));
             let (lo, hi) = (w * 64, w * 64 + 64);
             let a = if o > lo { o } else { lo };
             let z = if end < hi { end } else { hi };
