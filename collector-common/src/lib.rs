@@ -1,5 +1,7 @@
-//! Map keys and values shared by the kernel programs (`collector-ebpf`) and the daemon
-//! (`collector`). Everything here is `#[repr(C)]` plain data: both sides read the same bytes.
+//! What the kernel programs (`collector-ebpf`) and the daemon (`collector`) share: the keys and
+//! values of the maps, all `#[repr(C)]` plain data so that both sides read the same bytes, and
+//! the HTTP framer (`http::framer`, with its reorder stash `http::stash`), pure code that the
+//! kernel programs compile in and that the host tests and the fuzz target drive (`http::sim`).
 #![cfg_attr(not(test), no_std)]
 
 pub mod disk;
@@ -23,16 +25,20 @@ pub mod drop {
     pub const HTTP_MAP_FULL: u32 = 4;
     /// A response arrived with no request waiting for it.
     pub const HTTP_RESPONSE_UNMATCHED: u32 = 5;
-    /// More pipelined requests in flight on one connection than the queue holds.
+    /// More pipelined requests in flight on one connection than the queue holds: the
+    /// connection is no longer parsed and its waiting requests are abandoned.
     pub const HTTP_PIPELINE_OVERFLOW: u32 = 6;
-    /// Bytes that looked like HTTP but could not be followed (a gap in the TCP sequence, a
-    /// malformed message, a parser budget exceeded): the connection is no longer parsed.
+    /// Bytes that looked like HTTP but are not a valid HTTP/1.x message (a malformed start
+    /// line, header section, chunk size or trailer, a method token longer than the framer
+    /// follows): the connection is no longer parsed and its waiting requests are abandoned.
+    /// (Bytes lost to a gap in the TCP sequence count as `HTTP_OUT_OF_ORDER` instead.)
     pub const HTTP_DESYNC: u32 = 7;
     /// Requests still waiting for a response when their connection was reset, closed or given up.
     pub const HTTP_ABANDONED: u32 = 8;
-    /// A connection's state could not be allocated in its socket's local storage (out of
-    /// memory, or the socket's option-memory limit `net.core.optmem_max` reached): the
-    /// connection is not followed.
+    /// A connection's state, or the one-byte mark of a socket found not to carry HTTP/1.x,
+    /// could not be allocated in its socket's local storage (out of memory, or the socket's
+    /// option-memory limit `net.core.optmem_max` reached): the connection is not followed (an
+    /// unmarked socket is looked at again on its next segment).
     pub const HTTP_CONN_STORAGE: u32 = 9;
     /// Bytes the HTTP framer needed (a start line, a header, a chunk size) reached the socket
     /// out of order and were not kept: the messages in flight on the connection are given up
@@ -43,7 +49,8 @@ pub mod drop {
     /// (then counted as `http_out_of_order` too).
     pub const HTTP_STASH_FULL: u32 = 11;
     /// A segment whose connection another CPU kept busy (following an earlier segment) for
-    /// longer than a program waits: not followed, which may cost an exchange.
+    /// longer than a program waits: not followed, which may cost an exchange. Also a close
+    /// that the close hook (`http_sock_close`) could not settle for the same reason.
     pub const HTTP_BUSY: u32 = 12;
     pub const COUNT: u32 = 13;
     /// Label values, indexed by the constants above.
@@ -70,6 +77,9 @@ pub mod drop {
 macro_rules! impl_pod {
     ($($t:ty),* $(,)?) => {
         $(
+            // SAFETY: used only for `#[repr(C)]` types made of integers and arrays of them, with
+            // any padding spelled out as fields: every byte is initialised and any bytes are a
+            // valid value, which is what `aya::Pod` asks of a type.
             #[cfg(feature = "user")]
             unsafe impl aya::Pod for $t {}
         )*

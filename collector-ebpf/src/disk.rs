@@ -21,12 +21,18 @@ use collector_common::{
 
 use crate::drops::{self, lookup_or_init};
 
+// SAFETY: unmangled so that the daemon can set the offsets by this name before load; no other
+// symbol in the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static RQ_ISSUE_OFFSETS: Global<BlockTpOffsets> =
     Global::new(BlockTpOffsets { dev: 0, sector: 0, nr_sector: 0, rwbs: 0 });
+// SAFETY: unmangled so that the daemon can set the offsets by this name before load; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 static RQ_COMPLETE_OFFSETS: Global<BlockTpOffsets> =
     Global::new(BlockTpOffsets { dev: 0, sector: 0, nr_sector: 0, rwbs: 0 });
+// SAFETY: unmangled so that the daemon can set the offsets by this name before load; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 static BIO_QUEUE_OFFSETS: Global<BlockTpOffsets> =
     Global::new(BlockTpOffsets { dev: 0, sector: 0, nr_sector: 0, rwbs: 0 });
@@ -55,6 +61,13 @@ macro_rules! tp_field {
         match $off {
             $($o => {
                 let v: u64;
+                // SAFETY: `p` is this program's tracepoint record, readable for the whole run.
+                // `$o` is a constant of the arm list, aligned to the width `$w` and at least 8,
+                // which is what the verifier demands of a tracepoint context load (it refuses
+                // an unaligned one or one outside the record buffer before the program can
+                // run), so the load stays inside the record buffer. The asm only reads: no
+                // store, no stack, flags kept. Which arm runs is the offset the daemon took from
+                // the tracepoint's format file at start-up, so the load reads that field.
                 unsafe {
                     core::arch::asm!(
                         concat!("{v} = *(", $w, " *)({p} + ", stringify!($o), ")"),
@@ -65,6 +78,10 @@ macro_rules! tp_field {
                 };
                 Some(v as $t)
             })*
+            // SAFETY: `read_at` copies size_of::<$t>() bytes at `off` of the record through
+            // `bpf_probe_read_kernel`, which checks the address and fails instead of faulting;
+            // the value is returned only when all bytes were copied, and any bytes are a valid
+            // integer. `off` is the field's offset from the tracepoint's format file.
             off => unsafe { $ctx.read_at::<$t>(off as usize) }.ok(),
         }
     }};
@@ -98,6 +115,8 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let key = InflightKey { dev, _pad: 0, sector };
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program (it is
+    // a helper call, hence the block); any program type may call it.
     let val = InflightVal { issued_ns: unsafe { bpf_ktime_get_ns() }, op: read_op(&ctx, &off), _pad: 0 };
     // LRU insert only fails on an invalid map; eviction of the oldest entry is what bounds it.
     let _ = INFLIGHT.insert(&key, &val, 0);
@@ -106,6 +125,7 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "block", name = "block_rq_complete")]
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
     let now = unsafe { bpf_ktime_get_ns() };
     let off = RQ_COMPLETE_OFFSETS.load();
     let (Some(dev), Some(sector)) = (tp_u32(&ctx, off.dev), tp_u64(&ctx, off.sector)) else {
@@ -116,6 +136,11 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
         drops::count(drop::DISK_UNMATCHED_COMPLETION);
         return 0;
     };
+    // SAFETY: `start` is this run's lookup result for `key`: a pointer into the preallocated
+    // value memory of the LRU map, aligned and valid until the program returns (the map outlives
+    // the run). Another CPU may evict and reuse the entry meanwhile; the copy then reads another
+    // request's plain integers (any bits are a valid `InflightVal`): a wrong latency at worst,
+    // never a read outside the map. It is copied before the `remove` below.
     let start = unsafe { *start };
     let _ = INFLIGHT.remove(&key);
     let ns = now.saturating_sub(start.issued_ns);
@@ -123,6 +148,8 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     // Read back through memory so the verifier sees the bound check on the index itself
     // (LLVM would otherwise move the clamp onto the input and leave the index unbounded).
     let bucket = latency_bucket(ns);
+    // SAFETY: reads the local `bucket` through a reference (valid, aligned, initialised, not
+    // shared); volatile only so LLVM keeps the load the bound check below applies to.
     let bucket = unsafe { core::ptr::read_volatile(&bucket) };
     if bucket >= LATENCY_BUCKETS {
         return 0;
@@ -130,6 +157,11 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     let Some(h) = lookup_or_init(&LATENCY, &hkey, &ZERO_HIST, drop::DISK_HIST_FULL) else {
         return 0;
     };
+    // SAFETY: `h` is this CPU's slot of the `LATENCY` value for `hkey`, looked up in this run:
+    // preallocated map memory, aligned and valid until the program returns. `bucket` was checked
+    // against LATENCY_BUCKETS above. Only this CPU writes its slot, only this program writes the
+    // map, and tracing programs do not nest on a CPU (the kernel skips one that would start while
+    // another runs there), so no other write interleaves with these read-modify-writes.
     unsafe {
         (*h).buckets[bucket] += 1;
         (*h).sum_ns += ns;
@@ -147,9 +179,16 @@ pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let op = read_op(&ctx, &off);
+    // SAFETY: `bpf_get_current_cgroup_id` takes no argument and only reads the current task's
+    // cgroup; a tracepoint program may call it in any context.
     let key = CgroupIoKey { cgroup_id: unsafe { bpf_get_current_cgroup_id() }, dev, op };
     let bytes = (nr_sector as u64) << 9;
     if let Some(v) = lookup_or_init(&CGROUP_IO, &key, &ZERO_IO, drop::CGROUP_IO_FULL) {
+        // SAFETY: `v` is this CPU's slot of the `CGROUP_IO` value for `key`, looked up in this
+        // run: preallocated map memory, aligned and valid until the program returns, even if the
+        // daemon deletes the expired entry meanwhile (these bytes are then lost with it). Only
+        // this program writes the map, only this CPU its slot, and tracing programs do not nest
+        // on a CPU, so no other write interleaves with the adds.
         unsafe {
             (*v).bytes += bytes;
             (*v).bios += 1;

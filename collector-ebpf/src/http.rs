@@ -11,10 +11,14 @@
 //! requests): from the first request byte leaving to the last response byte arriving.
 //!
 //! Kernels: the programs load from Linux 5.10 on. They use no `bpf_loop` (5.17) and no
-//! `bpf_get_current_comm` in cgroup_skb (6.13): a segment's parse steps run in a bounded loop
-//! of calls to a global function (`http_step`, verified once, whatever the number of steps),
-//! and the process that owns a socket is recorded when the socket is created
-//! (`http_sock_create`, cgroup/sock_create).
+//! `bpf_get_current_comm` in cgroup_skb (6.13). Every loop is a plain bounded loop; the long
+//! ones sit in global functions of their own, which the verifier checks once however many
+//! places call them: a segment's parse steps in `http_parse` (up to `MAX_STEPS` calls of
+//! `http_step`, itself a global function, and of `http_stash_run` for runs of stashed bytes),
+//! keeping a segment in the reorder stash in `http_keep_all` (calls of `http_keep`), waiting
+//! for a busy connection in `http_claim` (the close hook inlines a shorter wait). The process
+//! that owns a socket is recorded when the socket is created (`http_sock_create`,
+//! cgroup/sock_create).
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_xadd},
@@ -53,11 +57,15 @@ use crate::{drops, network};
 
 /// Upper bounds of the duration buckets in nanoseconds, set by the daemon; unused slots hold
 /// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
+// SAFETY: unmangled so that the daemon can set it by this name before load; no other symbol in
+// the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static DURATION_BOUNDS_NS: [u64; MAX_DURATION_BOUNDS] = [BOUND_CAP; MAX_DURATION_BOUNDS];
 
 /// The body size bounds, read through a pointer the compiler cannot see through (see
 /// `bucket`).
+// SAFETY: an unmangled global of its own (the daemon leaves it at its initial value); no other
+// symbol in the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static SIZE_BOUNDS_B: [u64; SIZE_BOUNDS.len()] = SIZE_BOUNDS;
 
@@ -66,13 +74,18 @@ static SIZE_BOUNDS_B: [u64; SIZE_BOUNDS.len()] = SIZE_BOUNDS;
 /// breaks down (docs/performance.md). A read-only global, so the verifier knows its value: the
 /// branches not taken and the code only they reach are dropped from the loaded program (the
 /// loads of the global stay, a few instructions).
+// SAFETY: unmangled so that the daemon can set it by this name before load; no other symbol in
+// the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static HTTP_BENCH_STAGE: u32 = 0;
 
 /// Whether the program returns at benchmark stage `stage` (see `HTTP_BENCH_STAGE`).
 #[inline(always)]
 fn bench_stop(stage: u32) -> bool {
-    // SAFETY: a read of a static; volatile because the compiler would fold the initial value.
+    // SAFETY: reads an immutable static through a reference: valid, aligned and initialised,
+    // and never written while programs run (the daemon sets it before load and the loader
+    // freezes read-only data), so nothing races with the read. Volatile so LLVM reads the value
+    // the daemon set instead of folding the initial 0.
     unsafe { core::ptr::read_volatile(&raw const HTTP_BENCH_STAGE) == stage }
 }
 
@@ -171,8 +184,9 @@ static HTTP_ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Connection state in the socket's local storage: found through the socket itself (no hashing,
 /// no table to outgrow), created zeroed on the first segment that starts a request or a
-/// response (see `handle`), and freed by the kernel with the socket (or deleted earlier, when
-/// both streams have ended or on RST).
+/// response (see `new_conn`), and freed by the kernel with the socket (or deleted earlier:
+/// when both streams have ended, on RST, or when the socket reaches TCP_CLOSE otherwise, in
+/// `http_sock_close`).
 #[btf_map]
 static HTTP_CONNS: SkStorage<Conn> = SkStorage::new();
 
@@ -202,7 +216,11 @@ pub struct CloneSkStorage<T> {
     map_flags: *const [i32; (aya_ebpf::bindings::BPF_F_NO_PREALLOC | aya_ebpf::bindings::BPF_F_CLONE) as usize],
 }
 
-// SAFETY: placeholder pointers the loader replaces; never dereferenced.
+// SAFETY: a map definition, not data: the fields are null pointers whose types alone describe
+// the map in BTF (type, key, value, flags), and no code reads or writes through them. The
+// static's address is used only as the map reference the loader rewrites into the map, so
+// sharing it between CPUs shares nothing that could race. (A static must be `Sync`, which raw
+// pointer fields are not by themselves.)
 unsafe impl<T> Sync for CloneSkStorage<T> {}
 
 #[btf_map]
@@ -226,13 +244,18 @@ const CLAIM_ROUNDS: u32 = 1024;
 fn claim(conn: &mut Conn, rounds: u32) -> bool {
     let mut k = 0;
     while k < rounds {
-        // SAFETY: the lock of a socket-storage value (the map's BTF declares it), held only
-        // around the two accesses to `busy` below, with no call in between.
+        // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's `HTTP_CONNS` value,
+        // reached through a reference valid for this run (see `sk_storage`), and the map's BTF
+        // declares the lock, which the helper requires (the verifier refuses it otherwise). The
+        // kernel takes the lock word atomically, so CPUs taking it at once do not race. It is
+        // held only around the two accesses to `busy` below, with no call in between, and
+        // released on every path, as the verifier requires.
         unsafe { spin_lock(&mut conn.lock) };
         let free = conn.busy == 0;
         if free {
             conn.busy = 1;
         }
+        // SAFETY: as above: releases the lock taken at the top of this round.
         unsafe { spin_unlock(&mut conn.lock) };
         if free {
             return true;
@@ -246,9 +269,13 @@ fn claim(conn: &mut Conn, rounds: u32) -> bool {
 /// Gives the connection back (the lock orders the state's stores before it).
 #[inline(always)]
 fn release(conn: &mut Conn) {
-    // SAFETY: as in `claim`.
+    // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's `HTTP_CONNS` value, reached
+    // through a reference valid for this run, and declared in the map's BTF as the helper
+    // requires. The kernel takes it atomically; it is held around one store to `busy`, with no
+    // call in between, and released just below, as the verifier requires.
     unsafe { spin_lock(&mut conn.lock) };
     conn.busy = 0;
+    // SAFETY: as above: releases the lock just taken.
     unsafe { spin_unlock(&mut conn.lock) };
 }
 
@@ -284,8 +311,14 @@ static HTTP_ACTIVE: PerCpuHashMap<ActiveKey, u64> = PerCpuHashMap::with_max_entr
 #[inline(always)]
 fn sk_storage<T>(map: *const c_void, sk: *mut bpf_sock, create: bool) -> *mut T {
     let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
-    // SAFETY: `map` is one of this object's socket-storage maps and `sk` a full socket the
-    // verifier checked; the helper returns null or a pointer to a value of the map's type.
+    // SAFETY: `map` is one of this object's socket-storage maps (`conns`, `not_http`,
+    // `owners`: the address of its definition, which the loader rewrites into the map) and `sk`
+    // a socket the verifier accepts for this helper (a full socket from `bpf_sk_fullsock` or
+    // `bpf_sock_ops.sk`, or the cgroup/sock_create context); it refuses the program otherwise.
+    // The helper only looks the socket's value up (with `create`: allocates a zeroed one) and
+    // returns null or a pointer to it, valid until the program returns (values are freed only
+    // after an RCU grace period). Every caller pairs a map with its value type as `T` (`Conn`,
+    // `u8`, `Owner`), so the cast names the value's real type.
     unsafe { bpf_sk_storage_get(map as *mut c_void, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
 }
 
@@ -306,31 +339,46 @@ fn owners() -> *const c_void {
 
 #[inline(always)]
 fn sk_storage_delete(map: *const c_void, sk: *mut bpf_sock) {
-    // SAFETY: as in `sk_storage`.
+    // SAFETY: `map` is one of this object's socket-storage maps and `sk` a socket the verifier
+    // accepts for the helper, as in `sk_storage`. The helper unlinks the socket's value, whose
+    // memory is freed only after an RCU grace period: a reference a caller still holds stays
+    // valid until the program returns, and no caller uses one after the delete (each returns
+    // at once, and `handle` skips `release` when `http_finish` deleted the state).
     unsafe { bpf_sk_storage_delete(map as *mut c_void, sk as *mut c_void) };
 }
 
 /// The TCP state of a full socket.
 #[inline(always)]
 fn tcp_sock(sk: *mut bpf_sock) -> Option<&'static bpf_tcp_sock> {
-    // SAFETY: `sk` is a full socket; the helper returns null or a pointer valid for this run.
+    // SAFETY: `sk` is a full socket (from `bpf_sk_fullsock`; the verifier refuses anything
+    // else). The helper returns null or a pointer to the socket's TCP fields, valid until the
+    // program returns, which are read only at offsets the verifier checks. The `'static`
+    // lifetime is nominal: callers use the reference within this run.
     unsafe { bpf_tcp_sock(sk).as_ref() }
 }
 
 #[inline(always)]
 fn atomic_add(p: *mut u64, v: u64) {
-    // SAFETY: `p` points into a map value the caller looked up.
+    // SAFETY: callers pass a pointer to a `u64` in a map value they looked up in this run
+    // (`HTTP_HIST`, or this CPU's slot of `HTTP_ACTIVE`): 8-byte aligned, and valid until the
+    // program returns, since both maps are preallocated and their memory lives as long as the
+    // map (an entry the daemon deletes meanwhile only loses the add). The add is atomic, so
+    // other CPUs, or a program nesting on this one, adding to the same word lose nothing.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
 #[inline(always)]
 fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
-    // SAFETY: the helper writes at most size_of::<T>() bytes into `v`, and `v` is read only
-    // when it reports success (all bytes written).
+    // SAFETY: `skb` is the program's `__sk_buff` context (the verifier checks the argument),
+    // and the destination is the local `v`, exactly the size_of::<T>() bytes the helper is told
+    // to write; the helper checks `off` and the length against the packet and fails rather
+    // than read past it.
     let r = unsafe {
         bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
     };
+    // SAFETY: success means the helper wrote all size_of::<T>() bytes of `v`, and every `T`
+    // loaded here (`u8` and byte arrays) is valid for any bytes.
     if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
 }
 
@@ -338,7 +386,9 @@ fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
 #[inline(always)]
 fn words16(b: &[u8; 16]) -> [u64; 2] {
     let p = b.as_ptr() as *const u64;
-    // SAFETY: `b` is 16 bytes at an 8-byte aligned offset of a `Conn` (asserted above).
+    // SAFETY: callers pass `id.comm` or `id.addr` of a `Conn` in socket storage: 16 readable
+    // bytes at 8-byte aligned offsets of `Conn` (asserted above), in a value the kernel aligns
+    // to 8 bytes, so both u64 reads are in bounds and aligned; any bytes are a valid u64.
     unsafe { [*p, *p.add(1)] }
 }
 
@@ -357,7 +407,10 @@ fn active_add(id: &Ident, delta: u64) {
         return;
     }
     // As words (layout asserted above): a literal's 6-byte padding becomes a memset call.
-    // SAFETY: `ActiveKey` is two words of plain data.
+    // SAFETY: `[u64; 2]` and `ActiveKey` are both 16 bytes (asserted above; `transmute` checks
+    // the sizes too), and `ActiveKey` holds only integers and bytes with explicit padding, so
+    // any bits are a valid value. On this little-endian target the second word sets `port`
+    // (offset 8, asserted) and zeroes `_pad`, as the map hashes all 16 bytes.
     let key: ActiveKey = unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([id.cgroup_id, id.local_port as u64]) };
     let p = match HTTP_ACTIVE.get_ptr_mut(&key) {
         Some(p) => Some(p),
@@ -385,7 +438,10 @@ fn bucket<const N: usize>(bounds: *const [u64; N], v: u64) -> u64 {
         // bound is read volatile, when it is used: LLVM would otherwise fold constant bounds,
         // or load them all first and spill them to the stack (its frame is small: 512 bytes
         // for the whole call chain).
-        // SAFETY: an element of a static array.
+        // SAFETY: callers pass `&raw const` of one of the two bound statics (N elements each)
+        // and i < N, so the element is in bounds, aligned and initialised; the statics are
+        // never written while programs run (set before load, then frozen), so the read races
+        // with nothing. Volatile only to keep LLVM from folding or hoisting the bounds.
         idx += unsafe { core::ptr::read_volatile(&(*bounds)[i]) }.wrapping_sub(v) >> 63;
         i += 1;
     }
@@ -420,10 +476,17 @@ impl Sink for Recorder<'_> {
 /// direction of the packet (bit 0), the method (bits 8..16) and the status (bits 16..32). A
 /// global function (verified once, with its own stack frame) taking the context and scalars,
 /// as global functions may on every kernel from 5.10.
+// SAFETY: unmangled (and exported) so that it keeps global linkage and the kernel verifies it
+// once as a global function; no other symbol in the object has the name, so nothing else is
+// bound to it.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return 0 };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns. Only `id` is read, and only while the calling program holds the
+    // connection (`claim`; the callers are the framer's events in `http_step`, `http_arrive`
+    // and `http_finish`), whose own borrows of `id` are shared: no write overlaps the reads.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_ref() }) else { return 0 };
     let id = &conn.id;
     active_add(id, u64::MAX);
@@ -435,7 +498,11 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
     let comm = words16(&id.comm);
     // The key assembled as words (its layout is asserted above): built field by field or
     // from a literal, LLVM zeroes and copies it with calls to byte-wise memset/memcpy loops.
-    // SAFETY: `HttpKey` is six words of plain data.
+    // SAFETY: `[u64; 6]` and `HttpKey` are both 48 bytes (asserted above; `transmute` checks
+    // the sizes too), and `HttpKey` holds only integers and bytes with explicit padding, so any
+    // bits are a valid value. On this little-endian target the words land in the fields at the
+    // offsets asserted above, and `_pad` gets the zero top byte of word 3, as the map hashes
+    // all 48 bytes.
     let mut key: HttpKey = unsafe {
         core::mem::transmute::<[u64; 6], HttpKey>([
             id.cgroup_id,
@@ -458,7 +525,8 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
                     // The key rewritten in place (a second key would take stack room).
                     drops::count(drop::HTTP_MAP_FULL);
                     let side = key.side;
-                    // SAFETY: `HttpKey` is six words of plain data.
+                    // SAFETY: as above: six words are a valid 48-byte `HttpKey`, with zero
+                    // padding (only `method` and `side` set, in word 3).
                     key = unsafe {
                         core::mem::transmute::<[u64; 6], HttpKey>([
                             0,
@@ -479,7 +547,11 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
     let d = bucket(&raw const DURATION_BOUNDS_NS, dur) as usize;
     let r = bucket(&raw const SIZE_BOUNDS_B, req_bytes) as usize;
     let s = bucket(&raw const SIZE_BOUNDS_B, resp_bytes) as usize;
-    // SAFETY: `h` points to a value of HTTP_HIST; every index is checked against its array.
+    // SAFETY: `h` is this run's lookup result in `HTTP_HIST`: preallocated map memory, aligned
+    // and valid until the program returns (an entry the daemon deletes meanwhile only loses
+    // these adds). Every index is checked against its array (the lengths are constants, read
+    // from no memory), and each access only takes one word's address for `atomic_add`, so the
+    // adds of other CPUs to the same entry do not race with it.
     unsafe {
         if d < (*h).duration.len() {
             atomic_add(&mut (*h).duration[d], 1);
@@ -503,12 +575,17 @@ fn socket_of(skb: *mut __sk_buff) -> Option<*mut bpf_sock> {
     if skb.is_null() {
         return None;
     }
-    // SAFETY: `skb` is the program's context (global functions check the argument's type).
+    // SAFETY: `skb` is non-null and is the program's `__sk_buff` context, valid for the whole
+    // run: a global function's `__sk_buff *` argument is typed as the context, and the verifier
+    // refuses a call passing anything else. Reading `sk` is a context load that the verifier
+    // rewrites into the packet's socket pointer, or null.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
         return None;
     }
-    // SAFETY: a socket pointer from the context, checked above.
+    // SAFETY: `sk` is the packet's socket from the context, non-null (checked above), the
+    // argument the helper takes; it returns the socket as a full one, valid for this run, or
+    // null.
     let sk = unsafe { bpf_sk_fullsock(sk) };
     (!sk.is_null()).then_some(sk)
 }
@@ -524,10 +601,15 @@ fn di(is_req: bool) -> usize {
 /// segment needs no more steps. A global function: the verifier checks it once, on its own,
 /// however many times the programs call it (arguments are the context and a scalar, which
 /// global functions may take on every kernel from 5.10).
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return 1 };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns. The calling program holds the connection (`claim`), so no other program
+    // changes it, and the caller's own reference stays unused until this call returns.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
     let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
     let (src, seq, end, payload, now) = {
@@ -540,6 +622,11 @@ pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
         if let Some((p, _)) = d.needs_window(end) {
             let index = stash::index_of(p);
             let key = BlockKey { cookie, index, is_req: is_req as u32 };
+            // SAFETY: a shared reference to a stash block of this connection, valid until the
+            // program returns: `HTTP_STASH` is not preallocated, so even a block deleted
+            // meanwhile is freed only after an RCU grace period. A connection's blocks are
+            // written only by the program holding it, which is this run, so nothing writes the
+            // block while it is read (the daemon only deletes blocks, never writes them).
             let Some(block) = (unsafe { HTTP_STASH.get(&key) }) else { return 1 };
             block.fill_window(d, index.wrapping_mul(BLOCK), p, end);
         }
@@ -550,10 +637,14 @@ pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
         // 1..=WINDOW in a form every verifier bounds: the verifier of 5.10 learns nothing from
         // `n != 0`, so `n - 1` goes through memory (LLVM cannot drop the mask), is masked, and
         // 1 is added back, in one 64-bit register.
-        // SAFETY: reads a local.
+        // SAFETY: reads a temporary local through a reference (valid, aligned, initialised, not
+        // shared); volatile only so LLVM keeps the mask the verifier needs.
         let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (WINDOW as u64 - 1)) + 1;
         let off = payload.wrapping_add(p.wrapping_sub(seq));
-        // SAFETY: the window is WINDOW bytes of the connection's storage and len <= WINDOW.
+        // SAFETY: `skb` is the program's context; the destination is the direction's window,
+        // WINDOW bytes inside this socket's `Conn`, and 1 <= len <= WINDOW, so the helper writes
+        // within it; it checks `off` and `len` against the packet and fails rather than read
+        // past it.
         let r = unsafe { bpf_skb_load_bytes(skb as *const c_void, off, d.win.as_mut_ptr() as *mut c_void, len as u32) };
         if r != 0 {
             return 1;
@@ -568,10 +659,15 @@ pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
 /// Points the direction `egress` of the socket at the run of stashed bytes from its framer's
 /// position, for `http_step`: returns 0 when there is one, nonzero when the stash holds
 /// nothing there. A global function, as `http_step`.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return 1 };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns. The calling program holds the connection (`claim`), so no other program
+    // changes it, and the caller's own reference stays unused until this call returns.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
     let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
     let held = conn.held[di(is_req)];
@@ -586,6 +682,10 @@ pub extern "C" fn http_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
         return 1;
     }
     let key = BlockKey { cookie: conn.id.cookie, index, is_req: is_req as u32 };
+    // SAFETY: a shared reference to a stash block of this connection, valid until the program
+    // returns (`HTTP_STASH` is not preallocated: a block deleted meanwhile is freed only after
+    // an RCU grace period). Only the program holding the connection, this run, writes its
+    // blocks, so nothing writes the block while it is read.
     let Some(block) = (unsafe { HTTP_STASH.get(&key) }) else { return 1 };
     let start = index.wrapping_mul(BLOCK);
     let o = pos.wrapping_sub(start) & (BLOCK - 1);
@@ -600,10 +700,15 @@ pub extern "C" fn http_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
 /// Keeps the part of the current segment of direction `egress` that falls in stash block
 /// `index` (the framer waits for a missing byte before it). Returns nonzero when the segment
 /// has nothing for that block (or beyond). A global function, as `http_step`.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return 1 };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns. The calling program holds the connection (`claim`), so no other program
+    // changes it, and the caller's own reference stays unused until this call returns.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 1 };
     let is_req = (conn.id.role == ROLE_SERVER) != (egress != 0);
     let seg = conn.seg[di(is_req)];
@@ -621,15 +726,25 @@ pub extern "C" fn http_keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64
         drops::count(drop::HTTP_STASH_FULL);
         return 1;
     };
-    // SAFETY: a value of HTTP_STASH, valid for this run.
+    // SAFETY: `block` is this run's lookup result in `HTTP_STASH` (inserted zeroed just above if
+    // absent): aligned, and valid until the program returns even if deleted meanwhile (the map
+    // is not preallocated; values are freed after an RCU grace period). A connection's blocks
+    // are written and read only by the program holding it, which is this run, so this is the
+    // only reference to the block in use (the daemon only deletes blocks, never writes them).
     let block = unsafe { &mut *block };
     // Offset and length in forms every verifier bounds: o < BLOCK, 1 <= len <= BLOCK, so the
     // copy stays within the value's 2 * BLOCK bytes of data.
     let o = o & (BLOCK - 1);
-    // SAFETY: reads a local.
+    // SAFETY: reads a temporary local through a reference (valid, aligned, initialised, not
+    // shared); volatile only so LLVM keeps the mask the verifier needs.
     let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (BLOCK as u64 - 1)) + 1;
+    // SAFETY: o < BLOCK (masked above) and `data` is 2 * BLOCK bytes, so the offset pointer
+    // stays inside the block's data.
     let dst = unsafe { (block.data.as_mut_ptr() as *mut u8).add(o as usize) };
-    // SAFETY: o + len <= 2 * BLOCK bytes of the block's data.
+    // SAFETY: `dst` is at offset o < BLOCK of the block's 2 * BLOCK bytes of data and
+    // 1 <= len <= BLOCK, so o + len <= 2 * BLOCK and the helper writes within the value; `skb`
+    // is the program's context, and the helper checks the packet offset and length and fails
+    // rather than read past the packet.
     let r = unsafe {
         bpf_skb_load_bytes(skb as *const c_void, seg.payload.wrapping_add(at), dst as *mut c_void, len as u32)
     };
@@ -678,6 +793,8 @@ const PARSE_PACKET: u64 = 2;
 /// Runs up to `MAX_STEPS` parse steps of the direction `how & 1`: of the packet when
 /// `how & PARSE_PACKET`, then of whatever the stash holds from the position on. A global
 /// function: the loop is verified once, its exits end the function.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
@@ -696,6 +813,8 @@ pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
 
 /// Keeps the current segment of direction `egress`, from stash block `first` on (up to 64
 /// blocks: a 64 KiB segment). A global function, as `http_parse`.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
@@ -711,10 +830,15 @@ pub extern "C" fn http_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) ->
 
 /// Takes the connection of `skb` (see `claim`); nonzero when it did. A global function: the
 /// waiting loop is verified once.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_claim(skb: *mut __sk_buff) -> i64 {
     let Some(sk) = socket_of(skb) else { return 0 };
+    // SAFETY: `sk_storage` returns null (None) or this socket's `Conn`, valid until the program
+    // returns. Another CPU may be changing the rest of the value: `claim` touches only `lock`
+    // (through the helper, atomically) and `busy`, under that lock.
     match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
         Some(conn) => claim(conn, CLAIM_ROUNDS) as i64,
         None => 0,
@@ -748,16 +872,21 @@ fn headers_direct(ctx: &SkBuffContext) -> Result<Option<(u32, u8, [u8; 14])>, ()
     if data + 40 > data_end {
         return Err(());
     }
-    // SAFETY (all reads below): the verifier checked them against data_end above.
+    // SAFETY: `data..data_end` is the linear part of this program's packet, readable for the
+    // whole run (a cgroup_skb program cannot write or move it). The check above makes bytes
+    // 0..40 readable, which covers this read and those of bytes 9 and 6 below; the verifier
+    // refuses any packet read that a check against `data_end` does not cover.
     let v = unsafe { *(data as *const u8) };
     let (ip_len, family) = match v >> 4 {
         4 => {
+            // SAFETY: as above: byte 9, within the 40 bytes checked.
             if unsafe { *((data + 9) as *const u8) } != 6 {
                 return Ok(None);
             }
             (((v & 0x0f) as usize) * 4, 4u8)
         }
         6 => {
+            // SAFETY: as above: byte 6, within the 40 bytes checked.
             if unsafe { *((data + 6) as *const u8) } != 6 {
                 return Ok(None);
             }
@@ -771,6 +900,8 @@ fn headers_direct(ctx: &SkBuffContext) -> Result<Option<(u32, u8, [u8; 14])>, ()
     if data + ip_len + 14 > data_end {
         return Err(());
     }
+    // SAFETY: as above: the 14 bytes at `ip_len` end before `data_end` (checked just above),
+    // and the read is unaligned, so the header's position does not matter.
     let tcp = unsafe { core::ptr::read_unaligned((data + ip_len) as *const [u8; 14]) };
     Ok(Some((ip_len as u32, family, tcp)))
 }
@@ -813,6 +944,8 @@ fn new_conn(
     family: u8,
 ) -> Option<&'static mut Conn> {
     let mark = sk_storage::<u8>(not_http(), sk, false);
+    // SAFETY: read only when non-null (checked first): this socket's one-byte `HTTP_NOT_HTTP`
+    // value, valid until the program returns; any byte is a valid u8.
     if !mark.is_null() && unsafe { *mark } >= MIDSTREAM_TRIES {
         return None;
     }
@@ -846,7 +979,9 @@ fn new_conn(
         if mark.is_null() {
             drops::count(drop::HTTP_CONN_STORAGE);
         } else {
-            // SAFETY: a one-byte value of HTTP_NOT_HTTP.
+            // SAFETY: `mark` is non-null (checked above): this socket's one-byte `HTTP_NOT_HTTP`
+            // value, valid until the program returns. Programs on two CPUs may update it at
+            // once; a lost increment only delays giving the socket up.
             unsafe { *mark = if at_start { MIDSTREAM_TRIES } else { (*mark).saturating_add(1) } };
         }
         return None;
@@ -861,6 +996,10 @@ fn new_conn(
     } else {
         (tp.snd_nxt == tp.snd_una && tp.bytes_acked <= 1, tp.snd_nxt)
     };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, created zeroed if
+    // absent (all zero is a valid `Conn`), valid until the program returns. Another CPU may hold
+    // and change it: nothing here touches it before `http_claim` (which reaches the value in a
+    // global function of its own) has taken it.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, true).as_mut() }) else {
         drops::count(drop::HTTP_CONN_STORAGE);
         return None;
@@ -882,7 +1021,8 @@ fn new_conn(
     }
     let id = &mut conn.id;
     id.role = role;
-    // SAFETY: a helper with the program's context.
+    // SAFETY: `skb` is this program's `__sk_buff` context, valid for the whole run and the
+    // argument the helper takes; the helper only reads the cgroup of the packet's socket.
     id.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
     let (sport, dport) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
     // Local and peer as seen by this socket.
@@ -897,10 +1037,15 @@ fn new_conn(
     } else if let Some(a) = load::<[u8; 16]>(skb, if egress { 24 } else { 8 }) {
         id.addr = a;
     }
+    // SAFETY: `sk_storage` returns null (None) or this socket's `Owner` (16 bytes, any value
+    // valid), valid until the program returns. It is written only when the socket is created
+    // (`http_sock_create`, or the kernel copying a listener's), before any segment, so a
+    // shared reference is not overlapped by a write.
     if let Some(o) = unsafe { sk_storage::<Owner>(owners(), sk, false).as_ref() } {
         id.comm = o.comm;
     }
-    // SAFETY: a helper with the program's context.
+    // SAFETY: `skb` is this program's context, the argument the helper takes; the helper only
+    // reads the socket's cookie (assigning it atomically on first use).
     id.cookie = unsafe { bpf_get_socket_cookie(skb as *mut c_void) };
     Some(conn)
 }
@@ -922,7 +1067,8 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     let doff = ((tcp[12] >> 4) as u32) * 4;
     let flags = tcp[13];
     let payload = ip_len + doff;
-    // SAFETY: the program's context.
+    // SAFETY: `skb` is this program's `__sk_buff` context, valid for the whole run; reading
+    // `len` is a context load that the verifier checks and rewrites.
     let end = unsafe { (*skb).len };
     if payload > end {
         return;
@@ -941,16 +1087,29 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     // The socket this segment belongs to: the hook sets it for both directions, and only full
     // sockets reach it, but the verifier wants both checked.
-    // SAFETY: the program's context.
+    // SAFETY: `skb` is this program's `__sk_buff` context, valid for the whole run; reading
+    // `sk` is a context load that the verifier rewrites into the packet's socket pointer, or
+    // null.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
         return;
     }
-    // SAFETY: a socket pointer from the context, checked above.
+    // SAFETY: `sk` is the packet's socket from the context, non-null (checked above), the
+    // argument the helper takes; it returns the socket as a full one, valid for this run, or
+    // null.
     let sk = unsafe { bpf_sk_fullsock(sk) };
     if sk.is_null() {
         return;
     }
+    // SAFETY: `sk_storage` returns null (None) or this socket's `Conn`, valid until the program
+    // returns (freed only after an RCU grace period, even when deleted). It is not used before
+    // `http_claim` has taken it, after which no other program changes it. The global functions
+    // this run calls (`http_claim`, `http_parse`, `http_arrive`, `http_keep_all`, `http_finish`)
+    // reach the same value again through `sk_storage`; each runs to completion while `conn` is
+    // unused, and each is an out-of-line call (`inline(never)`) whose body writes through
+    // pointers that helper calls return, so LLVM treats it as writing any memory and reuses
+    // nothing read through `conn` across it. (Rust's aliasing rules proper would not let a
+    // `&mut` stay live across such writes; this relies on that call boundary.)
     let conn = match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
         Some(c) => {
             if http_claim(skb) == 0 {
@@ -968,9 +1127,10 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         release(conn);
         return;
     }
-    // SAFETY: a helper without arguments.
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
     let now = unsafe { bpf_ktime_get_ns() };
-    // Requests flow in on servers and out on clients.
+    // A reset: the waiting requests are given up, and the connection's stash blocks and state
+    // deleted.
     if flags & TCP_RST != 0 {
         let mut rec = Recorder { id: &conn.id, skb, egress };
         conn.ex.abandon_all(&mut rec);
@@ -1021,10 +1181,15 @@ const ARRIVE_KEEP: i64 = 2;
 /// ended, a response waiting for a gap may be recorded), then the framer's `arrive`. Returns
 /// `ARRIVE_PARSE` when its bytes are to be parsed, `ARRIVE_KEEP` when they lie beyond a byte
 /// the framer needs and still waits for. A global function, verified once.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return ARRIVE_NONE };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns. The calling program holds the connection (`claim`), so no other program
+    // changes it, and the caller's own reference stays unused until this call returns.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return ARRIVE_NONE };
     let egress = egress != 0;
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
@@ -1064,10 +1229,16 @@ const FINISH_FIN: u64 = 2;
 /// After the current segment of direction `egress & 1` was parsed: what is known of bytes that
 /// arrived before, the FIN when `egress & FINISH_FIN`, stash blocks no longer needed, and the
 /// connection's state once both streams have ended. A global function, verified once.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn http_finish(skb: *mut __sk_buff, how: u64) -> i64 {
     let Some(sk) = socket_of(skb) else { return 0 };
+    // SAFETY: `sk_storage` returns null (None here) or this socket's `Conn`, valid until the
+    // program returns, even after the delete below (freed after an RCU grace period; it is not
+    // used after it). The calling program holds the connection (`claim`), so no other program
+    // changes it, and the caller's own reference stays unused until this call returns.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }) else { return 0 };
     let egress = how & 1 != 0;
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
@@ -1108,12 +1279,18 @@ pub fn http_egress(ctx: SkBuffContext) -> i32 {
 /// the process that listens, a client's after the process that connects.
 #[cgroup_sock(sock_create)]
 pub fn http_sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: the program's context.
+    // SAFETY: `ctx.sock` is this program's context, the `bpf_sock` of the socket being created,
+    // valid for the whole run; `type` and `protocol` are context fields a cgroup/sock_create
+    // program may read (the verifier checks the offsets and rewrites the loads).
     let (ty, proto) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
     // SOCK_STREAM, IPPROTO_TCP.
     if ty != 1 || proto != 6 {
         return 1;
     }
+    // SAFETY: `sk_storage` with the context socket (which the helper takes in this program
+    // type) returns null (None) or the socket's `Owner`, created zeroed, valid until the program
+    // returns. The socket is still being created, not yet reachable by other programs, so the
+    // `&mut` is the only reference to the value.
     if let Some(o) = unsafe { sk_storage::<Owner>(owners(), ctx.sock, true).as_mut() }
         && let Ok(c) = bpf_get_current_comm()
     {
@@ -1140,7 +1317,9 @@ pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
             let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
         }
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
-            // SAFETY: the program's context.
+            // SAFETY: `ctx.ops` is this program's `bpf_sock_ops` context, valid for the whole
+            // run; reading `sk` is a context load that the verifier rewrites into the full
+            // socket's pointer, or null (checked next).
             let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
             if sk.is_null() {
                 return 1;
@@ -1148,6 +1327,11 @@ pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
             // Fewer rounds than a segment waits: the loop is inlined here, and a close while
             // another CPU parses the last segment is rare (a failed claim is counted; the
             // daemon sweeps stash blocks left behind).
+            // SAFETY: `sk_storage` returns null (None) or this socket's `Conn`, valid until the
+            // program returns (and after the delete below, which it is not used past). Another
+            // CPU may be changing it until `claim` succeeds, and `claim` touches only `lock`
+            // (through the helper) and `busy`, under that lock; after it, no other program
+            // changes the value.
             if let Some(conn) = unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() }
                 && claim(conn, 64)
             {

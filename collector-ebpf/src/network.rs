@@ -21,22 +21,37 @@ static CGROUP_NET: PerCpuHashMap<u64, NetCounters> = PerCpuHashMap::with_max_ent
 
 /// Set by the daemon (read-only data, so the verifier drops the branch that is not taken):
 /// 1 when `http_ingress`/`http_egress` count packets here instead of the programs below.
+// SAFETY: unmangled so that the daemon can set it by this name before load; no other symbol in
+// the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static NET_IN_HTTP: u8 = 0;
 
 /// Whether the HTTP programs count packets for this collector.
 #[inline(always)]
 pub fn counted_by_http() -> bool {
+    // SAFETY: reads an immutable static through a reference: valid, aligned and initialised,
+    // and never written while programs run (the daemon sets it before load and the loader
+    // freezes read-only data), so nothing races with the read. Volatile so LLVM reads the value
+    // the daemon set instead of folding the initial 0.
     unsafe { core::ptr::read_volatile(&NET_IN_HTTP) != 0 }
 }
 
 #[inline(always)]
 pub fn count(ctx: &SkBuffContext, egress: bool) {
     let len = ctx.len() as u64;
+    // SAFETY: the pointer is this program's own `__sk_buff` context, valid for the whole run and
+    // the argument type the helper takes (the verifier checks it); the helper only reads the
+    // cgroup of the packet's socket.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr() as *mut __sk_buff) };
     let Some(c) = lookup_or_init(&CGROUP_NET, &cgroup_id, &ZERO, drop::CGROUP_NET_FULL) else {
         return;
     };
+    // SAFETY: `c` is this CPU's slot of the `CGROUP_NET` value for `cgroup_id`, looked up in
+    // this run: preallocated map memory, aligned and valid until the program returns, even if
+    // the daemon deletes the expired entry meanwhile (these counts are then lost with it). No
+    // other CPU writes this slot. A program nesting on this CPU (ingress in a softirq during a
+    // process-context egress run) can add to the same slot between a load and its store, and
+    // one of the adds is then lost: a miscount, never an access outside the slot.
     unsafe {
         if egress {
             (*c).tx_bytes += len;

@@ -319,10 +319,13 @@ pub struct Deferred {
 
 /// Both directions of one connection and the requests waiting on it.
 ///
-/// The two directions are parsed by different programs, possibly at the same time on two CPUs
-/// (a request arriving while the previous response leaves): each direction writes only its own
-/// `Dir`, the request direction writes `pushed` and the pending slot it fills, the response
-/// direction `popped`. Both wrap; their difference is the number waiting (at most `PIPELINE`).
+/// The two directions are handled by different programs, which can run on two CPUs at once (a
+/// request arriving while the previous response leaves). A segment of either direction can
+/// change the whole `Exchange` (the other direction's in-order point and state, `popped` when
+/// waiting requests are given up, the deferred response), so the kernel programs take the
+/// connection before calling in here (`claim` in collector-ebpf/src/http.rs): one segment at a
+/// time changes it. `pushed` counts requests started and `popped` requests answered or given
+/// up; both wrap, and their difference is the number waiting (at most `PIPELINE`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Exchange {

@@ -1,6 +1,14 @@
-//! Socket-level HTTP/1.x: the framer that follows a connection's byte streams (`framer`,
-//! compiled into the kernel programs and tested on the host), and the aggregated histograms
-//! the kernel programs write and the daemon reads.
+//! Socket-level HTTP/1.x, the part shared by the kernel programs (collector-ebpf/src/http.rs)
+//! and the daemon:
+//! - `framer`: follows both byte streams of a connection by TCP sequence number and turns them
+//!   into request/response exchanges; pure code, compiled into the kernel programs.
+//! - `stash`: the reorder stash, blocks of received bytes that arrived out of order while the
+//!   framer waits for a missing one (the kernel's `HTTP_STASH` map, swept by the daemon).
+//! - `sim` (tests, and the `sim` feature for the fuzz target): a host-side driver that feeds
+//!   the framer segments the way the kernel programs do.
+//! - here: the keys and values of the maps the programs write and the daemon reads (the
+//!   aggregated histograms `HttpKey`/`HttpHist`, with the daemon's duration bounds and the
+//!   fixed size bounds, and the server-side in-flight gauge `ActiveKey`), and the method table.
 
 pub mod framer;
 #[cfg(any(test, feature = "sim"))]
@@ -79,8 +87,9 @@ pub const OVERFLOW_METHOD: u8 = 0xff;
 pub struct HttpKey {
     /// Cgroup of the socket.
     pub cgroup_id: u64,
-    /// Name of the process that owns the socket (NUL-padded), when the programs saw it in
-    /// process context; all zero otherwise.
+    /// The name (`comm`, NUL-padded) recorded with the socket when it was created
+    /// (`http_sock_create`; an accepted connection carries its listening socket's); all zero
+    /// for a socket created before the collector started, and in the overflow entries.
     pub comm: [u8; 16],
     /// Status code of the final response (100..=599), 0 when it was not a valid code.
     pub status: u16,
@@ -127,9 +136,11 @@ pub struct ActiveKey {
     pub _pad: [u8; 6],
 }
 
-/// Index of the size bucket for `n` bytes: the number of bounds below `n`, summed without
-/// branches (the sign bit of `bound - n`, all values below 2^62) so that a kernel program has a
-/// single path through it.
+/// Index of the size bucket for `n` bytes: the number of bounds below `n` (the sign bit of
+/// `bound - n`, all values below 2^62). The host-side statement of the bucketing, checked by
+/// the tests here; the kernel programs do the same branchless sum in `bucket`
+/// (collector-ebpf/src/http.rs), over `SIZE_BOUNDS_B`, a copy of `SIZE_BOUNDS` read through a
+/// pointer LLVM cannot see through.
 #[inline(always)]
 pub fn size_bucket(n: u64) -> usize {
     let n = if n >= BOUND_CAP { BOUND_CAP - 1 } else { n };

@@ -1,7 +1,8 @@
 //! Host-side driver of the framer (tests and the fuzz target): feeds it segments of a
 //! connection's two byte streams the way the kernel programs do — positional bookkeeping,
-//! window loads limited to the segment, steps, settling, FIN — and records what it reports.
-//! The receiving side's in-order point (`frontier`) is simulated from the segments delivered.
+//! window loads limited to the segment, steps, bytes beyond a missing one kept in the reorder
+//! stash and parsed once it arrives, settling, FIN — and records what it reports. The
+//! receiving side's in-order point (`frontier`) is simulated from the segments delivered.
 extern crate std;
 
 use std::{collections::HashMap, vec::Vec};

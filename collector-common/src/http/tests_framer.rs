@@ -18,14 +18,12 @@ pub enum Body {
     Length(usize),
     /// Chunk sizes (the terminating zero chunk is added).
     Chunked(Vec<usize>),
-    /// Runs to the end of the stream (responses only).
-    UntilClose(usize),
 }
 
 fn body_bytes(body: &Body, out: &mut Vec<u8>) -> usize {
     match body {
         Body::None => 0,
-        Body::Length(n) | Body::UntilClose(n) => {
+        Body::Length(n) => {
             out.extend((0..*n).map(|i| b'a' + (i % 26) as u8));
             *n
         }
@@ -45,7 +43,7 @@ fn body_bytes(body: &Body, out: &mut Vec<u8>) -> usize {
 
 fn framing(body: &Body) -> String {
     match body {
-        Body::None | Body::UntilClose(_) => String::new(),
+        Body::None => String::new(),
         Body::Length(n) => format!("Content-Length: {n}\r\n"),
         Body::Chunked(_) => "Transfer-Encoding: chunked\r\n".into(),
     }
@@ -74,7 +72,7 @@ pub fn response(status: u16, body: &Body) -> Vec<u8> {
 fn body_len(b: &Body) -> u64 {
     match b {
         Body::None => 0,
-        Body::Length(n) | Body::UntilClose(n) => *n as u64,
+        Body::Length(n) => *n as u64,
         Body::Chunked(s) => s.iter().sum::<usize>() as u64,
     }
 }
@@ -127,7 +125,7 @@ pub fn schedule(from: usize, to: usize, mss: usize, fault: Fault, counter: &mut 
     let mut held: Vec<(usize, (usize, usize))> = Vec::new(); // (release after this many more, seg)
     for s in segs {
         *counter += 1;
-        let hit = |n: usize| n > 0 && *counter % n == 0;
+        let hit = |n: usize| n > 0 && (*counter).is_multiple_of(n);
         let mut release = Vec::new();
         for h in held.iter_mut() {
             h.0 = h.0.saturating_sub(1);

@@ -61,12 +61,18 @@ static HELD: Array<Held> = Array::with_max_entries(1, 0);
 /// masked, then 1 is added back: 1..=HOLD_MAX in one 64-bit register.
 #[inline(always)]
 fn copy_len(len: usize) -> u64 {
-    // SAFETY: reads a local.
+    // SAFETY: reads a temporary local through a reference (valid, aligned, initialised, not
+    // shared); volatile only so LLVM keeps the mask the verifier needs.
     (unsafe { core::ptr::read_volatile(&(len as u64 - 1)) } & (HOLD_MAX as u64 - 1)) + 1
 }
 
 fn bump(i: u32) {
     if let Some(p) = STATS.get_ptr_mut(i) {
+        // SAFETY: `p` is entry `i` of `STATS`, from a lookup that returns Some only for an index
+        // below the array's size: array memory, aligned and valid as long as the map, which the
+        // program holds. `STATS` is shared by the CPUs and this add is not atomic, so two runs at
+        // once can lose a count, never write outside the entry; the counts only tell a test
+        // that faults were injected.
         unsafe { *p += 1 };
     }
 }
@@ -100,7 +106,9 @@ fn tcp_payload(ctx: &TcContext) -> Option<(u32, u32)> {
 #[classifier]
 pub fn fault_injector(ctx: TcContext) -> i32 {
     let skb = ctx.as_ptr() as *const aya_ebpf::bindings::__sk_buff;
-    // SAFETY: the context is the skb this program was called with.
+    // SAFETY: `skb` is this program's own `__sk_buff` context, valid for the whole run; `mark`
+    // and `ifindex` are context fields a tc program may read (the verifier checks the offsets
+    // and rewrites the loads).
     let (mark, ifindex) = unsafe { ((*skb).mark, (*skb).ifindex) };
     if mark == OWN_MARK {
         ctx.set_mark(0);
@@ -112,13 +120,21 @@ pub fn fault_injector(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let Some(count) = STATS.get_ptr_mut(DATA_SEGMENTS) else { return TC_ACT_OK };
-    // SAFETY: a pointer into the map's value, valid for this run.
+    // SAFETY: `count` is entry DATA_SEGMENTS of `STATS`: array memory, aligned and valid as long
+    // as the map, which the program holds. The add is not atomic: a run on another CPU at the
+    // same moment can make two segments share a number, which only shifts which segment is
+    // impaired.
     let n = unsafe {
         *count += 1;
         *count
     };
     let Some(held) = HELD.get_ptr_mut(0) else { return TC_ACT_OK };
-    // SAFETY: as above; one program instance at a time changes it (tc egress of one device).
+    // SAFETY: `held` is entry 0 of `HELD`: array memory, aligned and valid as long as the map.
+    // Nothing else in the object touches `HELD`, and this program runs on the tc ingress of one
+    // device; two runs overlap only when two CPUs deliver to that device at once (a veth
+    // delivers on the sending CPU). Exclusive in practice rather than guaranteed: overlapping
+    // runs could tear or misplace the held test frame, but every access stays inside the
+    // value, whose bounds the verifier checks.
     let held = unsafe { &mut *held };
     if mode == MODE_SWAP && held.len != 0 && held.ports == ports {
         // The segment after the held one: a copy of it is queued for delivery (the backlog of
@@ -134,7 +150,10 @@ pub fn fault_injector(ctx: TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
         let n = copy_len(len);
-        // SAFETY: stores the n <= HOLD_MAX bytes of the held frame over the packet, resized to n.
+        // SAFETY: the source is the held frame, HOLD_MAX bytes of the `HELD` value, and
+        // 1 <= n <= HOLD_MAX, so the helper reads within it; the packet was resized to len == n
+        // bytes just above, and the helper checks offset and length against the packet and
+        // fails rather than write past it. No packet pointer is kept across the call.
         let ok = unsafe {
             aya_ebpf::helpers::generated::bpf_skb_store_bytes(
                 ctx.as_ptr() as *mut _,
@@ -148,7 +167,8 @@ pub fn fault_injector(ctx: TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
         bump(SWAPPED);
-        // SAFETY: a helper call with no pointer argument.
+        // SAFETY: `bpf_redirect` takes only scalars (an interface index and flags) and touches
+        // no memory of the program; it records where the packet goes once the program returns.
         return unsafe { aya_ebpf::helpers::generated::bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32;
     }
     let period = config(1) as u64;
@@ -177,7 +197,10 @@ pub fn fault_injector(ctx: TcContext) -> i32 {
                 return TC_ACT_OK;
             }
             let n = copy_len(len);
-            // SAFETY: copies n <= HOLD_MAX bytes of the packet into the held frame.
+            // SAFETY: the context is this program's `__sk_buff`; the destination is the held
+            // frame, HOLD_MAX bytes of the `HELD` value, and 1 <= n <= HOLD_MAX, so the helper
+            // writes within it; it checks the length against the packet and fails rather than
+            // read past it.
             let r = unsafe {
                 aya_ebpf::helpers::generated::bpf_skb_load_bytes(
                     ctx.as_ptr() as *const _,
@@ -203,6 +226,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: `license` is the section the loader reads the program's license string from; it
+// holds only this NUL-terminated byte array, which nothing executes or writes.
 #[unsafe(link_section = "license")]
+// SAFETY: an unmangled name that no other symbol in the object has, so nothing else is bound
+// to it (the loader finds the license by its section, not by this name).
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
