@@ -286,7 +286,11 @@ fn host_scrape(c: &mut Criterion) {
         registry.collectors.push(Box::new(p));
     }
     let devices = Arc::new(Devices::new(Path::new("/sys")));
-    registry.collectors.push(Box::new(collector::disk::Diskstats::new(procfs, devices, false, None)));
+    registry.collectors.push(Box::new(collector::disk::Diskstats::new(
+        procfs,
+        devices,
+        &collector::disk::DiskstatsFlags { include_partitions: false, device_exclude: collector::disk::Exclude(None) },
+    )));
     registry.collectors.push(Box::new(Netdev::new(procfs)));
     let mut g = c.benchmark_group("host");
     g.bench_function("gather_encode", |b| b.iter(|| black_box(registry.encode().unwrap())));

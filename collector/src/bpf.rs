@@ -6,64 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, maps::MapData};
 
-use crate::metrics::ProgramStatus;
+use crate::metrics::{Collector, Family, Out};
 
 /// The object built by `cargo xtask build-ebpf`, embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT"));
-
-// Capability numbers from linux/capability.h.
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// The effective capability set of this process, from /proc/self/status.
-fn effective_caps() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    parse_cap_eff(&status).context("no CapEff line in /proc/self/status")
-}
-
-fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// Names of the capabilities the eBPF collectors need and this process lacks. Loading programs
-/// needs CAP_BPF; tracepoints (diskbpf) and the pointer arithmetic of the HTTP parser (the
-/// verifier allows it only to CAP_PERFMON) need CAP_PERFMON; attaching cgroup programs
-/// (netbpf, http) needs CAP_NET_ADMIN. CAP_SYS_ADMIN stands in for the first two (and is
-/// required on kernels before 5.8).
-pub fn missing_caps(effective: u64, need_perfmon: bool, need_net_admin: bool) -> Vec<&'static str> {
-    let has = |c: u32| effective & (1u64 << c) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if need_perfmon && !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
-    if need_net_admin && !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    missing
-}
-
-/// Checks privileges before anything is loaded; the error is the one line a user sees.
-pub fn check_privileges(ebpf_collectors: &[&str], need_net_admin: bool) -> anyhow::Result<()> {
-    let need_perfmon = ebpf_collectors.iter().any(|c| *c == "diskbpf" || *c == "http");
-    let missing = missing_caps(effective_caps()?, need_perfmon, need_net_admin);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let disable: Vec<String> = ebpf_collectors.iter().map(|c| format!("--no-collector.{c}")).collect();
-    anyhow::bail!(
-        "missing capabilities {} needed by the eBPF collectors ({}): run as root or grant them \
-         (e.g. setcap cap_bpf,cap_perfmon,cap_net_admin+ep), or disable those collectors with {}",
-        missing.join(", "),
-        ebpf_collectors.join(", "),
-        disable.join(" ")
-    )
-}
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memory cgroups.
 /// Raising it needs CAP_SYS_RESOURCE, which a container may not have: failure is not fatal.
@@ -203,6 +149,24 @@ pub fn tracepoint_fields(
 }
 
 /// The loaded object. Dropping it detaches and unloads every program.
+/// The bytes of a global's value.
+pub fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: T is a #[repr(C)] plain-data type from collector-common with no padding bytes
+    // left uninitialised by construction (all fields are u32).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+}
+
+/// Name → bytes of the globals a collector's programs need, set when the object is loaded.
+pub type Globals = Vec<(&'static str, Vec<u8>)>;
+
+/// An eBPF program and the hook it was meant for.
+#[derive(Clone, Debug)]
+pub struct ProgramStatus {
+    pub program: &'static str,
+    pub hook: String,
+    pub attached: bool,
+}
+
 pub struct Loader {
     pub ebpf: Ebpf,
     pub programs: Vec<ProgramStatus>,
@@ -225,6 +189,11 @@ impl Loader {
             }
         })?;
         Ok(Self { ebpf, programs: Vec::new() })
+    }
+
+    /// Whether `program` is attached.
+    pub fn is_attached(&self, program: &str) -> bool {
+        self.programs.iter().any(|p| p.program == program && p.attached)
     }
 
     /// Records a program's outcome for `collector_bpf_program_attached`.
@@ -250,8 +219,14 @@ impl Loader {
         if result.is_ok() {
             // What the verifier did (the count from 5.16 on), for the matrix and for users
             // wondering about start-up time on a slow machine.
-            let verified = self.ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
-            tracing::debug!(program, ms = start.elapsed().as_millis() as u64, verified_insns = verified, "program loaded and attached");
+            let verified =
+                self.ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
+            tracing::debug!(
+                program,
+                ms = start.elapsed().as_millis() as u64,
+                verified_insns = verified,
+                "program loaded and attached"
+            );
         }
         self.record(program, hook.clone(), result.is_ok());
         result.map_err(|e| short_reason(&hook, &e))
@@ -390,14 +365,21 @@ pub fn sum_per_cpu<V: aya::Pod>(values: &aya::maps::PerCpuValues<V>, mut add: im
     }
 }
 
-/// The per-CPU drop counters (`collector_common::drop`), exported by the registry.
-pub struct Drops {
+/// The loader's own metrics, a source of the registry like the collectors: which program is
+/// attached where (`collector_bpf_program_attached`) and the per-CPU drop counters of the
+/// kernel programs (`collector_bpf_events_dropped_total`, reasons in `collector_common::drop`).
+pub struct SelfMetrics {
+    programs: Vec<ProgramStatus>,
     map: aya::maps::PerCpuArray<MapData, u64>,
 }
 
-impl Drops {
+impl SelfMetrics {
+    /// Takes the drop counters' map; the programs attached so far are reported.
     pub fn new(loader: &mut Loader) -> anyhow::Result<Self> {
-        Ok(Self { map: aya::maps::PerCpuArray::try_from(loader.take_map("DROPS")?)? })
+        Ok(Self {
+            programs: loader.programs.clone(),
+            map: aya::maps::PerCpuArray::try_from(loader.take_map("DROPS")?)?,
+        })
     }
 
     /// A read of the map, for [`crate::caps::map_reads_need`]: the error of the `bpf()` call.
@@ -420,6 +402,37 @@ impl Drops {
     }
 }
 
+impl Collector for SelfMetrics {
+    fn name(&self) -> &'static str {
+        "bpf"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut attached = Family::gauge(
+            "collector_bpf_program_attached",
+            "Whether an eBPF program is attached to its hook (1) or not (0).",
+        );
+        for p in &self.programs {
+            attached.add(&[("program", p.program), ("hook", &p.hook)], if p.attached { 1.0 } else { 0.0 });
+        }
+        out.push(attached);
+        let mut f = Family::counter(
+            "collector_bpf_events_dropped_total",
+            "Kernel events not recorded: a bounded map was full, or a completion had no matching start.",
+        );
+        match self.read() {
+            Ok(counts) => {
+                for (reason, n) in counts {
+                    f.add(&[("reason", reason)], n as f64);
+                }
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the DROPS map failed"),
+        }
+        out.push(f);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,17 +452,5 @@ mod tests {
         assert_eq!(f["rwbs"], Field { offset: 34, size: 10 });
         assert_eq!(f["cmd"], Field { offset: 60, size: 4 });
         assert!(parse_format("garbage\nfield:x;offset:zz;size:1;").is_empty());
-    }
-
-    #[test]
-    fn capabilities() {
-        let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
-        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
-        assert!(missing_caps(0x1ff_ffff_ffff, true, true).is_empty());
-        assert_eq!(missing_caps(0, true, true), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
-        assert_eq!(missing_caps(1 << CAP_SYS_ADMIN, true, false), Vec::<&str>::new());
-        assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON), true, true), vec!["CAP_NET_ADMIN"]);
-        // netbpf alone: CAP_BPF and CAP_NET_ADMIN.
-        assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_NET_ADMIN), false, true).is_empty());
     }
 }

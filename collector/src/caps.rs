@@ -1,4 +1,5 @@
-//! Least privilege: once the eBPF programs are loaded and attached, the collector needs no
+//! Privileges: what the eBPF collectors need before start-up ([`check_privileges`]), and least
+//! privilege after it. Once the eBPF programs are loaded and attached, the collector needs no
 //! capability. Map reads and deletes go through file descriptors it already holds (recent
 //! kernels check capabilities when a map or program is created, not when an fd is used), links
 //! are released by closing their fds, and everything else it reads (procfs, sysfs, cgroupfs) is
@@ -9,6 +10,45 @@
 //! and the caller keeps that one capability.
 use anyhow::Context as _;
 use caps::{CapSet, Capability, CapsHashSet};
+
+/// Names of the capabilities the eBPF collectors need and `effective` lacks. Loading programs
+/// needs CAP_BPF; tracepoints (diskbpf) and the pointer arithmetic of the HTTP parser (the
+/// verifier allows it only to CAP_PERFMON) need CAP_PERFMON; attaching cgroup programs
+/// (netbpf, http) needs CAP_NET_ADMIN. CAP_SYS_ADMIN stands in for the first two (and is
+/// required on kernels before 5.8).
+pub fn missing(effective: &CapsHashSet, need_perfmon: bool, need_net_admin: bool) -> Vec<&'static str> {
+    let has = |c: Capability| effective.contains(&c);
+    let admin = has(Capability::CAP_SYS_ADMIN);
+    let mut out = Vec::new();
+    if !has(Capability::CAP_BPF) && !admin {
+        out.push("CAP_BPF");
+    }
+    if need_perfmon && !has(Capability::CAP_PERFMON) && !admin {
+        out.push("CAP_PERFMON");
+    }
+    if need_net_admin && !has(Capability::CAP_NET_ADMIN) {
+        out.push("CAP_NET_ADMIN");
+    }
+    out
+}
+
+/// Checks privileges before anything is loaded, for the enabled eBPF collectors and what they
+/// need; the error is the one line a user sees.
+pub fn check_privileges(ebpf_collectors: &[&str], need_perfmon: bool, need_net_admin: bool) -> anyhow::Result<()> {
+    let effective = caps::read(None, CapSet::Effective).context("reading the effective capabilities")?;
+    let missing = missing(&effective, need_perfmon, need_net_admin);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let disable: Vec<String> = ebpf_collectors.iter().map(|c| format!("--no-collector.{c}")).collect();
+    anyhow::bail!(
+        "missing capabilities {} needed by the eBPF collectors ({}): run as root or grant them \
+         (e.g. setcap cap_bpf,cap_perfmon,cap_net_admin+ep), or disable those collectors with {}",
+        missing.join(", "),
+        ebpf_collectors.join(", "),
+        disable.join(" ")
+    )
+}
 
 /// Parses `--capabilities.keep`: `none`, or comma-separated names with or without the `cap_`
 /// prefix, in any case (`cap_sys_admin`, `CAP_BPF`, `perfmon`).
@@ -82,5 +122,17 @@ mod tests {
         assert_eq!(k.len(), 3);
         assert!(k.contains(&Capability::CAP_PERFMON));
         assert!(parse_keep("cap_nope").is_err());
+    }
+
+    #[test]
+    fn missing_capabilities() {
+        use Capability::*;
+        let set = |c: &[Capability]| c.iter().copied().collect::<CapsHashSet>();
+        assert!(missing(&caps::all(), true, true).is_empty());
+        assert_eq!(missing(&set(&[]), true, true), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+        assert!(missing(&set(&[CAP_SYS_ADMIN]), true, false).is_empty());
+        assert_eq!(missing(&set(&[CAP_BPF, CAP_PERFMON]), true, true), vec!["CAP_NET_ADMIN"]);
+        // netbpf alone: CAP_BPF and CAP_NET_ADMIN.
+        assert!(missing(&set(&[CAP_BPF, CAP_NET_ADMIN]), false, true).is_empty());
     }
 }

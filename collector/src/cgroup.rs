@@ -47,6 +47,16 @@ pub struct Identity {
     pub systemd_unit: String,
 }
 
+/// The label values every per-cgroup family carries (`cgroup`, `container_id`,
+/// `systemd_unit`): the identity, or `<deleted>` once the cgroup is gone from the hierarchy.
+/// One place for every poller (disk, network).
+pub fn labels(id: Option<&Identity>) -> [&str; 3] {
+    match id {
+        Some(i) => [i.path.as_str(), i.container_id.as_str(), i.systemd_unit.as_str()],
+        None => ["<deleted>", "", ""],
+    }
+}
+
 fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

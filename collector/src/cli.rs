@@ -1,24 +1,9 @@
 //! Command-line flags, in node_exporter's conventions.
 use std::path::PathBuf;
 
-use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 
-/// Every collector, whether it is on by default, and what it does (for `--help`).
-pub const COLLECTORS: &[(&str, bool, &str)] = &[
-    ("cpu", true, "CPU time per mode and busy ratio (/proc/stat)"),
-    ("meminfo", true, "memory and swap (/proc/meminfo)"),
-    ("loadavg", true, "load averages (/proc/loadavg)"),
-    ("pressure", true, "pressure stall information (/proc/pressure)"),
-    ("diskstats", true, "per-device I/O counters (/proc/diskstats)"),
-    ("netdev", true, "per-interface network counters (/proc/net/dev)"),
-    ("diskbpf", true, "eBPF: disk I/O latency histograms and per-cgroup I/O bytes (block tracepoints)"),
-    ("netbpf", true, "eBPF: per-cgroup network bytes and packets (cgroup_skb on the cgroup v2 root)"),
-    (
-        "http",
-        true,
-        "eBPF: HTTP/1.x request duration, body sizes and active requests (cgroup_skb on the cgroup v2 root)",
-    ),
-];
+use crate::collectors;
 
 /// Default listen port: clear of node_exporter (9100) and Prometheus (9090).
 pub const DEFAULT_PORT: u16 = 9810;
@@ -82,29 +67,6 @@ pub struct Cli {
     #[arg(long = "path.tracefs")]
     pub tracefs: Option<PathBuf>,
 
-    /// Also report partitions in the diskstats collector (whole devices only by default).
-    #[arg(long = "collector.diskstats.include-partitions")]
-    pub diskstats_include_partitions: bool,
-
-    /// Regular expression of device names the diskstats collector leaves out.
-    #[arg(long = "collector.diskstats.device-exclude", default_value = "^(ram|loop|fd|zram)\\d+$")]
-    pub diskstats_device_exclude: String,
-
-    /// Upper bounds (seconds) of the HTTP duration histogram buckets, increasing, at most 32.
-    #[arg(long = "collector.http.duration-buckets", default_value = crate::http::DEFAULT_BUCKETS)]
-    pub http_duration_buckets: String,
-
-    /// Attach the HTTP close hook (a sock_ops program on the cgroup v2 root that settles requests
-    /// on sockets closed by a timeout) [default: enabled].
-    #[arg(long = "collector.http.close-hook", overrides_with = "no_http_close_hook")]
-    pub http_close_hook: bool,
-
-    /// Do not attach the HTTP close hook (requests waiting on a socket that a timeout closes then
-    /// stay in http_server_active_requests), e.g. where another tool's sock_ops program must be
-    /// the only one on the cgroup v2 root.
-    #[arg(long = "no-collector.http.close-hook", overrides_with = "http_close_hook")]
-    pub no_http_close_hook: bool,
-
     /// Only level and above are logged.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -113,8 +75,9 @@ pub struct Cli {
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// `--[no-]collector.<name>` and each collector's own flags.
     #[command(flatten)]
-    pub collectors: CollectorFlags,
+    pub collectors: collectors::Flags,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -129,73 +92,6 @@ pub enum LogLevel {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `--collector.<name>` / `--no-collector.<name>` for every collector; the last one given wins.
-#[derive(Debug, Clone, Default)]
-pub struct CollectorFlags {
-    /// Enabled collector names, in [`COLLECTORS`] order.
-    pub enabled: Vec<&'static str>,
-}
-
-impl CollectorFlags {
-    pub fn is_enabled(&self, name: &str) -> bool {
-        self.enabled.contains(&name)
-    }
-}
-
-fn on_id(name: &str) -> String {
-    format!("collector.{name}")
-}
-fn off_id(name: &str) -> String {
-    format!("no-collector.{name}")
-}
-
-impl Args for CollectorFlags {
-    fn augment_args(mut cmd: Command) -> Command {
-        for (name, default, help) in COLLECTORS {
-            let state = if *default { "enabled" } else { "disabled" };
-            cmd = cmd
-                .arg(
-                    clap::Arg::new(on_id(name))
-                        .long(on_id(name))
-                        .action(ArgAction::SetTrue)
-                        .overrides_with(off_id(name))
-                        .help(format!("Enable the {name} collector: {help} [default: {state}]")),
-                )
-                .arg(
-                    clap::Arg::new(off_id(name))
-                        .long(off_id(name))
-                        .action(ArgAction::SetTrue)
-                        .overrides_with(on_id(name))
-                        .help(format!("Disable the {name} collector")),
-                );
-        }
-        cmd
-    }
-
-    fn augment_args_for_update(cmd: Command) -> Command {
-        Self::augment_args(cmd)
-    }
-}
-
-impl FromArgMatches for CollectorFlags {
-    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
-        let mut enabled = Vec::new();
-        for (name, default, _) in COLLECTORS {
-            let on = m.get_flag(&on_id(name));
-            let off = m.get_flag(&off_id(name));
-            if on || (*default && !off) {
-                enabled.push(*name);
-            }
-        }
-        Ok(Self { enabled })
-    }
-
-    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(m)?;
-        Ok(())
-    }
 }
 
 /// Parses `[host]:port` (an empty host means every interface; IPv6 hosts in brackets).
@@ -221,23 +117,35 @@ mod tests {
 
     #[test]
     fn collector_flags_last_wins() {
-        let all: Vec<&str> = COLLECTORS.iter().map(|c| c.0).collect();
-        assert_eq!(parse(&[]).collectors.enabled, all);
+        use collectors::{Name, TABLE};
+        let all: Vec<Name> = TABLE.iter().map(|c| c.name).collect();
+        assert_eq!(parse(&[]).collectors.enabled.0, all);
         let c = parse(&["--no-collector.netbpf", "--no-collector.cpu"]).collectors;
-        assert!(!c.is_enabled("netbpf") && !c.is_enabled("cpu") && c.is_enabled("meminfo"));
+        assert!(!c.is_enabled(Name::Netbpf) && !c.is_enabled(Name::Cpu) && c.is_enabled(Name::Meminfo));
         let c = parse(&["--no-collector.cpu", "--collector.cpu"]).collectors;
-        assert!(c.is_enabled("cpu"));
+        assert!(c.is_enabled(Name::Cpu));
         let c = parse(&["--collector.cpu", "--no-collector.cpu"]).collectors;
-        assert!(!c.is_enabled("cpu"));
+        assert!(!c.is_enabled(Name::Cpu));
         assert!(Cli::try_parse_from(["collector", "--collector.nope"]).is_err());
     }
 
     #[test]
     fn close_hook_flag_last_wins() {
-        assert!(!parse(&[]).no_http_close_hook);
-        assert!(parse(&["--no-collector.http.close-hook"]).no_http_close_hook);
-        assert!(!parse(&["--no-collector.http.close-hook", "--collector.http.close-hook"]).no_http_close_hook);
-        assert!(parse(&["--collector.http.close-hook", "--no-collector.http.close-hook"]).no_http_close_hook);
+        let off = |args: &[&str]| parse(args).collectors.http.no_close_hook;
+        assert!(!off(&[]));
+        assert!(off(&["--no-collector.http.close-hook"]));
+        assert!(!off(&["--no-collector.http.close-hook", "--collector.http.close-hook"]));
+        assert!(off(&["--collector.http.close-hook", "--no-collector.http.close-hook"]));
+    }
+
+    #[test]
+    fn collector_value_flags() {
+        let c = parse(&["--collector.http.duration-buckets", "0.001,0.01", "--collector.diskstats.device-exclude", ""]);
+        assert_eq!(c.collectors.http.duration_buckets.0, vec![0.001, 0.01]);
+        assert!(c.collectors.diskstats.device_exclude.0.is_none());
+        assert!(parse(&[]).collectors.diskstats.device_exclude.0.unwrap().is_match("loop0"));
+        assert!(Cli::try_parse_from(["collector", "--collector.http.duration-buckets", "0.1,0.01"]).is_err());
+        assert!(Cli::try_parse_from(["collector", "--collector.diskstats.device-exclude", "("]).is_err());
     }
 
     #[test]

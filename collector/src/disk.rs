@@ -16,7 +16,7 @@ use procfs::FromRead as _;
 
 use crate::{
     bpf::{self, Loader},
-    cgroup::{Entry, Expiry, Identity, Resolver},
+    cgroup::{self, Entry, Expiry, Resolver},
     metrics::{Collector, Family, Out},
 };
 
@@ -52,6 +52,26 @@ impl Devices {
     }
 }
 
+/// The diskstats collector's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiskstatsFlags {
+    /// Also report partitions in the diskstats collector (whole devices only by default).
+    #[arg(long = "collector.diskstats.include-partitions")]
+    pub include_partitions: bool,
+
+    /// Regular expression of device names the diskstats collector leaves out.
+    #[arg(long = "collector.diskstats.device-exclude", default_value = "^(ram|loop|fd|zram)\\d+$", value_parser = parse_exclude)]
+    pub device_exclude: Exclude,
+}
+
+/// `--collector.diskstats.device-exclude`: none when empty.
+#[derive(Debug, Clone)]
+pub struct Exclude(pub Option<regex::Regex>);
+
+fn parse_exclude(s: &str) -> Result<Exclude, regex::Error> {
+    Ok(Exclude(if s.is_empty() { None } else { Some(regex::Regex::new(s)?) }))
+}
+
 /// `/proc/diskstats`.
 pub struct Diskstats {
     path: PathBuf,
@@ -61,13 +81,13 @@ pub struct Diskstats {
 }
 
 impl Diskstats {
-    pub fn new(
-        procfs_root: &Path,
-        devices: Arc<Devices>,
-        include_partitions: bool,
-        exclude: Option<regex::Regex>,
-    ) -> Self {
-        Self { path: procfs_root.join("diskstats"), devices, include_partitions, exclude }
+    pub fn new(procfs_root: &Path, devices: Arc<Devices>, flags: &DiskstatsFlags) -> Self {
+        Self {
+            path: procfs_root.join("diskstats"),
+            devices,
+            include_partitions: flags.include_partitions,
+            exclude: flags.device_exclude.0.clone(),
+        }
     }
 }
 
@@ -168,19 +188,13 @@ fn block_offsets(tracefs: &Path, name: &str) -> Result<BlockTpOffsets, String> {
     })
 }
 
-fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: T is a #[repr(C)] plain-data type from collector-common with no padding bytes
-    // left uninitialised by construction (all fields are u32).
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
-}
-
 /// Globals the disk programs need, or why they cannot run.
 pub fn globals(tracefs: &Result<PathBuf, String>) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let tracefs = tracefs.as_ref().map_err(Clone::clone)?;
     Ok(vec![
-        ("RQ_ISSUE_OFFSETS", as_bytes(&block_offsets(tracefs, "block_rq_issue")?)),
-        ("RQ_COMPLETE_OFFSETS", as_bytes(&block_offsets(tracefs, "block_rq_complete")?)),
-        ("BIO_QUEUE_OFFSETS", as_bytes(&block_offsets(tracefs, "block_bio_queue")?)),
+        ("RQ_ISSUE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_rq_issue")?)),
+        ("RQ_COMPLETE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_rq_complete")?)),
+        ("BIO_QUEUE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_bio_queue")?)),
     ])
 }
 
@@ -214,14 +228,6 @@ impl DiskBpf {
         })();
         let (latency, cgroup_io) = maps.map_err(|e| format!("{e:#}"))?;
         Ok(Self { latency, cgroup_io: Mutex::new(cgroup_io), devices, cgroups, expiry: Expiry::new(ttl) })
-    }
-}
-
-/// Label values of a cgroup: its identity, or `<deleted>` once it is gone from the hierarchy.
-pub fn cgroup_labels(id: Option<&Identity>) -> [&str; 3] {
-    match id {
-        Some(i) => [i.path.as_str(), i.container_id.as_str(), i.systemd_unit.as_str()],
-        None => ["<deleted>", "", ""],
     }
 }
 
@@ -300,7 +306,7 @@ impl DiskBpf {
             .iter()
             .map(|&(key, bytes)| Entry {
                 labels: (
-                    cgroup_labels(ids[&key.cgroup_id].as_ref()).map(str::to_owned),
+                    cgroup::labels(ids[&key.cgroup_id].as_ref()).map(str::to_owned),
                     devices.name_of_kdev(key.dev),
                     op::NAMES.get(key.op as usize).copied().unwrap_or("other"),
                 ),

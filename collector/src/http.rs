@@ -18,10 +18,51 @@ use collector_common::http::{
 };
 
 use crate::{
-    bpf::{Loader, sum_per_cpu},
+    bpf::{Globals, Loader, sum_per_cpu},
     cgroup::{Entry, Expiry, Identity, Resolver},
     metrics::{Collector, Family, Out},
 };
+
+/// The HTTP collector's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpFlags {
+    /// Upper bounds (seconds) of the HTTP duration histogram buckets, increasing, at most 32.
+    #[arg(long = "collector.http.duration-buckets", default_value = DEFAULT_BUCKETS, value_parser = |s: &str| parse_buckets(s).map(Buckets))]
+    pub duration_buckets: Buckets,
+
+    /// Attach the HTTP close hook (a sock_ops program on the cgroup v2 root that settles requests
+    /// on sockets closed by a timeout) [default: enabled].
+    #[arg(long = "collector.http.close-hook", overrides_with = "no_close_hook")]
+    pub close_hook: bool,
+
+    /// Do not attach the HTTP close hook (requests waiting on a socket that a timeout closes then
+    /// stay in http_server_active_requests), e.g. where another tool's sock_ops program must be
+    /// the only one on the cgroup v2 root.
+    #[arg(long = "no-collector.http.close-hook", overrides_with = "close_hook")]
+    pub no_close_hook: bool,
+}
+
+/// `--collector.http.duration-buckets`, parsed.
+#[derive(Debug, Clone)]
+pub struct Buckets(pub Vec<f64>);
+
+/// The packet programs, on the cgroup v2 root's ingress and egress.
+pub const PACKET_PROGRAMS: [&str; 2] = ["http_ingress", "http_egress"];
+
+/// The globals the HTTP programs need: the duration bounds, and the benchmark stage when one
+/// is asked for.
+pub fn globals(flags: &HttpFlags) -> anyhow::Result<Globals> {
+    let mut globals = vec![("DURATION_BOUNDS_NS", bounds_global(&flags.duration_buckets.0))];
+    if let Some(stage) = bench_stage()? {
+        tracing::warn!(
+            stage,
+            "COLLECTOR_BENCH_HTTP_STAGE is set: the HTTP programs return early (a benchmark of their \
+             cost per stage) and record no HTTP metrics (at stage 1 no netbpf packet counts either)"
+        );
+        globals.push(("HTTP_BENCH_STAGE", stage.to_ne_bytes().to_vec()));
+    }
+    Ok(globals)
+}
 
 /// Default duration buckets (seconds): 100 µs to 10 s.
 pub const DEFAULT_BUCKETS: &str = "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10";
@@ -157,10 +198,10 @@ impl Http {
     pub fn start(
         loader: &mut Loader,
         cgroups: Arc<Resolver>,
-        buckets: Vec<f64>,
+        flags: &HttpFlags,
         ttl: std::time::Duration,
-        close_hook: bool,
     ) -> Result<Self, String> {
+        let (buckets, close_hook) = (flags.duration_buckets.0.clone(), !flags.no_close_hook);
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         // Before the packet programs: the process that owns a socket is recorded when the
         // socket is created. Without it, service_name falls back to the socket's cgroup.
@@ -171,7 +212,7 @@ impl Http {
                  container or path)"
             );
         }
-        loader.attach_cgroup_skb_pair("http_ingress", "http_egress", &root)?;
+        loader.attach_cgroup_skb_pair(PACKET_PROGRAMS[0], PACKET_PROGRAMS[1], &root)?;
         // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
         if !close_hook {
             tracing::info!(

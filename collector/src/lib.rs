@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod caps;
 pub mod cgroup;
 pub mod cli;
+pub mod collectors;
 pub mod disk;
 pub mod host;
 pub mod http;

@@ -317,21 +317,14 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// An eBPF program and the hook it was meant for.
-#[derive(Clone, Debug)]
-pub struct ProgramStatus {
-    pub program: &'static str,
-    pub hook: String,
-    pub attached: bool,
-}
-
 /// Everything one scrape reports.
 pub struct Registry {
     pub collectors: Vec<Box<dyn Collector>>,
     pub skipped: Vec<Skipped>,
     pub disabled: Vec<&'static str>,
-    pub programs: Vec<ProgramStatus>,
-    pub drops: Option<crate::bpf::Drops>,
+    /// Metrics about the collector itself (the eBPF loader's): gathered with the scrape, but
+    /// not collectors (no `collector` label series of their own).
+    pub sources: Vec<Box<dyn Collector>>,
     process: prometheus::process_collector::ProcessCollector,
 }
 
@@ -347,8 +340,7 @@ impl Registry {
             collectors: Vec::new(),
             skipped: Vec::new(),
             disabled: Vec::new(),
-            programs: Vec::new(),
-            drops: None,
+            sources: Vec::new(),
             process: prometheus::process_collector::ProcessCollector::for_self(),
         }
     }
@@ -415,28 +407,10 @@ impl Registry {
             skipped.add(&[("collector", s.name), ("reason", &s.reason)], 1.0);
         }
         out.push(skipped);
-        let mut attached = Family::gauge(
-            "collector_bpf_program_attached",
-            "Whether an eBPF program is attached to its hook (1) or not (0).",
-        );
-        for p in &self.programs {
-            attached.add(&[("program", p.program), ("hook", &p.hook)], if p.attached { 1.0 } else { 0.0 });
-        }
-        out.push(attached);
-        if let Some(drops) = &self.drops {
-            let mut f = Family::counter(
-                "collector_bpf_events_dropped_total",
-                "Kernel events not recorded: a bounded map was full, or a completion had no matching start.",
-            );
-            match drops.read() {
-                Ok(counts) => {
-                    for (reason, n) in counts {
-                        f.add(&[("reason", reason)], n as f64);
-                    }
-                }
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the DROPS map failed"),
+        for s in &self.sources {
+            if let Err(e) = s.collect(out) {
+                tracing::warn!(source = s.name(), error = format!("{e:#}"), "self metrics failed");
             }
-            out.push(f);
         }
         let mut info = Family::gauge("collector_build_info", "Build information of the collector (always 1).");
         info.add(
@@ -646,8 +620,10 @@ mod tests {
     #[test]
     fn histograms_match_text_encoder() {
         use collector_common::{disk::bucket_upper_seconds, http::SIZE_BOUNDS};
-        let duration = crate::http::parse_buckets(crate::http::DEFAULT_BUCKETS).unwrap();
-        let custom = crate::http::parse_buckets("0.000001,0.3,7,1e9").unwrap();
+        // The HTTP collector's default duration buckets, and unusual ones.
+        let duration =
+            [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let custom = [0.000001, 0.3, 7.0, 1e9];
         let dur_upper = |i: usize| duration.get(i).copied();
         let custom_upper = |i: usize| custom.get(i).copied();
         let size_upper = |i: usize| SIZE_BOUNDS.get(i).map(|b| *b as f64);

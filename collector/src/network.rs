@@ -14,8 +14,7 @@ use procfs::FromRead as _;
 
 use crate::{
     bpf::{self, Loader},
-    cgroup::{Entry, Expiry, Resolver},
-    disk::cgroup_labels,
+    cgroup::{self, Entry, Expiry, Resolver},
     metrics::{Collector, Family, Out},
 };
 
@@ -142,7 +141,7 @@ impl NetBpf {
             .iter()
             .map(|&(id, c)| Entry {
                 key: id,
-                labels: cgroup_labels(ids[&id].as_ref()).map(str::to_owned),
+                labels: cgroup::labels(ids[&id].as_ref()).map(str::to_owned),
                 gone: gone.is(id),
                 fingerprint: c.rx_packets + c.tx_packets,
                 value: c,

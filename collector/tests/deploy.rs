@@ -33,7 +33,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::Collector;
+use common::{
+    Collector,
+    process::{KillOnDrop, free_port, run, run_ok},
+};
 use http_util::{Client, TestServer};
 use serde_json::{Value, json};
 
@@ -71,21 +74,6 @@ fn tools_python() -> PathBuf {
         d = dir.display()
     );
     py
-}
-
-/// Runs a command; (success, stdout + stderr).
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let (ok, out) = run(cmd);
-    assert!(ok, "{shown} failed:\n{out}");
-    out
 }
 
 /// Every YAML document of a file, as JSON (PyYAML of the tools venv: no YAML crate needed).
@@ -456,10 +444,7 @@ exec chroot {r} /collector "$@""#,
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"]).args(&flags);
     let c = Collector::spawn(cmd);
     // The start line reaches the log just after spawn() returns.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !c.log_text().contains("collector started") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    let _ = c.log_appears("collector started", Duration::from_secs(5));
     let log = c.log_text();
     assert!(log.contains(r#""skipped":"""#), "a collector was skipped with the container's flags:\n{log}");
     // Two scrapes (the CPU ratio needs two samples); every collector succeeds.
@@ -495,21 +480,11 @@ exec chroot {r} /collector "$@""#,
 // ------------------------------------------------------------------------------------------
 // A live Prometheus with the shipped configuration
 
+/// A Prometheus server, killed on drop before its directory goes (fields drop in order).
 struct Prometheus {
-    child: std::process::Child,
+    _child: KillOnDrop,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Prometheus {
@@ -553,7 +528,7 @@ impl Prometheus {
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
             .spawn()
             .unwrap();
-        let p = Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let p = Prometheus { _child: KillOnDrop(child), url: format!("http://127.0.0.1:{port}"), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while ureq::get(&format!("{}/-/ready", p.url)).call().is_err() {
             assert!(Instant::now() < deadline, "prometheus not ready:\n{}", p.log());

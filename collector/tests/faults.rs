@@ -93,11 +93,11 @@ fn sigterm_detaches_everything_and_exits_within_2s() {
     eprintln!("exited {:?} after SIGTERM", t.elapsed());
     assert!(status.success(), "{status:?}");
     assert_released(&held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !c.log_text().contains("detaching eBPF programs") {
-        assert!(Instant::now() < deadline, "no shutdown line in the log:\n{}", c.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        c.log_appears("detaching eBPF programs", Duration::from_secs(5)),
+        "no shutdown line in the log:\n{}",
+        c.log_text()
+    );
 }
 
 #[test]
@@ -228,11 +228,8 @@ fn corrupt_procfs_files_fail_only_their_collector() {
                 }
             }
             if !(owner == "diskstats" && case == "empty") && !skipped {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while !c.log_text().contains("collector failed") {
-                    assert!(Instant::now() < deadline, "{file} {case}: failure not logged");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                let logged = c.log_appears("collector failed", Duration::from_secs(5));
+                assert!(logged, "{file} {case}: failure not logged");
             }
             // Still serving.
             assert_eq!(ureq::get(&c.url("/-/healthy")).call().unwrap().status(), 200);

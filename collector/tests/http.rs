@@ -9,14 +9,15 @@ mod http_util;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    process::{Child, Command},
+    process::Command,
     time::Duration,
 };
 
-use common::{Collector, Metrics};
+use common::{
+    Collector, FAST, Metrics,
+    process::{KillOnDrop, free_port, run_ok, wait_port},
+};
 use http_util::{Client, TestServer};
-
-const FAST: &[&str] = &["--no-collector.diskbpf", "--no-collector.netbpf"];
 
 fn port_s(p: u16) -> String {
     p.to_string()
@@ -322,39 +323,6 @@ fn garbage_tls_and_http2_make_no_series() {
     }
 }
 
-/// Runs a command to completion, panicking with its output on failure.
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port}");
-}
-
 #[test]
 fn nginx_sendfile_large_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -376,9 +344,10 @@ fn nginx_sendfile_large_file() {
         ),
     )
     .unwrap();
-    run(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
+    run_ok(Command::new("nginx").arg("-t").arg("-c").arg(&conf));
     let c = Collector::start(FAST);
-    let _nginx = Daemon(Command::new("nginx").arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"));
+    let _nginx =
+        KillOnDrop(Command::new("nginx").arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"));
     wait_port(port);
     let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
     let mut total = Duration::ZERO;
@@ -411,7 +380,7 @@ fn python_http_server() {
     std::fs::write(dir.path().join("index.html"), "hello\n").unwrap();
     let port = free_port();
     let c = Collector::start(FAST);
-    let _py = Daemon(
+    let _py = KillOnDrop(
         Command::new("python3")
             .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(dir.path())
@@ -488,7 +457,7 @@ fn twelve_thousand_connections_waiting_at_once() {
         .unwrap();
     let mut ready = [0u8; 6];
     py.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    let _py = Daemon(py);
+    let _py = KillOnDrop(py);
     let request = b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
@@ -573,6 +542,14 @@ fn keep_alive_traffic_while_the_collector_starts() {
     use std::time::Instant;
     let srv = TestServer::start("127.0.0.1");
     let stop = Arc::new(AtomicBool::new(false));
+    // The clients stop also when the test fails (they would load the tests after it).
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_on_panic = Stop(stop.clone());
     let starts = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..4)
         .map(|_| {

@@ -13,11 +13,9 @@ mod netns;
 
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
-use common::{Collector, Metrics};
+use common::{Collector, FAST, Metrics};
 use http_util::{Client, TestServer};
 use netns::{Fault, Injected, Injector, Link};
-
-const FAST: &[&str] = &["--no-collector.diskbpf", "--no-collector.netbpf"];
 
 /// Exchanges the clients completed, per status.
 #[derive(Default)]

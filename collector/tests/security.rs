@@ -27,11 +27,7 @@ fn with(base: &[&str], more: &[&str]) -> Vec<String> {
 
 /// Waits for `needle` in the collector's log (the log reader runs on its own thread).
 fn wait_log(c: &Collector, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !c.log_text().contains(needle) {
-        assert!(Instant::now() < deadline, "{needle:?} not in the log:\n{}", c.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(c.log_appears(needle, Duration::from_secs(5)), "{needle:?} not in the log:\n{}", c.log_text());
 }
 
 /// The capability the collector keeps to read its maps, as a mask: kernels before 6.x (5.10

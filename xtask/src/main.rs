@@ -12,8 +12,6 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_micro;
-mod bench_scrape;
 mod fuzz;
 mod kernels;
 

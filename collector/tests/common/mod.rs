@@ -6,16 +6,23 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+pub mod process;
+
+use process::KillOnDrop;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_collector");
+
+/// Flags for a fast start: without the disk and network eBPF collectors (HTTP stays on).
+pub const FAST: &[&str] = &["--no-collector.diskbpf", "--no-collector.netbpf"];
 
 /// A running collector; killed on drop.
 pub struct Collector {
-    pub child: Child,
+    pub child: KillOnDrop,
     pub addr: String,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -59,7 +66,10 @@ impl Collector {
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        // Loading takes about a second here; the kernel matrix (software emulation, where the
+        // verifier runs tens of times slower) allows more through COLLECTOR_TEST_START_SECS.
+        let secs = std::env::var("COLLECTOR_TEST_START_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+        let addr = match rx.recv_timeout(Duration::from_secs(secs)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -67,7 +77,7 @@ impl Collector {
                 panic!("collector did not start ({status:?}); log:\n{}", log.lock().unwrap().join("\n"));
             }
         };
-        Collector { child, addr, log }
+        Collector { child: KillOnDrop(child), addr, log }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -106,12 +116,20 @@ impl Collector {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
-}
 
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Waits up to `limit` for `needle` in the log (the log reader runs on its own thread),
+    /// looking every 20 ms; whether it came.
+    pub fn log_appears(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

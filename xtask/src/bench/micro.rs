@@ -9,7 +9,7 @@ use crate::{cargo, root_dir, status};
 
 /// Runs the benchmarks and returns one record per benchmark: group, parameter, median time per
 /// iteration (ns) with its 95% confidence interval, and elements per iteration.
-pub fn run() -> anyhow::Result<Value> {
+pub(super) fn run() -> anyhow::Result<Value> {
     let dir = root_dir().join("target/criterion");
     // Only this run's estimates.
     let _ = std::fs::remove_dir_all(&dir);
@@ -54,39 +54,4 @@ fn collect(dir: &Path, found: &mut Vec<Value>) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn time(ns: f64) -> String {
-    match ns {
-        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} µs", n / 1e3),
-        n => format!("{n:.0} ns"),
-    }
-}
-
-pub fn markdown(r: &Value) -> String {
-    let mut s = String::from(
-        "### Micro-benchmarks (`cargo bench -p benches`, criterion, median with 95% interval)\n\n\
-         | benchmark | entries / series | time per run | per entry / series |\n|---|---|---|---|\n",
-    );
-    for b in r.as_array().into_iter().flatten() {
-        let median = b["median_ns"].as_f64().unwrap_or(f64::NAN);
-        let name: Vec<&str> = ["group", "function", "parameter"]
-            .iter()
-            .filter_map(|k| b[*k].as_str())
-            .filter(|v| !v.is_empty())
-            .collect();
-        let name = name.join("/");
-        let (n, per) = match b["elements"].as_u64() {
-            Some(n) if n > 0 => (n.to_string(), time(median / n as f64)),
-            _ => (String::new(), String::new()),
-        };
-        s += &format!(
-            "| {name} | {n} | {} ({} – {}) | {per} |\n",
-            time(median),
-            time(b["median_low_ns"].as_f64().unwrap_or(f64::NAN)),
-            time(b["median_high_ns"].as_f64().unwrap_or(f64::NAN)),
-        );
-    }
-    s + "\n"
 }

@@ -1,0 +1,377 @@
+//! The report: markdown tables from the results (`target/bench/results.json`), and the
+//! generated section of docs/performance.md.
+use serde_json::Value;
+
+use super::util;
+use crate::root_dir;
+
+fn met(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// The targets with their measured figures, then each part's tables.
+pub(super) fn markdown(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64();
+    let mut t = String::from("### Targets\n\n| target | measured | status |\n|---|---|---|\n");
+    let sc = &r["scrape"];
+    let cpu = f(&sc["ratios"]["cpu"]);
+    t += &format!(
+        "| scrape CPU ≤ 1/3 of node_exporter's | {} ({:.2} ms vs {:.2} ms per scrape) | {} |\n",
+        cpu.map_or("–".into(), |c| format!("{c:.3}")),
+        f(&sc["collector"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
+        f(&sc["node_exporter"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
+        met(cpu.map(|c| c <= 1.0 / 3.0))
+    );
+    let (rss, hwm) = (f(&sc["ratios"]["rss"]), f(&sc["ratios"]["hwm"]));
+    t += &format!(
+        "| RSS ≤ node_exporter's | {} after the scrapes, {} at peak | {} |\n",
+        rss.map_or("–".into(), |c| format!("{c:.3}")),
+        hwm.map_or("–".into(), |c| format!("{c:.3}")),
+        met(rss.zip(hwm).map(|(a, b)| a <= 1.0 && b <= 1.0))
+    );
+    let h = &r["http"];
+    let tput = f(&h["throughput_ratio"]);
+    t += &format!(
+        "| HTTP throughput ≥ 98% of baseline | {} | {} |\n",
+        tput.map_or("–".into(), |c| format!("{:.1}%", c * 100.0)),
+        met(tput.map(|c| c >= 0.98))
+    );
+    let per_req = f(&h["cpu_ns_per_request"]);
+    t += &format!(
+        "| ≤ 1 µs of CPU per HTTP request | {} | {} |\n",
+        per_req.map_or("–".into(), |c| format!("{c:.0} ns")),
+        met(per_req.map(|c| c <= 1000.0))
+    );
+    let progs: Vec<(String, f64)> = ["program_ns_per_event", "disk_program_ns_per_event"]
+        .iter()
+        .filter_map(|k| h[*k].as_object())
+        .flat_map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))))
+        .collect();
+    let worst = progs.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    t += &format!(
+        "| ≤ 100 ns per program event | {} | {} |\n",
+        worst.map_or("–".into(), |(n, v)| format!(
+            "{} of {} programs within; worst {n} {v:.0} ns",
+            progs.iter().filter(|p| p.1 <= 100.0).count(),
+            progs.len()
+        )),
+        met(worst.map(|w| w.1 <= 100.0))
+    );
+    let levels = r["scale"]["levels"].as_array();
+    let top = levels.and_then(|l| l.last());
+    let top_t = top.and_then(|l| f(&l["gzip"]["wall_median_s"]));
+    t += &format!(
+        "| scrape time ≤ 50 ms at 100k series | {} | {} |\n",
+        top.zip(top_t).map_or("–".into(), |(l, t)| format!(
+            "{:.1} ms at {} series (gzip; plain {:.1} ms)",
+            t * 1e3,
+            l["series"],
+            f(&l["plain"]["wall_median_s"]).unwrap_or(f64::NAN) * 1e3
+        )),
+        met(top
+            .filter(|l| l["series"].as_u64().is_some_and(|n| n >= 100_000))
+            .and(top_t)
+            .map(|t| t <= util::SCALE_TARGET_S))
+    );
+    let marginal: Vec<f64> =
+        r["scale"]["marginal_s_per_series"].as_array().map(|m| m.iter().filter_map(f).collect()).unwrap_or_default();
+    let linear = match marginal.as_slice() {
+        [a, b] if *a > 0.0 => Some(*b <= 1.5 * a),
+        _ => None,
+    };
+    t += &format!(
+        "| scrape time grows linearly | {} per added series (1k→10k, 10k→100k) | {} |\n\n",
+        if marginal.is_empty() {
+            "–".into()
+        } else {
+            marginal.iter().map(|m| format!("{:.2} µs", m * 1e6)).collect::<Vec<_>>().join(", ")
+        },
+        met(linear)
+    );
+    let m = &r["machine"];
+    if m.is_object() {
+        t += &format!(
+            "Last run: {} CPUs, Linux {}, parts run: {}, {} s; load average after: {}; other collectors' HTTP \
+             programs attached: {}.\n\n",
+            m["cpus"],
+            m["kernel"].as_str().unwrap_or(""),
+            m["parts_run"].as_array().map_or(String::new(), |p| p
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")),
+            m["bench_seconds"],
+            m["load_average_after"].as_str().unwrap_or(""),
+            m["other_http_programs_attached"],
+        );
+    }
+    if r["scrape"].is_object() {
+        t += &markdown_scrape(&r["scrape"]);
+    }
+    if r["scale"].is_object() {
+        t += &markdown_scale(&r["scale"]);
+    }
+    if h.is_object() {
+        t += &markdown_http(h);
+    }
+    if r["micro"].is_array() {
+        t += &markdown_micro(&r["micro"]);
+    }
+    t
+}
+
+fn markdown_http(h: &Value) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "### HTTP overhead (nginx + wrk, keep-alive, 50 connections, {} rounds of {} s, interleaved)\n\n",
+        h["rounds"], h["seconds_per_run"]
+    ));
+    s.push_str("| measure | value | goal |\n|---|---|---|\n");
+    s.push_str(&format!("| baseline throughput | {:.0} req/s | |\n", h["baseline_rps"].as_f64().unwrap_or(0.0)));
+    s.push_str(&format!("| with the collector | {:.0} req/s | |\n", h["collector_rps"].as_f64().unwrap_or(0.0)));
+    s.push_str(&format!(
+        "| throughput ratio (median of rounds) | {:.3} | ≥ 0.98 |\n",
+        h["throughput_ratio"].as_f64().unwrap_or(0.0)
+    ));
+    if let (Some(b), Some(c)) = (h["baseline_p99_s"].as_f64(), h["collector_p99_s"].as_f64()) {
+        s.push_str(&format!("| p99 latency without / with | {:.2} ms / {:.2} ms | |\n", b * 1e3, c * 1e3));
+    }
+    s.push_str(&format!(
+        "| p99 latency ratio (median of rounds) | {:.3} | |\n",
+        h["p99_ratio"].as_f64().unwrap_or(0.0)
+    ));
+    s.push_str(&format!(
+        "| CPU per request (BPF run time with statistics on + daemon) | {:.0} ns | ≤ 1000 ns |\n\n",
+        h["cpu_ns_per_request"].as_f64().unwrap_or(0.0)
+    ));
+    s.push_str("| program | run time per event (mean over the run, median of rounds) | events per request | goal |\n|---|---|---|---|\n");
+    if let Some(p) = h["program_ns_per_event"].as_object() {
+        for (name, ns) in p {
+            let per_req = h["program_events_per_request"][name].as_f64().unwrap_or(0.0);
+            s.push_str(&format!("| {name} | {:.0} ns | {per_req:.2} | ≤ 100 ns |\n", ns.as_f64().unwrap_or(0.0)));
+        }
+    }
+    s.push('\n');
+    if let Some(stages) = h["stages"].as_array() {
+        s.push_str(
+            "Where the HTTP programs' time goes (run time per event with BPF statistics on; four \
+             collectors attached at once, three of them returning at a stage boundary, so all see the \
+             same packets, after a fifth one that is not measured, since the first program on a hook \
+             pays for bringing the packet and socket into the cache; mean of one run with the four in \
+             stage order and one in reverse order):\n\n\
+             | the program returns | http_ingress | http_egress | added by the stage (ingress / egress) |\n\
+             |---|---|---|---|\n",
+        );
+        let mut prev: Option<(f64, f64)> = None;
+        for st in stages {
+            let (i, e) = (st["http_ingress"].as_f64().unwrap_or(0.0), st["http_egress"].as_f64().unwrap_or(0.0));
+            let added = match prev {
+                Some((pi, pe)) => format!("{:+.0} / {:+.0} ns", i - pi, e - pe),
+                None => "(running any program, statistics included)".to_owned(),
+            };
+            s.push_str(&format!("| {} | {i:.0} ns | {e:.0} ns | {added} |\n", st["returns"].as_str().unwrap_or("")));
+            prev = Some((i, e));
+        }
+        s.push('\n');
+    }
+    if let Some(p) = h["disk_program_ns_per_event"].as_object().filter(|p| !p.is_empty()) {
+        s.push_str(&format!(
+            "Block programs, with the collector attached, under {n} O_DIRECT 4 KiB writes then {n} reads (dd):\n\n\
+             | program | run time per event (mean over the run) | events | goal |\n|---|---|---|---|\n",
+            n = h["disk_ios"]
+        ));
+        for (name, ns) in p {
+            let events = h["disk_program_events"][name].as_u64().unwrap_or(0);
+            s.push_str(&format!("| {name} | {:.0} ns | {events} | ≤ 100 ns |\n", ns.as_f64().unwrap_or(0.0)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn ms(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |s| format!("{:.2} ms", s * 1e3))
+}
+
+fn mib(kb: &Value) -> String {
+    kb.as_f64().map_or("–".into(), |k| format!("{:.1} MiB", k / 1024.0))
+}
+
+fn ratio(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |r| format!("{r:.3}"))
+}
+
+fn markdown_scrape(r: &Value) -> String {
+    let (a, b) = (&r["collector"], &r["node_exporter"]);
+    let mut s = format!(
+        "### Scrape cost vs node_exporter ({} scrapes each, alternating, gzip)\n\n\
+         node_exporter: `{}`, default collectors. The collector: release build, default collectors (eBPF included).\n\n\
+         | measure | collector | node_exporter | ratio |\n|---|---|---|---|\n",
+        r["scrapes"],
+        r["node_exporter_version"].as_str().unwrap_or("")
+    );
+    s += &format!(
+        "| CPU per scrape | {:.2} ms | {:.2} ms | {} |\n",
+        a["cpu_s_per_scrape"].as_f64().unwrap_or(f64::NAN) * 1e3,
+        b["cpu_s_per_scrape"].as_f64().unwrap_or(f64::NAN) * 1e3,
+        ratio(&r["ratios"]["cpu"])
+    );
+    s += &format!(
+        "| wall time per scrape, median | {} | {} | {} |\n",
+        ms(&a["wall_median_s"]),
+        ms(&b["wall_median_s"]),
+        ratio(&r["ratios"]["wall_median"])
+    );
+    s += &format!(
+        "| wall time per scrape, p99 | {} | {} | {} |\n",
+        ms(&a["wall_p99_s"]),
+        ms(&b["wall_p99_s"]),
+        ratio(&r["ratios"]["wall_p99"])
+    );
+    s += &format!(
+        "| RSS after the scrapes (VmRSS) | {} | {} | {} |\n",
+        mib(&a["memory"]["rss_kb"]),
+        mib(&b["memory"]["rss_kb"]),
+        ratio(&r["ratios"]["rss"])
+    );
+    s += &format!(
+        "| peak RSS (VmHWM) | {} | {} | {} |\n",
+        mib(&a["memory"]["hwm_kb"]),
+        mib(&b["memory"]["hwm_kb"]),
+        ratio(&r["ratios"]["hwm"])
+    );
+    s += &format!(
+        "| of which anonymous / file-backed | {} / {} | {} / {} | |\n",
+        mib(&a["memory"]["rss_anon_kb"]),
+        mib(&a["memory"]["rss_file_kb"]),
+        mib(&b["memory"]["rss_anon_kb"]),
+        mib(&b["memory"]["rss_file_kb"])
+    );
+    s += &format!("| series exposed | {} | {} | |\n", a["series"], b["series"]);
+    s += &format!("| response size (gzip) | {} B | {} B | |\n\n", a["bytes"], b["bytes"]);
+    if let Some(p) = r["profile"].as_array() {
+        s += "Profile of the collector during scrapes (`perf record -F 1999`, self time, symbols ≥ 1%):\n\n```\n";
+        for l in p {
+            s += l.as_str().unwrap_or("");
+            s += "\n";
+        }
+        s += "```\n\n";
+    }
+    s
+}
+
+fn markdown_scale(r: &Value) -> String {
+    let mut s = String::from(
+        "### Scale (series made by real HTTP requests: methods × status codes, server and client side)\n\n\
+         | series | HTTP label sets | scrape wall (gzip) median / p99 | CPU per scrape (gzip) | scrape wall (plain) median | CPU per scrape (plain) | response gzip / plain | RSS (peak) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    if let Some(levels) = r["levels"].as_array() {
+        for l in levels {
+            s += &format!(
+                "| {} | {} | {} / {} | {} | {} | {} | {:.0} kB / {:.0} kB | {} ({}) |\n",
+                l["series"],
+                l["label_sets"],
+                ms(&l["gzip"]["wall_median_s"]),
+                ms(&l["gzip"]["wall_p99_s"]),
+                ms(&l["gzip"]["cpu_s_per_scrape"]),
+                ms(&l["plain"]["wall_median_s"]),
+                ms(&l["plain"]["cpu_s_per_scrape"]),
+                l["gzip"]["bytes"].as_f64().unwrap_or(0.0) / 1e3,
+                l["plain"]["bytes"].as_f64().unwrap_or(0.0) / 1e3,
+                mib(&l["memory"]["rss_kb"]),
+                mib(&l["memory"]["hwm_kb"]),
+            );
+        }
+    }
+    if let Some(m) = r["marginal_s_per_series"].as_array() {
+        let per: Vec<String> =
+            m.iter().map(|v| v.as_f64().map_or("–".into(), |x| format!("{:.2} µs", x * 1e6))).collect();
+        s += &format!("\nScrape time added per series between successive levels (gzip): {}.\n", per.join(" → "));
+    }
+    let c = &r["connections"];
+    if c.is_object() {
+        s += &format!(
+            "\nWith {} open keep-alive connections to nginx (each served one request; opened in {:.1} s), a fresh \
+             collector:\n\n| | scrape wall median / p99 | CPU per scrape | RSS (peak) |\n|---|---|---|---|\n",
+            c["connections"],
+            c["open_seconds"].as_f64().unwrap_or(0.0)
+        );
+        for (name, m, mem) in
+            [("without", &c["without"], &c["memory_without"]), ("with the connections", &c["with"], &c["memory_with"])]
+        {
+            s += &format!(
+                "| {name} | {} / {} | {} | {} ({}) |\n",
+                ms(&m["wall_median_s"]),
+                ms(&m["wall_p99_s"]),
+                ms(&m["cpu_s_per_scrape"]),
+                mib(&mem["rss_kb"]),
+                mib(&mem["hwm_kb"])
+            );
+        }
+    }
+    if let Some(p) = r["profile"].as_array() {
+        s += "\nProfile of the collector during gzip scrapes at the top level (`perf record -F 1999`, self time, \
+              symbols ≥ 1%):\n\n```\n";
+        for l in p {
+            s += l.as_str().unwrap_or("");
+            s += "\n";
+        }
+        s += "```\n";
+    }
+    s + "\n"
+}
+
+fn time(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} µs", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+fn markdown_micro(r: &Value) -> String {
+    let mut s = String::from(
+        "### Micro-benchmarks (`cargo bench -p benches`, criterion, median with 95% interval)\n\n\
+         | benchmark | entries / series | time per run | per entry / series |\n|---|---|---|---|\n",
+    );
+    for b in r.as_array().into_iter().flatten() {
+        let median = b["median_ns"].as_f64().unwrap_or(f64::NAN);
+        let name: Vec<&str> = ["group", "function", "parameter"]
+            .iter()
+            .filter_map(|k| b[*k].as_str())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let name = name.join("/");
+        let (n, per) = match b["elements"].as_u64() {
+            Some(n) if n > 0 => (n.to_string(), time(median / n as f64)),
+            _ => (String::new(), String::new()),
+        };
+        s += &format!(
+            "| {name} | {n} | {} ({} – {}) | {per} |\n",
+            time(median),
+            time(b["median_low_ns"].as_f64().unwrap_or(f64::NAN)),
+            time(b["median_high_ns"].as_f64().unwrap_or(f64::NAN)),
+        );
+    }
+    s + "\n"
+}
+
+/// Replaces the generated section of docs/performance.md.
+pub(super) fn write_docs(table: &str) -> anyhow::Result<()> {
+    let path = root_dir().join("docs/performance.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+    let generated = format!("{begin}\n{table}{end}");
+    let new = match (text.find(begin), text.find(end)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], generated, &text[b + end.len()..]),
+        _ => format!("{text}\n{generated}\n"),
+    };
+    std::fs::write(&path, new)?;
+    eprintln!("xtask bench: wrote {} and target/bench/results.json", path.display());
+    Ok(())
+}
