@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod http;
 pub mod network;
+pub mod process;
 
 /// Indices of the per-CPU `DROPS` array: events a kernel program could not record because a
 /// bounded map was full, or could not match. The daemon exports each as

@@ -53,7 +53,7 @@ use collector_common::{
     },
 };
 
-use crate::{drops, network};
+use crate::{drops, network, process};
 
 /// Upper bounds of the duration buckets in nanoseconds, set by the daemon; unused slots hold
 /// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
@@ -1274,7 +1274,7 @@ pub fn http_egress(ctx: SkBuffContext) -> i32 {
 }
 
 /// TCP sockets being created (cgroup/sock_create on the cgroup v2 root, in the creating
-/// process): records the process's name with the socket. A listening socket's record is copied
+/// process): records the process's name with the socket (its main thread's, see process.rs). A listening socket's record is copied
 /// to the connections it accepts (`BPF_F_CLONE`), so a server's connections are named after
 /// the process that listens, a client's after the process that connects.
 #[cgroup_sock(sock_create)]
@@ -1291,8 +1291,9 @@ pub fn http_sock_create(ctx: SockContext) -> i32 {
     // type) returns null (None) or the socket's `Owner`, created zeroed, valid until the program
     // returns. The socket is still being created, not yet reachable by other programs, so the
     // `&mut` is the only reference to the value.
+    // The process's name (process.rs), else the creating thread's.
     if let Some(o) = unsafe { sk_storage::<Owner>(owners(), ctx.sock, true).as_mut() }
-        && let Ok(c) = bpf_get_current_comm()
+        && let Some(c) = process::current_process_name().or_else(|| bpf_get_current_comm().ok())
     {
         o.comm = c;
     }

@@ -12,6 +12,7 @@ mod disk;
 mod drops;
 mod http;
 mod network;
+mod process;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -77,9 +77,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         header_read_timeout: cli.header_read_timeout,
         request_timeout: cli.request_timeout,
     };
-    // Bound while still privileged (a port below 1024 needs CAP_NET_BIND_SERVICE).
-    let listener = bind(listen)?;
     let collectors::Started { registry, loader, map_reads_need } = setup(&cli)?;
+    // Bound while still privileged (a port below 1024 needs CAP_NET_BIND_SERVICE), after the
+    // programs are attached: the endpoint's own socket is then named after this process too.
+    let listener = bind(listen)?;
     let programs = loader.as_ref().map(|l| l.programs.clone()).unwrap_or_default();
     let mut keep = keep;
     let cgroup_programs =

@@ -148,13 +148,14 @@ pub const TABLE: [Spec; 9] = [
             net_admin: true,
             prepare: |c| {
                 c.v2_root.as_ref().map_err(Clone::clone)?;
-                let mut globals = http::globals(&c.flags.http).map_err(|e| format!("{e:#}"))?;
+                let tracefs = bpf::find_tracefs(c.tracefs);
+                let mut globals = http::globals(&c.flags.http, &tracefs).map_err(|e| format!("{e:#}"))?;
                 if c.enabled(Name::Netbpf) {
                     globals.push(("NET_IN_HTTP", vec![1]));
                 }
                 Ok(globals)
             },
-            start: |c, l| Ok(Box::new(http::Http::start(l, c.cgroups.clone(), &c.flags.http, c.cgroup_ttl)?)),
+            start: |c, l| Ok(Box::new(http::Http::start(l, c.cgroups.clone(), &c.flags.http, c.procfs, c.cgroup_ttl)?)),
         }),
     },
     Spec {

@@ -6,6 +6,7 @@ use std::{
     borrow::Cow,
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -16,9 +17,10 @@ use collector_common::http::{
     SIZE_BOUNDS, SIZE_BUCKETS, method,
     stash::{Block, BlockKey},
 };
+use collector_common::process::{MAX_PROCESSES, NO_FIELD, RenameOffsets};
 
 use crate::{
-    bpf::{Globals, Loader, sum_per_cpu},
+    bpf::{self, Globals, Loader, sum_per_cpu},
     cgroup::{Entry, Expiry, Identity, Resolver},
     metrics::{Collector, Family, Out},
 };
@@ -49,10 +51,19 @@ pub struct Buckets(pub Vec<f64>);
 /// The packet programs, on the cgroup v2 root's ingress and egress.
 pub const PACKET_PROGRAMS: [&str; 2] = ["http_ingress", "http_egress"];
 
-/// The globals the HTTP programs need: the duration bounds, and the benchmark stage when one
+/// The globals the HTTP programs need: the duration bounds, the `task:task_rename` field
+/// offsets (process names; none when tracefs is not there), and the benchmark stage when one
 /// is asked for.
-pub fn globals(flags: &HttpFlags) -> anyhow::Result<Globals> {
+pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::Result<Globals> {
     let mut globals = vec![("DURATION_BOUNDS_NS", bounds_global(&flags.duration_buckets.0))];
+    match tracefs.as_ref().map_err(Clone::clone).and_then(|t| rename_offsets(t)) {
+        Ok(off) => globals.push(("RENAME_OFFSETS", bpf::as_bytes(&off))),
+        Err(reason) => tracing::warn!(
+            %reason,
+            "http: renames of a process's main thread are not followed (service_name keeps the \
+             executable's name)"
+        ),
+    }
     if let Some(stage) = bench_stage()? {
         tracing::warn!(
             stage,
@@ -62,6 +73,40 @@ pub fn globals(flags: &HttpFlags) -> anyhow::Result<Globals> {
         globals.push(("HTTP_BENCH_STAGE", stage.to_ne_bytes().to_vec()));
     }
     Ok(globals)
+}
+
+/// Offsets of `task:task_rename`'s `pid` (absent on some kernels: the renamed task is then the
+/// current one) and `newcomm`.
+fn rename_offsets(tracefs: &Path) -> Result<RenameOffsets, String> {
+    let f = bpf::tracepoint_fields(tracefs, "task", "task_rename", &[("newcomm", 16, 16)])?;
+    Ok(RenameOffsets {
+        pid: f.get("pid").filter(|p| p.size == 4).map_or(NO_FIELD, |p| p.offset),
+        newcomm: f["newcomm"].offset,
+    })
+}
+
+/// Fills `PROCESS_NAMES` with the processes running now (their main thread's name, from
+/// `/proc/<pid>/comm`); the tracepoints follow the processes started and renamed from here on
+/// (entries they made meanwhile are kept). Returns how many were named.
+fn name_processes(loader: &mut Loader, procfs: &Path) -> anyhow::Result<usize> {
+    let mut names: BpfHashMap<_, u32, [u8; 16]> = BpfHashMap::try_from(loader.take_map("PROCESS_NAMES")?)?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(procfs).context("listing processes")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(comm) = std::fs::read(entry.path().join("comm")) else { continue };
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let mut raw = [0u8; 16];
+        let len = comm.len().min(15);
+        raw[..len].copy_from_slice(&comm[..len]);
+        // BPF_NOEXIST (include/uapi/linux/bpf.h): an entry the tracepoints made stays.
+        if names.insert(&pid, &raw, 1).is_ok() {
+            n += 1;
+        }
+        if n >= MAX_PROCESSES as usize {
+            break;
+        }
+    }
+    Ok(n)
 }
 
 /// Default duration buckets (seconds): 100 µs to 10 s.
@@ -199,10 +244,16 @@ impl Http {
         loader: &mut Loader,
         cgroups: Arc<Resolver>,
         flags: &HttpFlags,
+        procfs: &Path,
         ttl: std::time::Duration,
     ) -> Result<Self, String> {
         let (buckets, close_hook) = (flags.duration_buckets.0.clone(), !flags.no_close_hook);
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
+        // Process names for service_name: followed from exec and renames from here on, and
+        // filled with the processes running now once every program using the map is loaded
+        // (below). Without them sockets are named after the thread creating them.
+        let exec = loader.attach_tracepoint("http_process_exec", "sched", "sched_process_exec");
+        let rename = loader.attach_tracepoint("http_process_rename", "task", "task_rename");
         // Before the packet programs: the process that owns a socket is recorded when the
         // socket is created. Without it, service_name falls back to the socket's cgroup.
         if let Err(e) = loader.attach_cgroup_sock("http_sock_create", &root) {
@@ -225,6 +276,13 @@ impl Http {
                 "http: requests waiting on sockets that close without a FIN or RST (timeouts) stay in \
                  http_server_active_requests"
             );
+        }
+        match exec.and(rename).map_err(anyhow::Error::msg).and_then(|()| name_processes(loader, procfs)) {
+            Ok(n) => tracing::debug!(processes = n, "http: process names"),
+            Err(e) => tracing::warn!(
+                reason = format!("{e:#}"),
+                "http: sockets are named after the thread that creates them, not its process"
+            ),
         }
         let maps = (|| -> anyhow::Result<_> {
             // Both hooks attached: the programs may start following connections (see

@@ -145,7 +145,7 @@ fn without_kernel_btf_every_collector_still_runs() {
     }
     assert!(m.find("collector_collector_skipped_info", &[]).is_empty());
     let attached = m.find("collector_bpf_program_attached", &[]);
-    assert!(attached.len() == 7 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
+    assert!(attached.len() == 9 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
     assert!(!c.log_text().contains("close without a FIN or RST"), "{}", c.log_text());
 }
 

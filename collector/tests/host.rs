@@ -148,8 +148,8 @@ fn exposition_passes_promtool_and_has_every_metric() {
         assert_eq!(s.value, 1.0, "{:?}", s.labels);
     }
     // Three block tracepoints, the HTTP pair (which also counts netbpf's packets), the HTTP
-    // close hook and the socket owner hook.
+    // close hook, the socket owner hook and the two process-name tracepoints.
     let attached = m.find("collector_bpf_program_attached", &[]);
-    assert_eq!(attached.len(), 7, "{attached:?}");
+    assert_eq!(attached.len(), 9, "{attached:?}");
     assert!(attached.iter().all(|s| s.value == 1.0), "{attached:?}");
 }
