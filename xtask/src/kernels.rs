@@ -43,7 +43,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Test binaries run in the guest, with what each skips there.
-const TESTS: [(&str, &[&str]); 9] = [
+const TESTS: [(&str, &[&str]); 10] = [
     // Compares kernel and client timings within 5%: software emulation distorts them (the
     // host kernel runs it).
     ("http", &["durations_agree_with_client_measurements"]),
@@ -59,6 +59,7 @@ const TESTS: [(&str, &[&str]); 9] = [
             "durations_under_loss",
         ],
     ),
+    ("identity", &[]),
     ("network", &[]),
     ("disk", &[]),
     ("host", &[]),
