@@ -133,8 +133,8 @@ pub fn parse_buckets(s: &str) -> Result<Vec<f64>, String> {
 
 /// The stage at which the HTTP programs return, from `COLLECTOR_BENCH_HTTP_STAGE` (benchmarks
 /// only: `cargo xtask bench` breaks the programs' cost down by stage, docs/performance.md):
-/// 1 on entry, 2 after the packet count and the IP/TCP headers, 3 after the connection state
-/// and sequence bookkeeping. Unset (or 0): the whole program.
+/// 1 on entry, 2 after the packet count and the IP/TCP headers, 3 after the connection's
+/// state is found in socket storage and claimed. Unset (or 0): the whole program.
 pub fn bench_stage() -> anyhow::Result<Option<u32>> {
     parse_bench_stage(std::env::var_os("COLLECTOR_BENCH_HTTP_STAGE").as_deref())
 }

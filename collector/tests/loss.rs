@@ -204,6 +204,14 @@ fn exact_under(fault: Fault, every: u32) {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             };
+            eprintln!(
+                "{fault:?} every {every}, {name} ({}): {} exchanges completed by the clients {want:?}, \
+                 server side counted {:?}, client side {:?}",
+                if v6 { "IPv6" } else { "IPv4" },
+                want.values().sum::<u64>(),
+                counted(&m, "server", site.srv.port),
+                counted(&m, "client", site.srv.port),
+            );
             for side in ["server", "client"] {
                 let got = counted(&m, side, site.srv.port);
                 if got != want {

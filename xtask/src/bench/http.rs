@@ -142,7 +142,7 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
 const STAGES: [(u32, &str); 4] = [
     (1, "on entry (an empty program)"),
     (2, "after the per-cgroup packet count and the IP/TCP headers (pure ACKs end here)"),
-    (3, "after the connection state (socket storage) and the sequence bookkeeping"),
+    (3, "after the connection's state is found in socket storage and claimed (spin lock)"),
     (0, "the whole program (the framer and the histograms)"),
 ];
 
