@@ -6,6 +6,7 @@
 
 pub mod disk;
 pub mod http;
+pub mod names;
 pub mod network;
 pub mod process;
 

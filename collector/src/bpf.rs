@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, maps::MapData};
 
+use collector_common::names;
+
 use crate::metrics::{Collector, Family, Out};
 
 /// The object built by `cargo xtask build-ebpf`, embedded at compile time.
@@ -378,7 +380,7 @@ impl SelfMetrics {
     pub fn new(loader: &mut Loader) -> anyhow::Result<Self> {
         Ok(Self {
             programs: loader.programs.clone(),
-            map: aya::maps::PerCpuArray::try_from(loader.take_map("DROPS")?)?,
+            map: aya::maps::PerCpuArray::try_from(loader.take_map(names::map::DROPS)?)?,
         })
     }
 
@@ -436,6 +438,22 @@ impl Collector for SelfMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every map, program and global the daemon names (collector_common::names) is a symbol
+    /// of the embedded object: an exact entry of its string table (NUL before and after).
+    #[test]
+    fn names_match_the_object() {
+        let has = |name: &str| {
+            let mut needle = vec![0u8];
+            needle.extend_from_slice(name.as_bytes());
+            needle.push(0);
+            OBJECT.windows(needle.len()).any(|w| w == needle.as_slice())
+        };
+        for name in names::map::ALL.iter().chain(&names::program::ALL).chain(&names::global::ALL) {
+            assert!(has(name), "{name} is not in the eBPF object");
+        }
+        assert!(!has("NO_SUCH_MAP"));
+    }
 
     #[test]
     fn format_file_parsing() {

@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use collector_common::names;
 
 use crate::{
     bpf::{self, Globals, Loader},
@@ -151,7 +152,7 @@ pub const TABLE: [Spec; 9] = [
                 let tracefs = bpf::find_tracefs(c.tracefs);
                 let mut globals = http::globals(&c.flags.http, &tracefs).map_err(|e| format!("{e:#}"))?;
                 if c.enabled(Name::Netbpf) {
-                    globals.push(("NET_IN_HTTP", vec![1]));
+                    globals.push((names::global::NET_IN_HTTP, vec![1]));
                 }
                 Ok(globals)
             },
@@ -168,7 +169,7 @@ pub const TABLE: [Spec; 9] = [
             prepare: |c| c.v2_root.as_ref().map(|_| Vec::new()).map_err(Clone::clone),
             start: |c, l| {
                 // Counted by the HTTP programs when they run (NET_IN_HTTP), else by its own pair.
-                let by_http = l.is_attached(http::PACKET_PROGRAMS[0]);
+                let by_http = l.is_attached(names::program::HTTP_INGRESS);
                 Ok(Box::new(network::NetBpf::start(l, c.cgroups.clone(), by_http, c.cgroup_ttl)?))
             },
         }),

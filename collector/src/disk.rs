@@ -12,6 +12,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use collector_common::disk::{
     BlockTpOffsets, CgroupIoKey, CgroupIoVal, DevOp, LATENCY_BUCKETS, LatencyHist, bucket_upper_seconds, op,
 };
+use collector_common::names::{global, map, program};
 use procfs::FromRead as _;
 
 use crate::{
@@ -192,16 +193,16 @@ fn block_offsets(tracefs: &Path, name: &str) -> Result<BlockTpOffsets, String> {
 pub fn globals(tracefs: &Result<PathBuf, String>) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let tracefs = tracefs.as_ref().map_err(Clone::clone)?;
     Ok(vec![
-        ("RQ_ISSUE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_rq_issue")?)),
-        ("RQ_COMPLETE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_rq_complete")?)),
-        ("BIO_QUEUE_OFFSETS", bpf::as_bytes(&block_offsets(tracefs, "block_bio_queue")?)),
+        (global::RQ_ISSUE_OFFSETS, bpf::as_bytes(&block_offsets(tracefs, "block_rq_issue")?)),
+        (global::RQ_COMPLETE_OFFSETS, bpf::as_bytes(&block_offsets(tracefs, "block_rq_complete")?)),
+        (global::BIO_QUEUE_OFFSETS, bpf::as_bytes(&block_offsets(tracefs, "block_bio_queue")?)),
     ])
 }
 
 const PROGRAMS: [(&str, &str); 3] = [
-    ("block_rq_issue", "block_rq_issue"),
-    ("block_rq_complete", "block_rq_complete"),
-    ("block_bio_queue", "block_bio_queue"),
+    (program::BLOCK_RQ_ISSUE, "block_rq_issue"),
+    (program::BLOCK_RQ_COMPLETE, "block_rq_complete"),
+    (program::BLOCK_BIO_QUEUE, "block_bio_queue"),
 ];
 
 impl DiskBpf {
@@ -222,8 +223,8 @@ impl DiskBpf {
         }
         let maps = (|| -> anyhow::Result<_> {
             Ok((
-                PerCpuHashMap::try_from(loader.take_map("LATENCY")?)?,
-                PerCpuHashMap::try_from(loader.take_map("CGROUP_IO")?)?,
+                PerCpuHashMap::try_from(loader.take_map(map::LATENCY)?)?,
+                PerCpuHashMap::try_from(loader.take_map(map::CGROUP_IO)?)?,
             ))
         })();
         let (latency, cgroup_io) = maps.map_err(|e| format!("{e:#}"))?;

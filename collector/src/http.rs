@@ -17,6 +17,7 @@ use collector_common::http::{
     SIZE_BOUNDS, SIZE_BUCKETS, method,
     stash::{Block, BlockKey},
 };
+use collector_common::names::{global, map, program};
 use collector_common::process::{MAX_PROCESSES, NO_FIELD, RenameOffsets};
 
 use crate::{
@@ -48,16 +49,13 @@ pub struct HttpFlags {
 #[derive(Debug, Clone)]
 pub struct Buckets(pub Vec<f64>);
 
-/// The packet programs, on the cgroup v2 root's ingress and egress.
-pub const PACKET_PROGRAMS: [&str; 2] = ["http_ingress", "http_egress"];
-
 /// The globals the HTTP programs need: the duration bounds, the `task:task_rename` field
 /// offsets (process names; none when tracefs is not there), and the benchmark stage when one
 /// is asked for.
 pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::Result<Globals> {
-    let mut globals = vec![("DURATION_BOUNDS_NS", bounds_global(&flags.duration_buckets.0))];
+    let mut globals = vec![(global::DURATION_BOUNDS_NS, bounds_global(&flags.duration_buckets.0))];
     match tracefs.as_ref().map_err(Clone::clone).and_then(|t| rename_offsets(t)) {
-        Ok(off) => globals.push(("RENAME_OFFSETS", bpf::as_bytes(&off))),
+        Ok(off) => globals.push((global::RENAME_OFFSETS, bpf::as_bytes(&off))),
         Err(reason) => tracing::warn!(
             %reason,
             "http: renames of a process's main thread are not followed (service_name keeps the \
@@ -70,7 +68,7 @@ pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::
             "COLLECTOR_BENCH_HTTP_STAGE is set: the HTTP programs return early (a benchmark of their \
              cost per stage) and record no HTTP metrics (at stage 1 no netbpf packet counts either)"
         );
-        globals.push(("HTTP_BENCH_STAGE", stage.to_ne_bytes().to_vec()));
+        globals.push((global::HTTP_BENCH_STAGE, stage.to_ne_bytes().to_vec()));
     }
     Ok(globals)
 }
@@ -89,7 +87,7 @@ fn rename_offsets(tracefs: &Path) -> Result<RenameOffsets, String> {
 /// `/proc/<pid>/comm`); the tracepoints follow the processes started and renamed from here on
 /// (entries they made meanwhile are kept). Returns how many were named.
 fn name_processes(loader: &mut Loader, procfs: &Path) -> anyhow::Result<usize> {
-    let mut names: BpfHashMap<_, u32, [u8; 16]> = BpfHashMap::try_from(loader.take_map("PROCESS_NAMES")?)?;
+    let mut names: BpfHashMap<_, u32, [u8; 16]> = BpfHashMap::try_from(loader.take_map(map::PROCESS_NAMES)?)?;
     let mut n = 0;
     for entry in std::fs::read_dir(procfs).context("listing processes")?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
@@ -252,25 +250,25 @@ impl Http {
         // Process names for service_name: followed from exec and renames from here on, and
         // filled with the processes running now once every program using the map is loaded
         // (below). Without them sockets are named after the thread creating them.
-        let exec = loader.attach_tracepoint("http_process_exec", "sched", "sched_process_exec");
-        let rename = loader.attach_tracepoint("http_process_rename", "task", "task_rename");
+        let exec = loader.attach_tracepoint(program::HTTP_PROCESS_EXEC, "sched", "sched_process_exec");
+        let rename = loader.attach_tracepoint(program::HTTP_PROCESS_RENAME, "task", "task_rename");
         // Before the packet programs: the process that owns a socket is recorded when the
         // socket is created. Without it, service_name falls back to the socket's cgroup.
-        if let Err(e) = loader.attach_cgroup_sock("http_sock_create", &root) {
+        if let Err(e) = loader.attach_cgroup_sock(program::HTTP_SOCK_CREATE, &root) {
             tracing::warn!(
                 reason = %e,
                 "http: sockets are not named after their process (service_name is the cgroup's unit, \
                  container or path)"
             );
         }
-        loader.attach_cgroup_skb_pair(PACKET_PROGRAMS[0], PACKET_PROGRAMS[1], &root)?;
+        loader.attach_cgroup_skb_pair(program::HTTP_INGRESS, program::HTTP_EGRESS, &root)?;
         // Optional: settles requests of sockets that close without a FIN or RST passing the hooks.
         if !close_hook {
             tracing::info!(
                 "http: close hook off (--no-collector.http.close-hook): requests waiting on sockets that \
                  close without a FIN or RST (timeouts) stay in http_server_active_requests"
             );
-        } else if let Err(e) = loader.attach_sock_ops("http_sock_close", &root) {
+        } else if let Err(e) = loader.attach_sock_ops(program::HTTP_SOCK_CLOSE, &root) {
             tracing::warn!(
                 reason = %e,
                 "http: requests waiting on sockets that close without a FIN or RST (timeouts) stay in \
@@ -287,15 +285,15 @@ impl Http {
         let maps = (|| -> anyhow::Result<_> {
             // Both hooks attached: the programs may start following connections (see
             // HTTP_ARMED in collector-ebpf/src/http.rs).
-            let mut armed: Array<_, u32> = Array::try_from(loader.take_map("HTTP_ARMED")?)?;
+            let mut armed: Array<_, u32> = Array::try_from(loader.take_map(map::HTTP_ARMED)?)?;
             armed.set(0, &1, 0).context("arming the HTTP programs")?;
-            let mut hist: BpfHashMap<_, HttpKey, HttpHist> = BpfHashMap::try_from(loader.take_map("HTTP_HIST")?)?;
+            let mut hist: BpfHashMap<_, HttpKey, HttpHist> = BpfHashMap::try_from(loader.take_map(map::HTTP_HIST)?)?;
             for side in [SIDE_SERVER, SIDE_CLIENT] {
                 let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };
                 hist.insert(&key, &HttpHist::ZERO, 0).context("creating the HTTP overflow entry")?;
             }
-            let stash = BpfHashMap::try_from(loader.take_map("HTTP_STASH")?)?;
-            Ok((hist, PerCpuHashMap::try_from(loader.take_map("HTTP_ACTIVE")?)?, stash))
+            let stash = BpfHashMap::try_from(loader.take_map(map::HTTP_STASH)?)?;
+            Ok((hist, PerCpuHashMap::try_from(loader.take_map(map::HTTP_ACTIVE)?)?, stash))
         })();
         let (hist, active, stash) = maps.map_err(|e| format!("{e:#}"))?;
         Ok(Self {

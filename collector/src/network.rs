@@ -9,6 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuHashMap};
+use collector_common::names::{map, program};
 use collector_common::network::NetCounters;
 use procfs::FromRead as _;
 
@@ -89,10 +90,10 @@ impl NetBpf {
     ) -> Result<Self, String> {
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
         if !counted_by_http {
-            loader.attach_cgroup_skb_pair("cgroup_net_ingress", "cgroup_net_egress", &root)?;
+            loader.attach_cgroup_skb_pair(program::CGROUP_NET_INGRESS, program::CGROUP_NET_EGRESS, &root)?;
         }
         let map = loader
-            .take_map("CGROUP_NET")
+            .take_map(map::CGROUP_NET)
             .and_then(|m| Ok(PerCpuHashMap::try_from(m)?))
             .map_err(|e| format!("{e:#}"))?;
         Ok(Self { map: Mutex::new(map), cgroups, expiry: Expiry::new(ttl) })

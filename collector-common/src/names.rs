@@ -1,0 +1,67 @@
+//! Names the daemon looks up in the kernel object: maps, programs and globals. The kernel
+//! crate defines items of these names (a `#[map] static`, a program function, a
+//! `#[no_mangle] static`); the daemon uses only these constants, and a test of the daemon
+//! checks every one against the object it embeds.
+
+/// Maps the daemon reads or fills.
+pub mod map {
+    pub const DROPS: &str = "DROPS";
+    pub const LATENCY: &str = "LATENCY";
+    pub const CGROUP_IO: &str = "CGROUP_IO";
+    pub const CGROUP_NET: &str = "CGROUP_NET";
+    pub const HTTP_ARMED: &str = "HTTP_ARMED";
+    pub const HTTP_HIST: &str = "HTTP_HIST";
+    pub const HTTP_ACTIVE: &str = "HTTP_ACTIVE";
+    pub const HTTP_STASH: &str = "HTTP_STASH";
+    pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
+    pub const ALL: [&str; 9] =
+        [DROPS, LATENCY, CGROUP_IO, CGROUP_NET, HTTP_ARMED, HTTP_HIST, HTTP_ACTIVE, HTTP_STASH, PROCESS_NAMES];
+}
+
+/// Programs the daemon attaches.
+pub mod program {
+    pub const BLOCK_RQ_ISSUE: &str = "block_rq_issue";
+    pub const BLOCK_RQ_COMPLETE: &str = "block_rq_complete";
+    pub const BLOCK_BIO_QUEUE: &str = "block_bio_queue";
+    pub const CGROUP_NET_INGRESS: &str = "cgroup_net_ingress";
+    pub const CGROUP_NET_EGRESS: &str = "cgroup_net_egress";
+    pub const HTTP_INGRESS: &str = "http_ingress";
+    pub const HTTP_EGRESS: &str = "http_egress";
+    pub const HTTP_SOCK_CREATE: &str = "http_sock_create";
+    pub const HTTP_SOCK_CLOSE: &str = "http_sock_close";
+    pub const HTTP_PROCESS_EXEC: &str = "http_process_exec";
+    pub const HTTP_PROCESS_RENAME: &str = "http_process_rename";
+    pub const ALL: [&str; 11] = [
+        BLOCK_RQ_ISSUE,
+        BLOCK_RQ_COMPLETE,
+        BLOCK_BIO_QUEUE,
+        CGROUP_NET_INGRESS,
+        CGROUP_NET_EGRESS,
+        HTTP_INGRESS,
+        HTTP_EGRESS,
+        HTTP_SOCK_CREATE,
+        HTTP_SOCK_CLOSE,
+        HTTP_PROCESS_EXEC,
+        HTTP_PROCESS_RENAME,
+    ];
+}
+
+/// Globals the daemon sets before the object is loaded.
+pub mod global {
+    pub const RQ_ISSUE_OFFSETS: &str = "RQ_ISSUE_OFFSETS";
+    pub const RQ_COMPLETE_OFFSETS: &str = "RQ_COMPLETE_OFFSETS";
+    pub const BIO_QUEUE_OFFSETS: &str = "BIO_QUEUE_OFFSETS";
+    pub const DURATION_BOUNDS_NS: &str = "DURATION_BOUNDS_NS";
+    pub const RENAME_OFFSETS: &str = "RENAME_OFFSETS";
+    pub const HTTP_BENCH_STAGE: &str = "HTTP_BENCH_STAGE";
+    pub const NET_IN_HTTP: &str = "NET_IN_HTTP";
+    pub const ALL: [&str; 7] = [
+        RQ_ISSUE_OFFSETS,
+        RQ_COMPLETE_OFFSETS,
+        BIO_QUEUE_OFFSETS,
+        DURATION_BOUNDS_NS,
+        RENAME_OFFSETS,
+        HTTP_BENCH_STAGE,
+        NET_IN_HTTP,
+    ];
+}
