@@ -193,9 +193,6 @@ pub fn fault_injector(ctx: TcContext) -> i32 {
             if len == 0 || len > HOLD_MAX {
                 return TC_ACT_OK;
             }
-            if len == 0 || len > HOLD_MAX {
-                return TC_ACT_OK;
-            }
             let n = copy_len(len);
             // SAFETY: the context is this program's `__sk_buff`; the destination is the held
             // frame, HOLD_MAX bytes of the `HELD` value, and 1 <= n <= HOLD_MAX, so the helper
