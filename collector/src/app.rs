@@ -19,7 +19,8 @@ fn setup(cli: &Cli) -> anyhow::Result<collectors::Started> {
     let ctx = collectors::Context {
         flags: &cli.collectors,
         procfs: &cli.procfs,
-        tracefs: cli.tracefs.as_deref(),
+        tracefs_flag: cli.tracefs.as_deref(),
+        tracefs: Default::default(),
         cgroup_ttl: cli.cgroup_ttl,
         devices: Arc::new(disk::Devices::new(&cli.sysfs)),
         cgroups: Arc::new(cgroup::Resolver::new(v2_root.clone().ok())),

@@ -136,7 +136,7 @@ pub const TABLE: [Spec; 9] = [
         start: Start::Ebpf(Ebpf {
             perfmon: true,
             net_admin: false,
-            prepare: |c| disk::globals(&bpf::find_tracefs(c.tracefs)),
+            prepare: |c| disk::globals(c.tracefs()),
             start: |c, l| Ok(Box::new(disk::DiskBpf::start(l, c.devices.clone(), c.cgroups.clone(), c.cgroup_ttl)?)),
         }),
     },
@@ -149,8 +149,7 @@ pub const TABLE: [Spec; 9] = [
             net_admin: true,
             prepare: |c| {
                 c.v2_root.as_ref().map_err(Clone::clone)?;
-                let tracefs = bpf::find_tracefs(c.tracefs);
-                let mut globals = http::globals(&c.flags.http, &tracefs).map_err(|e| format!("{e:#}"))?;
+                let mut globals = http::globals(&c.flags.http, c.tracefs()).map_err(|e| format!("{e:#}"))?;
                 if c.enabled(Name::Netbpf) {
                     globals.push((names::global::NET_IN_HTTP, vec![1]));
                 }
@@ -198,7 +197,9 @@ pub struct Context<'a> {
     pub flags: &'a Flags,
     pub procfs: &'a Path,
     /// `--path.tracefs`, when given.
-    pub tracefs: Option<&'a Path>,
+    pub tracefs_flag: Option<&'a Path>,
+    /// Where tracefs was found (or mounted), looked for once, by the first collector asking.
+    pub tracefs: std::sync::OnceLock<Result<PathBuf, String>>,
     pub cgroup_ttl: Duration,
     pub devices: Arc<disk::Devices>,
     pub cgroups: Arc<cgroup::Resolver>,
@@ -209,6 +210,11 @@ pub struct Context<'a> {
 impl Context<'_> {
     pub fn enabled(&self, name: Name) -> bool {
         self.flags.is_enabled(name)
+    }
+
+    /// tracefs ([`bpf::find_tracefs`], which mounts it when absent), or why it is not there.
+    pub fn tracefs(&self) -> &Result<PathBuf, String> {
+        self.tracefs.get_or_init(|| bpf::find_tracefs(self.tracefs_flag))
     }
 }
 
