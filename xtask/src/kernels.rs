@@ -317,7 +317,10 @@ fn boot(
     let disk = results.join("disk.img");
     std::fs::File::create(&disk)?.set_len(1 << 30)?;
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", accel, "-m", "3072", "-smp", "2", "-nographic", "-no-reboot"]);
+    // One vCPU: with two, the host deschedules a vCPU thread for milliseconds while its CPU
+    // holds a connection's claim, the other CPU's program gives up waiting (http_busy) and an
+    // exchange is lost (seen in 2 of 12 guest runs). Cross-CPU claims are tested on the host.
+    cmd.args(["-accel", accel, "-m", "3072", "-smp", "1", "-nographic", "-no-reboot"]);
     if accel == "kvm" {
         cmd.args(["-cpu", "host"]);
     }
