@@ -114,7 +114,7 @@ fn families_http(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &entries, |b, e| {
             b.iter(|| {
                 let mut out = Out::default();
-                Http::families(e, &active, &cg.resolver, &buckets, &http_expiry(), &mut out);
+                Http::families(e, &active, &cg.resolver, &Default::default(), &buckets, &http_expiry(), &mut out);
                 black_box(out.families)
             })
         });
@@ -195,7 +195,7 @@ fn http_families(series: usize, cg: &Cgroups) -> (Vec<Family>, usize) {
     let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
     let entries = http_entries(series.div_ceil(51), cg);
     let mut out = Out::default();
-    Http::families(&entries, &[], &cg.resolver, &buckets, &http_expiry(), &mut out);
+    Http::families(&entries, &[], &cg.resolver, &Default::default(), &buckets, &http_expiry(), &mut out);
     let text = write(&out.families);
     let n = text.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count();
     (out.families, n)
@@ -248,7 +248,7 @@ impl Collector for SyntheticHttp {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        Http::families(&self.entries, &[], &self.cg.resolver, &self.buckets, &http_expiry(), out);
+        Http::families(&self.entries, &[], &self.cg.resolver, &Default::default(), &self.buckets, &http_expiry(), out);
         Ok(())
     }
 }

@@ -18,12 +18,16 @@ fn setup(cli: &Cli) -> anyhow::Result<collectors::Started> {
     let v2_root = cgroup::find_v2_root(&cli.cgroupfs);
     let ctx = collectors::Context {
         flags: &cli.collectors,
+        identity: &cli.identity,
         procfs: &cli.procfs,
         tracefs_flag: cli.tracefs.as_deref(),
         tracefs: Default::default(),
         cgroup_ttl: cli.cgroup_ttl,
         devices: Arc::new(disk::Devices::new(&cli.sysfs)),
-        cgroups: Arc::new(cgroup::Resolver::new(v2_root.clone().ok())),
+        cgroups: Arc::new(
+            cgroup::Resolver::new(v2_root.clone().ok())
+                .with_containers(crate::identity::Containers::new(cli.identity.clone())),
+        ),
         v2_root,
     };
     collectors::start(&ctx)
@@ -91,6 +95,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // Without BPF links (before 5.7) cgroup programs stay attached until detached
         // explicitly, which needs CAP_NET_ADMIN at exit.
         keep.insert(::caps::Capability::CAP_NET_ADMIN);
+    }
+    let http_running = registry.collectors.iter().any(|c| c.name() == collectors::Name::Http.as_str());
+    if http_running && !cli.identity.no_environment {
+        // Reading the environment of another user's process (OTEL_SERVICE_NAME): the file is
+        // the owner's, mode 0400 (CAP_DAC_READ_SEARCH), and the kernel adds a ptrace read
+        // access check (CAP_SYS_PTRACE). One without the other is of no use: both or neither.
+        use ::caps::Capability::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
+        let permitted = ::caps::read(None, ::caps::CapSet::Permitted).unwrap_or_default();
+        if permitted.contains(&CAP_SYS_PTRACE) && permitted.contains(&CAP_DAC_READ_SEARCH) {
+            keep.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
+        } else {
+            tracing::info!(
+                "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, service names declared in process \
+                 environments (OTEL_SERVICE_NAME) are read from this user's processes only"
+            );
+        }
     }
     if let Some(cap) = map_reads_need {
         tracing::info!(

@@ -1,14 +1,16 @@
 //! Cgroup v2: finding the hierarchy (pure v2, or hybrid with v2 at `unified/`), and turning the
 //! cgroup ids the kernel programs record into a path and, where the path shows one, a container
-//! id or systemd unit.
+//! id or systemd unit, and the container's names ([`crate::identity`]).
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use crate::identity::{self, Containers, Workload};
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -45,15 +47,51 @@ pub struct Identity {
     pub container_id: String,
     /// The systemd unit (`*.service`, `*.scope`, …) the cgroup is or belongs to.
     pub systemd_unit: String,
+    /// The Kubernetes pod uid the path shows ([`identity::pod_uid`]).
+    pub pod_uid: Option<String>,
+    /// The container's names, when found ([`Containers`]).
+    pub workload: Option<Arc<Workload>>,
 }
 
-/// The label values every per-cgroup family carries (`cgroup`, `container_id`,
-/// `systemd_unit`): the identity, or `<deleted>` once the cgroup is gone from the hierarchy.
-/// One place for every poller (disk, network).
-pub fn labels(id: Option<&Identity>) -> [&str; 3] {
-    match id {
-        Some(i) => [i.path.as_str(), i.container_id.as_str(), i.systemd_unit.as_str()],
-        None => ["<deleted>", "", ""],
+/// The labels every per-cgroup family carries: `cgroup`, `container_id`, `systemd_unit` and
+/// the workload's identity labels that have a value; `<deleted>` for a cgroup gone from the
+/// hierarchy before it was seen. One place for every poller (disk, network).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Labels {
+    path: String,
+    container_id: String,
+    systemd_unit: String,
+    workload: Option<Arc<Workload>>,
+}
+
+impl Labels {
+    pub fn of(id: Option<&Identity>) -> Self {
+        match id {
+            Some(i) => Self {
+                path: i.path.clone(),
+                container_id: i.container_id.clone(),
+                systemd_unit: i.systemd_unit.clone(),
+                workload: i.workload.clone(),
+            },
+            None => Self {
+                path: "<deleted>".into(),
+                container_id: String::new(),
+                systemd_unit: String::new(),
+                workload: None,
+            },
+        }
+    }
+
+    /// Appends the label pairs.
+    pub fn push<'a>(&'a self, out: &mut Vec<(&'static str, &'a str)>) {
+        out.extend([
+            ("cgroup", self.path.as_str()),
+            ("container_id", &self.container_id),
+            ("systemd_unit", &self.systemd_unit),
+        ]);
+        if let Some(w) = &self.workload {
+            out.extend(w.labels());
+        }
     }
 }
 
@@ -68,7 +106,11 @@ fn is_container_id(s: &str) -> bool {
 /// `/docker/<id>`, `/kubepods/…/<id>`). The systemd unit is the deepest component with a unit
 /// suffix that is not a container scope.
 pub fn identify(path: &str) -> Identity {
-    let mut id = Identity { path: if path.is_empty() { "/".into() } else { path.into() }, ..Default::default() };
+    let mut id = Identity {
+        path: if path.is_empty() { "/".into() } else { path.into() },
+        pod_uid: identity::pod_uid(path),
+        ..Default::default()
+    };
     for comp in path.split('/').filter(|c| !c.is_empty()) {
         let stem = comp.strip_suffix(".scope").unwrap_or(comp);
         let candidate = ["docker-", "cri-containerd-", "crio-", "libpod-"]
@@ -98,6 +140,8 @@ pub struct Resolver {
     /// `None` without a cgroup v2 hierarchy: ids cannot be resolved.
     root: Option<PathBuf>,
     state: Mutex<State>,
+    /// Container names; `None`: containers are known by id only.
+    containers: Option<Containers>,
 }
 
 #[derive(Default)]
@@ -108,7 +152,44 @@ struct State {
 
 impl Resolver {
     pub fn new(root: Option<PathBuf>) -> Self {
-        Self { root, state: Mutex::new(State::default()) }
+        Self { root, state: Mutex::new(State::default()), containers: None }
+    }
+
+    /// Names containers too ([`Containers`]).
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = Some(containers);
+        self
+    }
+
+    /// Containers whose names were not found ([`Containers::unresolved`]).
+    pub fn unresolved_containers(&self) -> Option<u64> {
+        self.containers.as_ref().map(Containers::unresolved)
+    }
+
+    /// The id of the cgroup at `path` as `/proc/<pid>/cgroup` shows it (`0::` line). Read from
+    /// a cgroup namespace other than the process's, the path starts with `/..` components up to
+    /// the namespaces' common ancestor: the cgroup is then the one whose path ends with the
+    /// rest, when exactly one does.
+    pub fn id_of_path(&self, path: &str) -> Option<u64> {
+        self.root.as_ref()?;
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let up = comps.iter().take_while(|c| **c == "..").count();
+        let rest = comps[up..].join("/");
+        let find = |st: &State| -> Option<u64> {
+            let mut hits = st.by_id.iter().filter(|(_, i)| {
+                let p = i.path.trim_start_matches('/');
+                if up == 0 { p == rest } else { !rest.is_empty() && (p == rest || p.ends_with(&format!("/{rest}"))) }
+            });
+            let (id, _) = hits.next()?;
+            hits.next().is_none().then_some(*id)
+        };
+        let mut st = self.state.lock().unwrap();
+        if let Some(id) = find(&st) {
+            return Some(id);
+        }
+        let fresh = scan(self.root.as_ref()?);
+        st.by_id.extend(fresh);
+        find(&st)
     }
 
     pub fn root(&self) -> Option<&Path> {
@@ -128,6 +209,10 @@ impl Resolver {
             let fresh = scan(root);
             // Identities of cgroups that vanished since the last scan stay known: their ids
             // still label counters read before they went.
+            if let Some(c) = &self.containers {
+                // Containers gone from the hierarchy no longer count as unnamed.
+                c.retain(&fresh.values().map(|i| i.container_id.as_str()).filter(|c| !c.is_empty()).collect());
+            }
             st.by_id.extend(fresh);
             for id in unknown {
                 if !st.by_id.contains_key(&id) {
@@ -135,7 +220,20 @@ impl Resolver {
                 }
             }
         }
-        ids.into_iter().map(|id| (id, st.by_id.get(&id).cloned())).collect()
+        let mut out = HashMap::new();
+        for id in ids {
+            let mut found = st.by_id.get(&id).cloned();
+            if let (Some(c), Some(i)) = (&self.containers, found.as_mut())
+                && i.workload.is_none()
+                && !i.container_id.is_empty()
+                && let Some(w) = c.lookup(&i.container_id, i.pod_uid.as_deref())
+            {
+                i.workload = Some(Arc::new(w));
+                st.by_id.insert(id, i.clone());
+            }
+            out.insert(id, found);
+        }
+        out
     }
 }
 
@@ -155,6 +253,28 @@ impl Resolver {
     /// however many entries it has, and not at all when nothing expires (`expires` false).
     pub fn gone_check(&self, expires: bool) -> Gone<'_> {
         Gone { resolver: self, expires, seen: HashMap::new() }
+    }
+}
+
+/// `collector_identity_unresolved_containers`: a source of the registry's self metrics.
+pub struct IdentityMetrics(pub Arc<Resolver>);
+
+impl crate::metrics::Collector for IdentityMetrics {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn collect(&self, out: &mut crate::metrics::Out) -> anyhow::Result<()> {
+        if let Some(n) = self.0.unresolved_containers() {
+            let mut f = crate::metrics::Family::gauge(
+                "collector_identity_unresolved_containers",
+                "Containers in the cgroup hierarchy with series whose names were not found (no Docker \
+                 config, no kubelet pod log directory): their series carry the container id only.",
+            );
+            f.add(&[], n as f64);
+            out.push(f);
+        }
+        Ok(())
     }
 }
 

@@ -78,6 +78,10 @@ pub struct Cli {
     /// `--[no-]collector.<name>` and each collector's own flags.
     #[command(flatten)]
     pub collectors: collectors::Flags,
+
+    /// Where workload names come from (`--identity.*`).
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityFlags,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -146,6 +150,17 @@ mod tests {
         assert!(parse(&[]).collectors.diskstats.device_exclude.0.unwrap().is_match("loop0"));
         assert!(Cli::try_parse_from(["collector", "--collector.http.duration-buckets", "0.1,0.01"]).is_err());
         assert!(Cli::try_parse_from(["collector", "--collector.diskstats.device-exclude", "("]).is_err());
+    }
+
+    #[test]
+    fn identity_flags() {
+        let i = parse(&[]).identity;
+        assert!(!i.no_environment);
+        assert_eq!(i.pod_logs_dir, std::path::Path::new("/var/log/pods"));
+        let i = parse(&["--no-identity.environment", "--identity.pod-logs-dir", "/x"]).identity;
+        assert!(i.no_environment);
+        assert_eq!(i.pod_logs_dir, std::path::Path::new("/x"));
+        assert!(!parse(&["--no-identity.environment", "--identity.environment"]).identity.no_environment);
     }
 
     #[test]

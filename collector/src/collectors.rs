@@ -155,7 +155,17 @@ pub const TABLE: [Spec; 9] = [
                 }
                 Ok(globals)
             },
-            start: |c, l| Ok(Box::new(http::Http::start(l, c.cgroups.clone(), &c.flags.http, c.procfs, c.cgroup_ttl)?)),
+            start: |c, l| {
+                let environment = !c.identity.no_environment;
+                Ok(Box::new(http::Http::start(
+                    l,
+                    c.cgroups.clone(),
+                    &c.flags.http,
+                    c.procfs,
+                    c.cgroup_ttl,
+                    environment,
+                )?))
+            },
         }),
     },
     Spec {
@@ -195,6 +205,7 @@ impl Flags {
 /// What the start-up steps read.
 pub struct Context<'a> {
     pub flags: &'a Flags,
+    pub identity: &'a crate::identity::IdentityFlags,
     pub procfs: &'a Path,
     /// `--path.tracefs`, when given.
     pub tracefs_flag: Option<&'a Path>,
@@ -231,6 +242,7 @@ pub struct Started {
 /// Starts every enabled collector of [`TABLE`].
 pub fn start(ctx: &Context) -> anyhow::Result<Started> {
     let mut registry = Registry::new();
+    registry.sources.push(Box::new(cgroup::IdentityMetrics(ctx.cgroups.clone())));
     registry.disabled = TABLE.iter().map(|s| s.name).filter(|n| !ctx.enabled(*n)).map(Name::as_str).collect();
     let skip = |registry: &mut Registry, name: Name, reason: String| {
         tracing::warn!(collector = name.as_str(), reason = %reason, "collector skipped");

@@ -170,7 +170,7 @@ pub struct DiskBpf {
     cgroup_io: Mutex<PerCpuHashMap<MapData, CgroupIoKey, CgroupIoVal>>,
     devices: Arc<Devices>,
     cgroups: Arc<Resolver>,
-    expiry: Expiry<CgroupIoKey, ([String; 3], String, &'static str), u64>,
+    expiry: DiskExpiry,
 }
 
 /// Offsets of (dev, sector, nr_sector, rwbs) in a block tracepoint, from its format file.
@@ -268,7 +268,7 @@ impl Collector for DiskBpf {
 }
 
 /// Expiry state of the per-cgroup disk series.
-pub type DiskExpiry = Expiry<CgroupIoKey, ([String; 3], String, &'static str), u64>;
+pub type DiskExpiry = Expiry<CgroupIoKey, (cgroup::Labels, String, &'static str), u64>;
 
 impl DiskBpf {
     /// Map contents (summed over CPUs) → families: `latency` holds (device and operation,
@@ -307,7 +307,7 @@ impl DiskBpf {
             .iter()
             .map(|&(key, bytes)| Entry {
                 labels: (
-                    cgroup::labels(ids[&key.cgroup_id].as_ref()).map(str::to_owned),
+                    cgroup::Labels::of(ids[&key.cgroup_id].as_ref()),
                     devices.name_of_kdev(key.dev),
                     op::NAMES.get(key.op as usize).copied().unwrap_or("other"),
                 ),
@@ -323,17 +323,11 @@ impl DiskBpf {
             "Bytes of block I/O submitted by tasks of a cgroup, per device and operation \
              (block_bio_queue; writeback of buffered writes is attributed to the flusher's cgroup).",
         );
-        for (([path, container, unit], device, operation), bytes) in &sums {
-            io.add(
-                &[
-                    ("cgroup", path.as_str()),
-                    ("container_id", container.as_str()),
-                    ("systemd_unit", unit.as_str()),
-                    ("device", device),
-                    ("operation", operation),
-                ],
-                *bytes as f64,
-            );
+        for ((labels, device, operation), bytes) in &sums {
+            let mut l = Vec::with_capacity(10);
+            labels.push(&mut l);
+            l.extend([("device", device.as_str()), ("operation", *operation)]);
+            io.add(&l, *bytes as f64);
         }
         out.push(io);
         expired

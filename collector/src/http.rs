@@ -1,10 +1,11 @@
 //! HTTP: request duration, body sizes and in-flight requests of every HTTP/1.x server and client
 //! on the host, from the socket-level parser in collector-ebpf/src/http.rs. The kernel
 //! aggregates histograms per (cgroup, process, method, status, port[, peer]); this poller turns
-//! process and cgroup into `service_name` and exports OpenTelemetry-style metrics.
+//! process and cgroup into `service_name`, `service_namespace` and the workload's identity
+//! labels ([`crate::identity`]) and exports OpenTelemetry-style metrics.
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -23,6 +24,7 @@ use collector_common::process::{MAX_PROCESSES, NO_FIELD, RenameOffsets};
 use crate::{
     bpf::{self, Globals, Loader, sum_per_cpu},
     cgroup::{Entry, Expiry, Identity, Resolver},
+    identity::{Declared, ProcessKey, Processes, Workload},
     metrics::{Collector, Family, Out},
 };
 
@@ -175,6 +177,50 @@ pub fn service_name<'a>(comm: Option<Cow<'a, str>>, id: Option<&'a Identity>) ->
     })
 }
 
+/// Who served or made a request: `service_name`, `service_namespace` and the workload's
+/// identity labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Who {
+    service: String,
+    namespace: String,
+    workload: Option<Arc<Workload>>,
+}
+
+impl Who {
+    /// What the process declares, else what its container's names give
+    /// ([`Workload::service`]), else [`service_name`].
+    pub fn of(comm: Option<Cow<'_, str>>, id: Option<&Identity>, declared: Option<&Declared>) -> Self {
+        let workload = id.and_then(|i| i.workload.clone());
+        let declared_name = declared.map(|d| d.service_name.as_str()).filter(|s| !s.is_empty());
+        let service = match declared_name.or_else(|| workload.as_deref().and_then(Workload::service)) {
+            Some(s) => s.to_owned(),
+            None => service_name(comm, id).into_owned(),
+        };
+        let namespace = declared
+            .map(|d| d.service_namespace.as_str())
+            .filter(|s| !s.is_empty())
+            .or_else(|| workload.as_deref().and_then(Workload::namespace))
+            .unwrap_or_default()
+            .to_owned();
+        Self { service, namespace, workload }
+    }
+
+    fn named(service: &str) -> Self {
+        Self { service: service.to_owned(), ..Default::default() }
+    }
+
+    /// Appends the label pairs (`service_namespace` and identity labels only with a value).
+    fn push<'a>(&'a self, out: &mut Vec<(&'static str, &'a str)>) {
+        out.push(("service_name", &self.service));
+        if !self.namespace.is_empty() {
+            out.push(("service_namespace", &self.namespace));
+        }
+        if let Some(w) = &self.workload {
+            out.extend(w.labels());
+        }
+    }
+}
+
 /// One label set of the HTTP histograms, before formatting (numbers stay numbers until the
 /// text is written, once per label set); `None` fields are empty labels (the overflow entry, a
 /// server-side address).
@@ -185,7 +231,7 @@ pub struct Labels {
     status: Option<u16>,
     address: Option<IpAddr>,
     port: Option<u16>,
-    service: String,
+    who: Who,
 }
 
 pub struct Http {
@@ -197,6 +243,8 @@ pub struct Http {
     buckets: Vec<f64>,
     expiry: HttpExpiry,
     stash: Mutex<Stash>,
+    /// Declared service names (`--identity.environment`), or `None`.
+    processes: Option<Processes>,
 }
 
 /// The kernel's reorder stash (`HTTP_STASH`): its blocks are deleted by the programs as the
@@ -244,6 +292,7 @@ impl Http {
         flags: &HttpFlags,
         procfs: &Path,
         ttl: std::time::Duration,
+        environment: bool,
     ) -> Result<Self, String> {
         let (buckets, close_hook) = (flags.duration_buckets.0.clone(), !flags.no_close_hook);
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
@@ -303,6 +352,7 @@ impl Http {
             buckets,
             expiry: (Expiry::new(ttl), Expiry::gauge(ttl)),
             stash: Mutex::new(Stash { map: stash, last_sweep: std::time::Instant::now() }),
+            processes: environment.then(|| Processes::new(procfs)),
         })
     }
 }
@@ -355,8 +405,15 @@ impl Collector for Http {
             sum_per_cpu(&v, |x| n = n.wrapping_add(*x));
             active_entries.push((k, n as i64));
         }
+        let declared = match &self.processes {
+            Some(p) => {
+                let keys: HashSet<ProcessKey> = entries.iter().map(|(k, _)| (k.cgroup_id, k.comm)).collect();
+                p.declared(&keys, |path| self.cgroups.id_of_path(path))
+            }
+            None => HashMap::new(),
+        };
         let (expired_hist, expired_active) =
-            Self::families(&entries, &active_entries, &self.cgroups, &self.buckets, &self.expiry, out);
+            Self::families(&entries, &active_entries, &self.cgroups, &declared, &self.buckets, &self.expiry, out);
         for k in expired_hist {
             hist.remove(&k).context("deleting an expired HTTP_HIST entry")?;
         }
@@ -368,17 +425,18 @@ impl Collector for Http {
 }
 
 /// Expiry state of the HTTP histograms and of the in-flight gauge.
-pub type HttpExpiry = (Expiry<HttpKey, Labels, HttpHist>, Expiry<ActiveKey, (String, String), i64>);
+pub type HttpExpiry = (Expiry<HttpKey, Labels, HttpHist>, Expiry<ActiveKey, (u16, Who), i64>);
 
 impl Http {
     /// Map contents → metric families: the histograms of `HTTP_HIST` summed per label set, and
-    /// the in-flight gauge from `HTTP_ACTIVE`. Returns the entries of both maps that expired,
-    /// which the caller deletes. Separate from reading the maps so benchmarks can feed it
-    /// synthetic entries.
+    /// the in-flight gauge from `HTTP_ACTIVE`, with the names processes declare (`declared`).
+    /// Returns the entries of both maps that expired, which the caller deletes. Separate from
+    /// reading the maps so benchmarks can feed it synthetic entries.
     pub fn families(
         entries: &[(HttpKey, HttpHist)],
         active_entries: &[(ActiveKey, i64)],
         cgroups: &Resolver,
+        declared: &HashMap<ProcessKey, Declared>,
         buckets: &[f64],
         (hist_expiry, active_expiry): &HttpExpiry,
         out: &mut Out,
@@ -397,7 +455,7 @@ impl Http {
                     status: None,
                     address: None,
                     port: None,
-                    service: "_overflow".into(),
+                    who: Who::named("_overflow"),
                 }
             } else {
                 Labels {
@@ -406,7 +464,7 @@ impl Http {
                     status: Some(k.status),
                     address: if k.side == SIDE_CLIENT { peer_address(k) } else { None },
                     port: Some(k.port),
-                    service: service_name(comm(&k.comm), ids[&k.cgroup_id].as_ref()).into_owned(),
+                    who: Who::of(comm(&k.comm), ids[&k.cgroup_id].as_ref(), declared.get(&(k.cgroup_id, k.comm))),
                 }
             };
             series.push(Entry {
@@ -451,7 +509,7 @@ impl Http {
                     labels.push(("server_address", &address));
                 }
                 labels.push(("server_port", l.port.map_or("", |p| port.format(p))));
-                labels.push(("service_name", &l.service));
+                l.who.push(&mut labels);
                 dur.add_histogram(&labels, &h.duration[..=buckets.len()], dur_upper, h.duration_sum_ns as f64 / 1e9);
                 req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);
                 resp.add_histogram(&labels, &h.resp_size[..SIZE_BUCKETS], size_upper, h.resp_size_sum as f64);
@@ -463,10 +521,10 @@ impl Http {
 
         let ids = cgroups.resolve(active_entries.iter().map(|(k, _)| k.cgroup_id).collect::<Vec<_>>());
         // The process serving a port, from the histogram keys (the gauge is keyed by cgroup).
-        let mut port_comm: HashMap<(u64, u16), Cow<str>> = HashMap::new();
+        let mut port_comm: HashMap<(u64, u16), &[u8; 16]> = HashMap::new();
         for (k, _) in entries.iter().filter(|(k, _)| k.side == SIDE_SERVER && k.method != OVERFLOW_METHOD) {
-            if let Some(c) = comm(&k.comm) {
-                port_comm.insert((k.cgroup_id, k.port), c);
+            if comm(&k.comm).is_some() {
+                port_comm.insert((k.cgroup_id, k.port), &k.comm);
             }
         }
         let mut gone = cgroups.gone_check(active_expiry.expires());
@@ -474,11 +532,14 @@ impl Http {
             .iter()
             .map(|(k, v)| Entry {
                 key: *k,
-                labels: (
-                    k.port.to_string(),
-                    service_name(port_comm.get(&(k.cgroup_id, k.port)).cloned(), ids[&k.cgroup_id].as_ref())
-                        .into_owned(),
-                ),
+                labels: (k.port, {
+                    let c = port_comm.get(&(k.cgroup_id, k.port));
+                    Who::of(
+                        c.and_then(|c| comm(c)),
+                        ids[&k.cgroup_id].as_ref(),
+                        c.and_then(|c| declared.get(&(k.cgroup_id, **c))),
+                    )
+                }),
                 gone: gone.is(k.cgroup_id),
                 fingerprint: *v as u64,
                 value: *v,
@@ -491,8 +552,11 @@ impl Http {
         );
         let mut keys: Vec<_> = active.keys().collect();
         keys.sort();
+        let mut port = itoa::Buffer::new();
         for k in keys {
-            gauge.add(&[("server_port", &k.0), ("service_name", &k.1)], active[k].max(0) as f64);
+            let mut labels = vec![("server_port", port.format(k.0))];
+            k.1.push(&mut labels);
+            gauge.add(&labels, active[k].max(0) as f64);
         }
         out.push(gauge);
         (expired_hist, expired)
@@ -542,10 +606,42 @@ mod tests {
             path: "/system.slice/x.service".into(),
             container_id: String::new(),
             systemd_unit: "x.service".into(),
+            ..Default::default()
         };
         assert_eq!(service_name(Some("nginx".into()), Some(&id)), "nginx");
         assert_eq!(service_name(None, Some(&id)), "x.service");
         assert_eq!(service_name(None, None), "unknown");
+        // A declared name wins over the container's, which wins over the process name.
+        let pod = Identity {
+            workload: Some(Arc::new(Workload {
+                k8s_namespace: "shop".into(),
+                k8s_pod: "checkout-7d4b9c8f6d-x2k9p".into(),
+                k8s_container: "app".into(),
+                k8s_owner: "checkout".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let who = Who::of(Some("java".into()), Some(&pod), None);
+        assert_eq!((who.service.as_str(), who.namespace.as_str()), ("checkout", "shop"));
+        let declared = Declared { service_name: "cart".into(), service_namespace: String::new() };
+        let who = Who::of(Some("java".into()), Some(&pod), Some(&declared));
+        assert_eq!((who.service.as_str(), who.namespace.as_str()), ("cart", "shop"));
+        let mut labels = Vec::new();
+        who.push(&mut labels);
+        assert_eq!(
+            labels,
+            [
+                ("service_name", "cart"),
+                ("service_namespace", "shop"),
+                ("k8s_namespace_name", "shop"),
+                ("k8s_pod_name", "checkout-7d4b9c8f6d-x2k9p"),
+                ("k8s_container_name", "app"),
+                ("k8s_owner_name", "checkout")
+            ]
+        );
+        let who = Who::of(Some("nginx".into()), Some(&id), None);
+        assert_eq!((who.service.as_str(), who.namespace.as_str(), who.workload.is_none()), ("nginx", "", true));
         let mut raw = [0u8; 16];
         raw[..5].copy_from_slice(b"nginx");
         assert_eq!(comm(&raw).as_deref(), Some("nginx"));

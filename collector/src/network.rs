@@ -75,7 +75,7 @@ pub struct NetBpf {
     /// Behind a lock: expired entries are deleted (needs `&mut`).
     map: Mutex<PerCpuHashMap<MapData, u64, NetCounters>>,
     cgroups: Arc<Resolver>,
-    expiry: Expiry<u64, [String; 3], NetCounters>,
+    expiry: NetExpiry,
 }
 
 impl NetBpf {
@@ -128,7 +128,7 @@ impl Collector for NetBpf {
 }
 
 /// Expiry state of the per-cgroup network series.
-pub type NetExpiry = Expiry<u64, [String; 3], NetCounters>;
+pub type NetExpiry = Expiry<u64, cgroup::Labels, NetCounters>;
 
 impl NetBpf {
     /// Map contents (counters summed over CPUs) → the per-cgroup families; returns the entries
@@ -142,7 +142,7 @@ impl NetBpf {
             .iter()
             .map(|&(id, c)| Entry {
                 key: id,
-                labels: cgroup::labels(ids[&id].as_ref()).map(str::to_owned),
+                labels: cgroup::Labels::of(ids[&id].as_ref()),
                 gone: gone.is(id),
                 fingerprint: c.rx_packets + c.tx_packets,
                 value: c,
@@ -160,14 +160,11 @@ impl NetBpf {
              counted by cgroup_skb programs on the cgroup v2 root (loopback included).",
         );
         let mut packets = Family::counter("cgroup_network_packets_total", "IP packets per cgroup and direction.");
-        for ([path, container, unit], c) in &sums {
+        for (labels, c) in &sums {
             for (direction, b, p) in [("receive", c.rx_bytes, c.rx_packets), ("transmit", c.tx_bytes, c.tx_packets)] {
-                let l = [
-                    ("cgroup", path.as_str()),
-                    ("container_id", container.as_str()),
-                    ("systemd_unit", unit.as_str()),
-                    ("direction", direction),
-                ];
+                let mut l = Vec::with_capacity(9);
+                labels.push(&mut l);
+                l.push(("direction", direction));
                 bytes.add(&l, b as f64);
                 packets.add(&l, p as f64);
             }
