@@ -34,8 +34,8 @@ use std::{
 };
 
 use common::{
-    Collector,
-    process::{KillOnDrop, free_port, run, run_ok},
+    CgroupTree, Collector, in_cgroup,
+    process::{KillOnDrop, free_port, run, run_ok, wait_port},
 };
 use http_util::{Client, TestServer};
 use serde_json::{Value, json};
@@ -892,9 +892,57 @@ fn check_dashboards(p: &Prometheus, choose: &Choose<'_>, problems: &mut Vec<Stri
     n
 }
 
+/// The pod's server: 404 for /missing, 500 for /fail, 200 otherwise, keep-alive.
+const POD_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response({"/missing": 404, "/fail": 500}.get(self.path, 200))
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
 #[test]
 fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
-    let collector = Collector::start(&[]);
+    // A Kubernetes-like pod (kubelet cgroup and log directory naming) serving HTTP, so the
+    // dashboards' namespace and pod selectors have values.
+    let pod_logs = tempfile::tempdir().unwrap();
+    let uid = format!("{:08x}-0000-4000-8000-000000000001", std::process::id());
+    let cid = format!("{:064x}", std::process::id());
+    std::fs::create_dir_all(pod_logs.path().join(format!("shop_checkout-7d4b9c8f6d-x2k9p_{uid}/app"))).unwrap();
+    let mut tree = CgroupTree::new("deploy");
+    let procs = tree.make(&format!("kubepods/burstable/pod{uid}/{cid}"));
+    let collector = Collector::start(&["--identity.pod-logs-dir", pod_logs.path().to_str().unwrap()]);
+    let pod_port = free_port();
+    let www = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let _pod = KillOnDrop(
+        in_cgroup(&procs, &format!("exec python3 -c '{POD_SERVER}' {pod_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(pod_port);
+    // The pod calls itself (200, 404 and 500) and writes to disk: HTTP client and server,
+    // network and disk series.
+    let url = format!("http://127.0.0.1:{pod_port}");
+    let _pod_traffic = KillOnDrop(
+        in_cgroup(
+            &procs,
+            &format!(
+                "while :; do curl -s -o /dev/null -o /dev/null -o /dev/null {url}/ {url}/missing {url}/fail; \
+                 dd if=/dev/zero of={}/io.bin bs=64k count=4 oflag=direct status=none; sleep 0.2; done",
+                www.path().display()
+            ),
+        )
+        .spawn()
+        .unwrap(),
+    );
     let server = TestServer::start("127.0.0.1");
     let traffic = Traffic::start(&server);
     let prom = Prometheus::start(&collector.addr);
@@ -956,8 +1004,22 @@ fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
         },
         &mut problems,
     );
+    // 3. With the namespace and pod variables on the pod.
+    let n_pod = check_dashboards(
+        &prom,
+        &|var, found| {
+            let want = match var {
+                "namespace" => "shop",
+                "pod" => "checkout-7d4b9c8f6d-x2k9p",
+                _ => return None,
+            };
+            assert!(found.iter().any(|f| f == want), "${var} values {found:?} lack {want}");
+            Some(vec![want.to_owned()])
+        },
+        &mut problems,
+    );
 
-    // 3. Alert rules: loaded, evaluated by Prometheus without error, each expression valid
+    // 4. Alert rules: loaded, evaluated by Prometheus without error, each expression valid
     //    through the API and every series it reads present.
     let rules = alert_rules();
     let loaded = prom.api("/api/v1/rules", &[("type", "alert")]);
@@ -1005,6 +1067,6 @@ fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
         eprintln!("collector: {l}");
     }
 
-    eprintln!("{n_all} + {n_one} dashboard queries and selectors, {} alert rules evaluated", rules.len());
+    eprintln!("{n_all} + {n_one} + {n_pod} dashboard queries and selectors, {} alert rules evaluated", rules.len());
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }

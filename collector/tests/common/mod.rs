@@ -277,6 +277,51 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A tree of cgroups made for one test below the v2 root, removed deepest first on drop
+/// (after the processes in it exit).
+pub struct CgroupTree {
+    top: std::path::PathBuf,
+    made: Vec<std::path::PathBuf>,
+}
+
+impl CgroupTree {
+    pub fn new(tag: &str) -> CgroupTree {
+        let top = cgroup_v2_root().join(format!("collector-test-{tag}-{}", std::process::id()));
+        CgroupTree { top, made: Vec::new() }
+    }
+
+    /// Creates `rel` (and its parents) below the top; its `cgroup.procs`.
+    pub fn make(&mut self, rel: &str) -> String {
+        let mut dir = self.top.clone();
+        for comp in std::iter::once("").chain(rel.split('/')) {
+            dir = if comp.is_empty() { dir } else { dir.join(comp) };
+            if !dir.exists() {
+                std::fs::create_dir(&dir).expect("creating a test cgroup (needs root)");
+                self.made.push(dir.clone());
+            }
+        }
+        dir.join("cgroup.procs").display().to_string()
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Runs `script` with bash inside the cgroup whose `cgroup.procs` is `procs`.
+pub fn in_cgroup(procs: &str, script: &str) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(format!("echo $$ > {procs} && {script}"));
+    c
+}
+
 /// Runs promtool's linter on an exposition; returns its complaints (empty when clean).
 pub fn promtool_check(text: &str) -> String {
     use std::io::Write as _;
