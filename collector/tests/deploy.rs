@@ -374,7 +374,9 @@ fn container_flags() -> Vec<String> {
 }
 
 /// The collector's host mounts (source, target, read-only) in the compose file and the
-/// DaemonSet: one set.
+/// DaemonSet: one set, but for where each platform keeps the names of its containers
+/// (identity labels: Docker's container store; the kubelet's log directories), which are
+/// checked here and left out of the set returned.
 fn container_mounts() -> Vec<(String, String, bool)> {
     let compose = yaml(&deploy("docker-compose.yml")).remove(0);
     let mut from_compose: Vec<(String, String, bool)> = compose["services"]["collector"]["volumes"]
@@ -400,6 +402,17 @@ fn container_mounts() -> Vec<(String, String, bool)> {
         .collect();
     from_compose.sort();
     from_k8s.sort();
+    let same = |dir: &str| (dir.to_owned(), dir.to_owned(), true);
+    for (mounts, platform, own) in [
+        (&mut from_compose, "compose", vec![same("/var/lib/docker/containers")]),
+        (&mut from_k8s, "DaemonSet", vec![same("/var/log/containers"), same("/var/log/pods")]),
+    ] {
+        for m in own {
+            let at = mounts.iter().position(|x| *x == m);
+            assert!(at.is_some(), "the {platform} does not mount {m:?} (identity labels)");
+            mounts.remove(at.unwrap());
+        }
+    }
     assert_eq!(from_compose, from_k8s, "compose volumes and DaemonSet mounts differ");
     from_compose
 }
