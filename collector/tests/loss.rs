@@ -308,3 +308,120 @@ fn durations_under_loss() {
     assert!((client - client_mean).abs() / client_mean <= 0.05, "client side {client} vs {client_mean}");
     assert!(server >= 0.010 && server <= client_mean * 1.01, "server side {server} vs {client_mean}");
 }
+
+/// The peer of the benchmark (`cargo xtask bench --peer coroot=PATH` runs this test with
+/// `COLLECTOR_PEER_COROOT=PATH`): Coroot's tracer, counting at the system calls.
+struct Peer {
+    _child: common::process::KillOnDrop,
+    url: String,
+    conntrack: Option<String>,
+}
+
+const CONNTRACK_EVENTS: &str = "/proc/sys/net/netfilter/nf_conntrack_events";
+
+impl Peer {
+    fn start(path: &str) -> Peer {
+        // The tracer sets nf_conntrack_events; restored on drop.
+        let conntrack = std::fs::read_to_string(CONNTRACK_EVENTS).ok();
+        let port = common::process::free_port();
+        let child = common::process::KillOnDrop(
+            std::process::Command::new(path)
+                .env("HARNESS_LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting the peer {path}: {e}")),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the peer did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Ready once it counts: wait until a scrape of its own endpoint is among its requests.
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        loop {
+            let text = ureq::get(&url).call().unwrap().into_string().unwrap();
+            if text.contains("comm=\"coroot-l7-harne\",direction=\"inbound\"") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the peer counts nothing");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Peer { _child: child, url, conntrack }
+    }
+
+    /// Requests the peer counted, (inbound, outbound), but for the scrapes of the two agents'
+    /// endpoints. The peer names processes by the `comm` of the thread it saw (a test thread's
+    /// name here, which its server and client threads inherit), not by the process.
+    fn counted(&self) -> (u64, u64) {
+        let text = ureq::get(&self.url).call().unwrap().into_string().unwrap();
+        let m = Metrics::parse(&text);
+        let sum = |direction: &str| -> u64 {
+            m.find("coroot_harness_http_requests_total", &[("direction", direction)])
+                .iter()
+                .filter(|s| !["collector", "coroot-l7-harne"].contains(&s.labels["comm"].as_str()))
+                .map(|s| s.value as u64)
+                .sum()
+        };
+        (sum("inbound"), sum("outbound"))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(v) = &self.conntrack {
+            let _ = std::fs::write(CONNTRACK_EVENTS, v.trim());
+        }
+    }
+}
+
+/// The loss scenarios with the peer running beside the collector: prints both's counts per
+/// scenario (`side by side:` lines, which the benchmark collects) and requires the collector's
+/// to be exact. Run by `cargo xtask bench --peer …`, not by the test suite (it needs the peer).
+#[test]
+#[ignore = "needs the benchmark's peer (COLLECTOR_PEER_COROOT=PATH); run by cargo xtask bench --peer"]
+fn side_by_side_with_the_peer_under_loss() {
+    let path = std::env::var("COLLECTOR_PEER_COROOT").expect("COLLECTOR_PEER_COROOT=PATH of the peer");
+    let c = Collector::start(FAST);
+    let peer = Peer::start(&path);
+    let mut failures = Vec::new();
+    for (fault, every) in [(Fault::Drop, 20), (Fault::Swap, 20), (Fault::Duplicate, 20)] {
+        let link = Link::new("p4", false);
+        let _to_server = Injector::attach(&link.server, fault, every);
+        let _to_client = Injector::attach(&link.client, fault, every);
+        for (name, scenario) in SCENARIOS {
+            let site = Site::new(&link);
+            let sent = Sent::default();
+            let before = peer.counted();
+            scenario(&site, &sent);
+            let want = sent.get();
+            let total = want.values().sum::<u64>();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let m = loop {
+                let m = c.scrape();
+                if counted(&m, "client", site.srv.port) == want || std::time::Instant::now() > deadline {
+                    break m;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            // The peer reads its perf buffers on its own schedule: give it the same moment.
+            std::thread::sleep(Duration::from_millis(500));
+            let after = peer.counted();
+            let ours = |side| counted(&m, side, site.srv.port).values().sum::<u64>();
+            eprintln!(
+                "side by side: {fault:?} every {every}, {name}: completed {total}; collector server {} client {}; \
+                 peer server {} client {}",
+                ours("server"),
+                ours("client"),
+                after.0 - before.0,
+                after.1 - before.1
+            );
+            for side in ["server", "client"] {
+                if counted(&m, side, site.srv.port) != want {
+                    failures.push(format!("{fault:?} every {every}, {name}: collector {side} side inexact"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -36,6 +36,9 @@ enum Cmd {
     },
     /// Run the benchmarks side by side on this machine and regenerate docs/performance.md.
     Bench(bench::Args),
+    /// The bench's realistic load (server or fixed-rate client), run by `bench` as processes.
+    #[command(hide = true)]
+    BenchLoad(bench::load::LoadArgs),
     /// Run every cargo-fuzz target (fuzz/) for the given time each; fails on a crash.
     Fuzz {
         /// Seconds per target.
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { args } => run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::BenchLoad(args) => bench::load::load_main(args),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Cmd::TestKernels(args) => kernels::test_kernels(args),
     }

@@ -10,6 +10,9 @@
 //! - `http`: nginx serving a small file to wrk (keep-alive), alternating rounds without and
 //!   with the collector running; throughput and p99 latency ratios, and the run time per event
 //!   of every eBPF program from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
+//! - `peer`: this collector side by side with a real peer (`--peer coroot=PATH`), worst case
+//!   (nginx + wrk) and realistic case (1 ms handler, 4 KiB, fixed rate) (peer.rs, load.rs);
+//!   skipped with one line without `--peer`.
 //!
 //! Writes `target/bench/results.json` and the generated section of `docs/performance.md`.
 use std::time::Instant;
@@ -20,7 +23,9 @@ use serde_json::{Value, json};
 use crate::{apt_install, cargo, root_dir, status};
 
 mod http;
+pub mod load;
 mod micro;
+mod peer;
 mod report;
 mod scale;
 mod scrape;
@@ -56,6 +61,19 @@ pub struct Args {
     /// Only regenerate docs/performance.md from target/bench/results.json.
     #[arg(long)]
     pub docs_only: bool,
+    /// A peer to compare with side by side: coroot=PATH (the Coroot tracer harness of
+    /// ../shared/peers/coroot/). Without it the peer part is skipped.
+    #[arg(long, value_parser = peer::parse_peer)]
+    pub peer: Option<peer::Peer>,
+    /// Peer comparison: interleaved rounds (each: without, this collector, the peer).
+    #[arg(long, default_value_t = 5)]
+    pub peer_rounds: usize,
+    /// Peer comparison: seconds per load and side.
+    #[arg(long, default_value_t = 6)]
+    pub peer_seconds: u64,
+    /// Peer comparison: requests per second of the realistic case.
+    #[arg(long, default_value_t = 2000)]
+    pub peer_rate: u64,
     /// Parts to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<Part>,
@@ -67,6 +85,7 @@ pub enum Part {
     Scrape,
     Scale,
     Http,
+    Peer,
 }
 
 pub fn bench(args: Args) -> anyhow::Result<()> {
@@ -118,6 +137,20 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     if run(Part::Http) {
         save("http", http_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
     }
+    if run(Part::Peer) {
+        match &args.peer {
+            None => eprintln!(
+                "xtask bench: peer comparison skipped (give --peer coroot=PATH, e.g. ../shared/peers/coroot/coroot-l7-harness)"
+            ),
+            Some(p) => {
+                peer::check(p)?;
+                let opts = peer::PeerOpts { rounds: args.peer_rounds, secs: args.peer_seconds, rate: args.peer_rate };
+                let mut v = peer::compare(&collector, p, &opts)?;
+                v["loss"] = peer::under_loss(p)?;
+                save("peer", v, &mut results)?;
+            }
+        }
+    }
     let mut machine = json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -128,9 +161,9 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     if let Some(old) = results.get("machine").and_then(|m| m.get("parts_run")) {
         machine["parts_run_before"] = old.clone();
     }
-    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http]
+    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http, Part::Peer]
         .into_iter()
-        .filter(|p| run(*p))
+        .filter(|p| run(*p) && (*p != Part::Peer || args.peer.is_some()))
         .map(|p| format!("{p:?}").to_lowercase())
         .collect();
     machine["parts_run"] = json!(parts);

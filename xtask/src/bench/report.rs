@@ -17,49 +17,72 @@ fn met(ok: Option<bool>) -> &'static str {
 pub(super) fn markdown(r: &Value) -> String {
     let f = |v: &Value| v.as_f64();
     let mut t = String::from("### Targets\n\n| target | measured | status |\n|---|---|---|\n");
+    // The goals of issue 17: ratios measured side by side in one run (they replace the
+    // absolute per-event, per-request and throughput goals, which this machine cannot resolve).
     let sc = &r["scrape"];
     let cpu = f(&sc["ratios"]["cpu"]);
     t += &format!(
-        "| scrape CPU ≤ 1/3 of node_exporter's | {} ({:.2} ms vs {:.2} ms per scrape) | {} |\n",
+        "| scrape CPU ≤ 0.08 of node_exporter's | {} ({:.2} ms vs {:.2} ms per scrape) | {} |\n",
         cpu.map_or("–".into(), |c| format!("{c:.3}")),
         f(&sc["collector"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
         f(&sc["node_exporter"]["cpu_s_per_scrape"]).unwrap_or(f64::NAN) * 1e3,
-        met(cpu.map(|c| c <= 1.0 / 3.0))
+        met(cpu.map(|c| c <= 0.08))
     );
     let (rss, hwm) = (f(&sc["ratios"]["rss"]), f(&sc["ratios"]["hwm"]));
     t += &format!(
-        "| RSS ≤ node_exporter's | {} after the scrapes, {} at peak | {} |\n",
+        "| RSS ≤ 0.5 of node_exporter's | {} after the scrapes, {} at peak | {} |\n",
         rss.map_or("–".into(), |c| format!("{c:.3}")),
         hwm.map_or("–".into(), |c| format!("{c:.3}")),
-        met(rss.zip(hwm).map(|(a, b)| a <= 1.0 && b <= 1.0))
+        met(rss.zip(hwm).map(|(a, b)| a <= 0.5 && b <= 0.5))
     );
     let h = &r["http"];
-    let tput = f(&h["throughput_ratio"]);
+    let p = &r["peer"];
+    let ours = &p["sides"]["collector"];
+    let (tput, tput_src) = match f(&ours["worst"]["throughput_ratio"]["median"]) {
+        Some(v) => (Some(v), "peer part"),
+        None => (f(&h["throughput_ratio"]), "http part"),
+    };
     t += &format!(
-        "| HTTP throughput ≥ 98% of baseline | {} | {} |\n",
-        tput.map_or("–".into(), |c| format!("{:.1}%", c * 100.0)),
-        met(tput.map(|c| c >= 0.98))
+        "| throughput with / without ≥ 0.95 (worst case: nginx 25 B, wrk) | {} | {} |\n",
+        tput.map_or("–".into(), |c| format!("{c:.3} ({tput_src})")),
+        met(tput.map(|c| c >= 0.95))
     );
-    let per_req = f(&h["cpu_ns_per_request"]);
+    for (case, key, load) in
+        [("worst case", "added_cpu_ratio_worst", "worst"), ("realistic case", "added_cpu_ratio_realistic", "realistic")]
+    {
+        let v = f(&p[key]["median"]);
+        // A peer that counted none of the load's requests did not do the work compared.
+        let peer_counted: f64 = p["sides"]["peer"][load]["counts"]["counted"]
+            .as_array()
+            .map_or(0.0, |c| c.iter().filter_map(|x| x.as_f64()).sum());
+        let status = if v.is_some() && peer_counted == 0.0 {
+            "not comparable: the peer counted none of these requests"
+        } else {
+            met(v.map(|c| c <= 0.2))
+        };
+        t += &format!(
+            "| added CPU per request ≤ 0.2 of the peer's ({case}) | {} | {status} |\n",
+            v.map_or("– (no peer run)".into(), |c| format!(
+                "{c:.3} (rounds {:.3}–{:.3})",
+                f(&p[key]["min"]).unwrap_or(f64::NAN),
+                f(&p[key]["max"]).unwrap_or(f64::NAN)
+            )),
+        );
+    }
+    let stage_ratio = h["stages"].as_array().and_then(|st| {
+        let get = |stage: u64, name: &str| {
+            st.iter().find(|x| x["stage"].as_u64() == Some(stage)).and_then(|x| x[name].as_f64())
+        };
+        ["http_ingress", "http_egress"]
+            .iter()
+            .map(|n| Some(get(0, n)? / get(1, n)?))
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| v.into_iter().fold(0.0, f64::max))
+    });
     t += &format!(
-        "| ≤ 1 µs of CPU per HTTP request | {} | {} |\n",
-        per_req.map_or("–".into(), |c| format!("{c:.0} ns")),
-        met(per_req.map(|c| c <= 1000.0))
-    );
-    let progs: Vec<(String, f64)> = ["program_ns_per_event", "disk_program_ns_per_event"]
-        .iter()
-        .filter_map(|k| h[*k].as_object())
-        .flat_map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))))
-        .collect();
-    let worst = progs.iter().max_by(|a, b| a.1.total_cmp(&b.1));
-    t += &format!(
-        "| ≤ 100 ns per program event | {} | {} |\n",
-        worst.map_or("–".into(), |(n, v)| format!(
-            "{} of {} programs within; worst {n} {v:.0} ns",
-            progs.iter().filter(|p| p.1 <= 100.0).count(),
-            progs.len()
-        )),
-        met(worst.map(|w| w.1 <= 100.0))
+        "| HTTP programs' run time per event ≤ 3 × an empty program's (stage table) | {} | {} |\n",
+        stage_ratio.map_or("–".into(), |c| format!("{c:.2} (the larger of ingress and egress)")),
+        met(stage_ratio.map(|c| c <= 3.0))
     );
     let levels = r["scale"]["levels"].as_array();
     let top = levels.and_then(|l| l.last());
@@ -118,10 +141,108 @@ pub(super) fn markdown(r: &Value) -> String {
     if h.is_object() {
         t += &markdown_http(h);
     }
+    if p.is_object() {
+        t += &markdown_peer(p);
+    }
     if r["micro"].is_array() {
         t += &markdown_micro(&r["micro"]);
     }
     t
+}
+
+fn markdown_peer(p: &Value) -> String {
+    let mut s = format!(
+        "### Side by side with a peer ({}; {} interleaved rounds of {} s per load and side)\n\n\
+         Worst case: nginx serving 25 bytes to `wrk -t1 -c50` (keep-alive; baseline {:.0} req/s). \
+         Realistic case: {} ms handler, {} B responses, {} req/s over 16 keep-alive connections. \
+         Added CPU: CPU per request minus the same without either agent in the same round, of the \
+         processes taking part (load generator, server, agent; per-thread times, kernel programs and \
+         loopback softirq work included) and of the whole machine (/proc/stat, all cores: other \
+         tenants' work included). Medians, with the range over the rounds.\n\n",
+        p["peer"].as_str().unwrap_or("peer"),
+        p["rounds"],
+        p["seconds_per_run"],
+        p["baseline_worst_rps"]["median"].as_f64().unwrap_or(0.0),
+        p["realistic_handler_ms"],
+        p["realistic_body_bytes"],
+        p["realistic_rate"],
+    );
+    let cell = |v: &Value, scale: f64, digits: usize| match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64())
+    {
+        (Some(m), Some(lo), Some(hi)) => {
+            format!("{:.d$} ({:.d$}–{:.d$})", m * scale, lo * scale, hi * scale, d = digits)
+        }
+        _ => "–".into(),
+    };
+    let counts = |v: &Value| {
+        let c: Vec<String> = v["counted"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_f64().map_or("–".into(), |n| format!("{n:.0}")))
+            .collect();
+        let sent: Vec<String> =
+            v["sent"].as_array().into_iter().flatten().map(|x| format!("{:.0}", x.as_f64().unwrap_or(0.0))).collect();
+        c.iter().zip(&sent).map(|(c, s)| format!("{c}/{s}")).collect::<Vec<_>>().join(", ")
+    };
+    s.push_str("| figure | this collector | peer |\n|---|---|---|\n");
+    let (o, q) = (&p["sides"]["collector"], &p["sides"]["peer"]);
+    let rows: [(&str, &str, &str, f64, usize); 9] = [
+        ("worst: throughput with / without", "worst", "throughput_ratio", 1.0, 3),
+        ("worst: p99 latency with / without", "worst", "p99_ratio", 1.0, 3),
+        ("worst: added CPU per request, processes (µs)", "worst", "added_cpu_us_per_request", 1.0, 2),
+        ("worst: added CPU per request, machine (µs)", "worst", "added_machine_cpu_us_per_request", 1.0, 2),
+        ("worst: the agent's own CPU per request (µs)", "worst", "agent_cpu_us_per_request", 1.0, 2),
+        ("realistic: p99 latency with / without", "realistic", "p99_ratio", 1.0, 3),
+        ("realistic: added CPU per request, processes (µs)", "realistic", "added_cpu_us_per_request", 1.0, 2),
+        ("realistic: added CPU per request, machine (µs)", "realistic", "added_machine_cpu_us_per_request", 1.0, 2),
+        ("realistic: the agent's own CPU per request (µs)", "realistic", "agent_cpu_us_per_request", 1.0, 2),
+    ];
+    for (label, case, key, scale, d) in rows {
+        s.push_str(&format!("| {label} | {} | {} |\n", cell(&o[case][key], scale, d), cell(&q[case][key], scale, d)));
+    }
+    s.push_str(&format!(
+        "| RSS after the loads (MiB) | {} | {} |\n",
+        cell(&o["rss_mib"], 1.0, 1),
+        cell(&q["rss_mib"], 1.0, 1)
+    ));
+    s.push_str(&format!(
+        "| peak RSS (MiB) | {} | {} |\n",
+        cell(&o["peak_rss_mib"], 1.0, 1),
+        cell(&q["peak_rss_mib"], 1.0, 1)
+    ));
+    s.push_str(&format!(
+        "| worst: requests counted / sent, per round | {} | {} |\n",
+        counts(&o["worst"]["counts"]),
+        counts(&q["worst"]["counts"])
+    ));
+    s.push_str(&format!(
+        "| realistic: requests counted / sent, per round | {} | {} |\n",
+        counts(&o["realistic"]["counts"]),
+        counts(&q["realistic"]["counts"])
+    ));
+    s.push_str(&format!(
+        "| added CPU per request, this collector / the peer, processes | worst {} · realistic {} | |\n",
+        cell(&p["added_cpu_ratio_worst"], 1.0, 3),
+        cell(&p["added_cpu_ratio_realistic"], 1.0, 3)
+    ));
+    s.push_str(&format!(
+        "| added CPU per request, this collector / the peer, machine | worst {} · realistic {} | |\n\n",
+        cell(&p["added_machine_cpu_ratio_worst"], 1.0, 3),
+        cell(&p["added_machine_cpu_ratio_realistic"], 1.0, 3)
+    ));
+    if let Some(lines) = p["loss"].as_array() {
+        s.push_str(
+            "Exactness side by side: the loss scenarios of `collector/tests/loss.rs` (every 20th data segment \
+             dropped, swapped with the next, or duplicated, both ways, on a veth pair), requests completed by \
+             the clients and counted by each (server side, client side):\n\n",
+        );
+        for l in lines.iter().filter_map(|l| l.as_str()) {
+            s.push_str(&format!("- {l}\n"));
+        }
+        s.push('\n');
+    }
+    s
 }
 
 fn markdown_http(h: &Value) -> String {
@@ -134,7 +255,7 @@ fn markdown_http(h: &Value) -> String {
     s.push_str(&format!("| baseline throughput | {:.0} req/s | |\n", h["baseline_rps"].as_f64().unwrap_or(0.0)));
     s.push_str(&format!("| with the collector | {:.0} req/s | |\n", h["collector_rps"].as_f64().unwrap_or(0.0)));
     s.push_str(&format!(
-        "| throughput ratio (median of rounds) | {:.3} | ≥ 0.98 |\n",
+        "| throughput ratio (median of rounds) | {:.3} | ≥ 0.95 |\n",
         h["throughput_ratio"].as_f64().unwrap_or(0.0)
     ));
     if let (Some(b), Some(c)) = (h["baseline_p99_s"].as_f64(), h["collector_p99_s"].as_f64()) {
@@ -148,11 +269,13 @@ fn markdown_http(h: &Value) -> String {
         "| CPU per request (BPF run time with statistics on + daemon) | {:.0} ns | ≤ 1000 ns |\n\n",
         h["cpu_ns_per_request"].as_f64().unwrap_or(0.0)
     ));
-    s.push_str("| program | run time per event (mean over the run, median of rounds) | events per request | goal |\n|---|---|---|---|\n");
+    s.push_str(
+        "| program | run time per event (mean over the run, median of rounds) | events per request |\n|---|---|---|\n",
+    );
     if let Some(p) = h["program_ns_per_event"].as_object() {
         for (name, ns) in p {
             let per_req = h["program_events_per_request"][name].as_f64().unwrap_or(0.0);
-            s.push_str(&format!("| {name} | {:.0} ns | {per_req:.2} | ≤ 100 ns |\n", ns.as_f64().unwrap_or(0.0)));
+            s.push_str(&format!("| {name} | {:.0} ns | {per_req:.2} |\n", ns.as_f64().unwrap_or(0.0)));
         }
     }
     s.push('\n');
@@ -181,12 +304,12 @@ fn markdown_http(h: &Value) -> String {
     if let Some(p) = h["disk_program_ns_per_event"].as_object().filter(|p| !p.is_empty()) {
         s.push_str(&format!(
             "Block programs, with the collector attached, under {n} O_DIRECT 4 KiB writes then {n} reads (dd):\n\n\
-             | program | run time per event (mean over the run) | events | goal |\n|---|---|---|---|\n",
+             | program | run time per event (mean over the run) | events |\n|---|---|---|\n",
             n = h["disk_ios"]
         ));
         for (name, ns) in p {
             let events = h["disk_program_events"][name].as_u64().unwrap_or(0);
-            s.push_str(&format!("| {name} | {:.0} ns | {events} | ≤ 100 ns |\n", ns.as_f64().unwrap_or(0.0)));
+            s.push_str(&format!("| {name} | {:.0} ns | {events} |\n", ns.as_f64().unwrap_or(0.0)));
         }
         s.push('\n');
     }

@@ -72,6 +72,11 @@ pub(super) fn start_collector_with(bin: &Path, env: &[(&str, &str)]) -> anyhow::
 
 /// One wrk run: requests per second and p99 latency in seconds.
 pub(super) fn wrk(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64)> {
+    wrk_run(url, secs, conns).map(|(_, rps, p99)| (rps, p99))
+}
+
+/// One wrk run: requests completed, requests per second and p99 latency in seconds.
+pub(super) fn wrk_run(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64, f64)> {
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", url])
         .output()
@@ -92,7 +97,13 @@ pub(super) fn wrk(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64)
         .context("no 99% latency in wrk output")?;
     let errors = text.lines().any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     ensure!(!errors, "wrk reported errors: {text}");
-    Ok((rps, p99))
+    // "  123456 requests in 5.00s, 28.01MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().to_owned()))
+        .context("no request count in wrk output")?
+        .parse()?;
+    Ok((requests, rps, p99))
 }
 
 fn parse_wrk_duration(s: &str) -> anyhow::Result<f64> {
