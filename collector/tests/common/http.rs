@@ -130,7 +130,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn respond(w: &mut TcpStream, head: &Head, p: &Plan) -> std::io::Result<()> {
+fn respond(w: &mut impl Write, head: &Head, p: &Plan) -> std::io::Result<()> {
     if p.delay_ms > 0 {
         thread::sleep(Duration::from_millis(p.delay_ms));
     }
@@ -176,10 +176,13 @@ fn respond(w: &mut TcpStream, head: &Head, p: &Plan) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One connection, read and written through one file descriptor (as servers do; a tracer
+/// that pairs requests with responses by descriptor, as the benchmark's peer does, loses a
+/// `try_clone`d pair).
 fn serve(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
+    let mut w = &stream;
+    let mut r = BufReader::new(&stream);
     while let Some(head) = read_head(&mut r) {
         if read_body(&mut r, head.content_length, head.chunked).is_none() {
             return;
@@ -241,7 +244,7 @@ pub struct Exchange {
 /// A client connection that records each request's latency: from just before the request is
 /// written to just after the last response byte is read.
 pub struct Client {
-    w: TcpStream,
+    /// Read and written through one file descriptor (see `serve`).
     r: BufReader<TcpStream>,
     pub host: String,
 }
@@ -251,7 +254,7 @@ impl Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { w: s.try_clone().unwrap(), r: BufReader::new(s), host: addr.to_owned() }
+        Client { r: BufReader::new(s), host: addr.to_owned() }
     }
 
     /// The bytes of a request: a body is sent with Content-Length, or chunked in `chunks` pieces.
@@ -284,7 +287,7 @@ impl Client {
         let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         let r = unsafe {
             libc::setsockopt(
-                self.w.as_raw_fd(),
+                self.r.get_ref().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_LINGER,
                 &linger as *const libc::linger as *const libc::c_void,
@@ -295,7 +298,7 @@ impl Client {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).unwrap();
+        self.r.get_mut().write_all(bytes).unwrap();
     }
 
     /// Reads one final response (skipping 1xx); `head` says the request was HEAD.
@@ -357,7 +360,7 @@ impl Client {
         let s = self.r.get_mut();
         s.set_nonblocking(true).unwrap();
         let start = Instant::now();
-        self.w.write_all(&bytes).unwrap();
+        s.write_all(&bytes).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         let (status, body) = loop {

@@ -28,10 +28,12 @@ pub fn serve_forever(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One connection through one file descriptor: the peer pairs requests with responses by
+/// descriptor and counts nothing of a `try_clone`d pair.
 fn serve(c: TcpStream) {
     let _ = c.set_nodelay(true);
-    let Ok(mut w) = c.try_clone() else { return };
-    let mut r = BufReader::new(c);
+    let mut w = &c;
+    let mut r = BufReader::new(&c);
     let mut response =
         format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\nContent-Type: text/plain\r\n\r\n").into_bytes();
     response.extend(std::iter::repeat_n(b'x', BODY));
@@ -53,9 +55,8 @@ fn serve(c: TcpStream) {
     }
 }
 
-/// Starts the server as a process of its own (`xtask bench-load server`): the peer counts
-/// none of the exchanges of the threads of the process that started it (see
-/// docs/performance.md), and the server's CPU is then read from its `/proc/<pid>/stat`.
+/// Starts the server as a process of its own (`xtask bench-load server`), as applications
+/// run; its CPU is read from its `/proc/<pid>/stat`.
 pub(super) fn delay_server() -> anyhow::Result<(super::util::Killed, u16)> {
     let port = super::util::free_port()?;
     let child = std::process::Command::new(std::env::current_exe()?)
@@ -67,9 +68,8 @@ pub(super) fn delay_server() -> anyhow::Result<(super::util::Killed, u16)> {
     Ok((child, port))
 }
 
-/// Runs [`fixed_rate`] as a process of its own (`xtask bench-load client`), for the same
-/// reason; returns its result and the process's CPU time (seconds, from `getrusage` of the
-/// reaped child: exact).
+/// Runs [`fixed_rate`] as a process of its own (`xtask bench-load client`); its CPU time comes
+/// with the bench's reaped children (`getrusage`).
 pub(super) fn fixed_rate_process(port: u16, rate: u64, secs: u64, conns: u64) -> anyhow::Result<Run> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["bench-load", "client", "--port", &port.to_string(), "--rate", &rate.to_string()])
@@ -129,8 +129,9 @@ fn fixed_rate(port: u16, rate: u64, secs: u64, conns: u64) -> anyhow::Result<Run
         threads.push(thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
             let c = TcpStream::connect(("127.0.0.1", port))?;
             c.set_nodelay(true)?;
-            let mut w = c.try_clone()?;
-            let mut r = BufReader::new(c);
+            // One descriptor for both directions (see `serve`).
+            let mut w = &c;
+            let mut r = BufReader::new(&c);
             let mut lat = Vec::with_capacity(per_conn as usize);
             let mut body = vec![0u8; BODY];
             let mut line = String::new();
