@@ -392,6 +392,8 @@ fn side_by_side_with_the_peer_under_loss() {
         for (name, scenario) in SCENARIOS {
             let site = Site::new(&link);
             let sent = Sent::default();
+            // The peer counts the previous scenario's last scrape of it a moment later.
+            std::thread::sleep(Duration::from_millis(500));
             let before = peer.counted();
             scenario(&site, &sent);
             let want = sent.get();
