@@ -48,10 +48,18 @@ struct Site<'a> {
 }
 
 impl<'a> Site<'a> {
-    fn new(link: &'a Link) -> Site<'a> {
+    /// A server on a port other than the collector's (`c`): the counts are read by server port,
+    /// and the test's scrapes of the collector are HTTP exchanges too (the server's namespace
+    /// has ports of its own, so the two can coincide).
+    fn new(link: &'a Link, c: &Collector) -> Site<'a> {
         let ip = link.server.ip.clone();
-        let srv = link.server.run(|| TestServer::start(&ip));
-        Site { link, srv }
+        let own: u16 = c.addr.rsplit(':').next().unwrap().parse().unwrap();
+        loop {
+            let srv = link.server.run(|| TestServer::start(&ip));
+            if srv.port != own {
+                return Site { link, srv };
+            }
+        }
     }
     fn addr(&self) -> String {
         self.link.server_addr(self.srv.port)
@@ -190,7 +198,7 @@ fn exact_under(fault: Fault, every: u32) {
         let to_client = Injector::attach(&link.client, fault, every);
         let mut failures = Vec::new();
         for (name, scenario) in SCENARIOS {
-            let site = Site::new(&link);
+            let site = Site::new(&link, &c);
             let sent = Sent::default();
             scenario(&site, &sent);
             let want = sent.get();
@@ -281,7 +289,7 @@ fn durations_under_loss() {
     let link = Link::new("d", false);
     let _a = Injector::attach(&link.server, Fault::Drop, 20);
     let _b = Injector::attach(&link.client, Fault::Drop, 20);
-    let site = Site::new(&link);
+    let site = Site::new(&link, &c);
     let mut cl = site.connect();
     let lat: Vec<f64> =
         (0..100).map(|i| cl.get(&format!("/d?delay_ms=10&size={}", 1000 + 300 * i)).latency.as_secs_f64()).collect();
@@ -390,7 +398,7 @@ fn side_by_side_with_the_peer_under_loss() {
         let _to_server = Injector::attach(&link.server, fault, every);
         let _to_client = Injector::attach(&link.client, fault, every);
         for (name, scenario) in SCENARIOS {
-            let site = Site::new(&link);
+            let site = Site::new(&link, &c);
             let sent = Sent::default();
             // The peer counts the previous scenario's last scrape of it a moment later.
             std::thread::sleep(Duration::from_millis(500));
