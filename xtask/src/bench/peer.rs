@@ -49,15 +49,15 @@ pub fn parse_peer(s: &str) -> Result<Peer, String> {
     Ok(Peer { name: name.to_owned(), path: std::fs::canonicalize(path).map_err(|e| e.to_string())? })
 }
 
-/// Busy and total jiffies of all CPUs (`/proc/stat`).
-fn machine_cpu() -> anyhow::Result<(u64, u64)> {
+/// Busy jiffies of all CPUs (`/proc/stat`).
+fn machine_cpu() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("/proc/stat")?;
     let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     ensure!(f.len() >= 8, "short cpu line in /proc/stat");
     // user nice system idle iowait irq softirq steal (guest time is inside user).
     let total: u64 = f[..8].iter().sum();
-    Ok((total - f[3] - f[4], total))
+    Ok(total - f[3] - f[4])
 }
 
 /// Nanoseconds on CPU of every thread of a process (`/proc/<pid>/task/*/schedstat`, first
@@ -98,9 +98,9 @@ fn own_cpu_ns() -> u64 {
 /// generators; seconds), and `f`'s result.
 fn with_cpu<T>(pids: &[u32], f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, f64, T)> {
     let procs = || own_cpu_ns() + pids.iter().map(|p| process_cpu_ns(*p)).sum::<u64>();
-    let (b0, p0) = (machine_cpu()?.0, procs());
+    let (b0, p0) = (machine_cpu()?, procs());
     let r = f()?;
-    let (b1, p1) = (machine_cpu()?.0, procs());
+    let (b1, p1) = (machine_cpu()?, procs());
     Ok(((b1 - b0) as f64 / 100.0, (p1 - p0) as f64 / 1e9, r))
 }
 

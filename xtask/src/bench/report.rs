@@ -167,10 +167,9 @@ fn markdown_peer(p: &Value) -> String {
         p["realistic_body_bytes"],
         p["realistic_rate"],
     );
-    let cell = |v: &Value, scale: f64, digits: usize| match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64())
-    {
+    let cell = |v: &Value, digits: usize| match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64()) {
         (Some(m), Some(lo), Some(hi)) => {
-            format!("{:.d$} ({:.d$}–{:.d$})", m * scale, lo * scale, hi * scale, d = digits)
+            format!("{m:.d$} ({lo:.d$}–{hi:.d$})", d = digits)
         }
         _ => "–".into(),
     };
@@ -187,50 +186,35 @@ fn markdown_peer(p: &Value) -> String {
     };
     s.push_str("| figure | this collector | peer |\n|---|---|---|\n");
     let (o, q) = (&p["sides"]["collector"], &p["sides"]["peer"]);
-    let rows: [(&str, &str, &str, f64, usize); 9] = [
-        ("worst: throughput with / without", "worst", "throughput_ratio", 1.0, 3),
-        ("worst: p99 latency with / without", "worst", "p99_ratio", 1.0, 3),
-        ("worst: added CPU per request, processes (µs)", "worst", "added_cpu_us_per_request", 1.0, 2),
-        ("worst: added CPU per request, machine (µs)", "worst", "added_machine_cpu_us_per_request", 1.0, 2),
-        ("worst: the agent's own CPU per request (µs)", "worst", "agent_cpu_us_per_request", 1.0, 2),
-        ("realistic: p99 latency with / without", "realistic", "p99_ratio", 1.0, 3),
-        ("realistic: added CPU per request, processes (µs)", "realistic", "added_cpu_us_per_request", 1.0, 2),
-        ("realistic: added CPU per request, machine (µs)", "realistic", "added_machine_cpu_us_per_request", 1.0, 2),
-        ("realistic: the agent's own CPU per request (µs)", "realistic", "agent_cpu_us_per_request", 1.0, 2),
-    ];
-    for (label, case, key, scale, d) in rows {
-        s.push_str(&format!("| {label} | {} | {} |\n", cell(&o[case][key], scale, d), cell(&q[case][key], scale, d)));
+    let row = |s: &mut String, label: &str, ours: String, peer: String| {
+        s.push_str(&format!("| {label} | {ours} | {peer} |\n"));
+    };
+    for (label, case, key, d) in [
+        ("worst: throughput with / without", "worst", "throughput_ratio", 3),
+        ("worst: p99 latency with / without", "worst", "p99_ratio", 3),
+        ("worst: added CPU per request, processes (µs)", "worst", "added_cpu_us_per_request", 2),
+        ("worst: added CPU per request, machine (µs)", "worst", "added_machine_cpu_us_per_request", 2),
+        ("worst: the agent's own CPU per request (µs)", "worst", "agent_cpu_us_per_request", 2),
+        ("realistic: p99 latency with / without", "realistic", "p99_ratio", 3),
+        ("realistic: added CPU per request, processes (µs)", "realistic", "added_cpu_us_per_request", 2),
+        ("realistic: added CPU per request, machine (µs)", "realistic", "added_machine_cpu_us_per_request", 2),
+        ("realistic: the agent's own CPU per request (µs)", "realistic", "agent_cpu_us_per_request", 2),
+    ] {
+        row(&mut s, label, cell(&o[case][key], d), cell(&q[case][key], d));
     }
-    s.push_str(&format!(
-        "| RSS after the loads (MiB) | {} | {} |\n",
-        cell(&o["rss_mib"], 1.0, 1),
-        cell(&q["rss_mib"], 1.0, 1)
-    ));
-    s.push_str(&format!(
-        "| peak RSS (MiB) | {} | {} |\n",
-        cell(&o["peak_rss_mib"], 1.0, 1),
-        cell(&q["peak_rss_mib"], 1.0, 1)
-    ));
-    s.push_str(&format!(
-        "| worst: requests counted / sent, per round | {} | {} |\n",
-        counts(&o["worst"]["counts"]),
-        counts(&q["worst"]["counts"])
-    ));
-    s.push_str(&format!(
-        "| realistic: requests counted / sent, per round | {} | {} |\n",
-        counts(&o["realistic"]["counts"]),
-        counts(&q["realistic"]["counts"])
-    ));
-    s.push_str(&format!(
-        "| added CPU per request, this collector / the peer, processes | worst {} · realistic {} | |\n",
-        cell(&p["added_cpu_ratio_worst"], 1.0, 3),
-        cell(&p["added_cpu_ratio_realistic"], 1.0, 3)
-    ));
-    s.push_str(&format!(
-        "| added CPU per request, this collector / the peer, machine | worst {} · realistic {} | |\n\n",
-        cell(&p["added_machine_cpu_ratio_worst"], 1.0, 3),
-        cell(&p["added_machine_cpu_ratio_realistic"], 1.0, 3)
-    ));
+    for (label, key) in [("RSS after the loads (MiB)", "rss_mib"), ("peak RSS (MiB)", "peak_rss_mib")] {
+        row(&mut s, label, cell(&o[key], 1), cell(&q[key], 1));
+    }
+    for case in ["worst", "realistic"] {
+        let label = format!("{case}: requests counted / sent, per round");
+        row(&mut s, &label, counts(&o[case]["counts"]), counts(&q[case]["counts"]));
+    }
+    for (what, suffix) in [("processes", ""), ("machine", "machine_")] {
+        let ratio = |case: &str| cell(&p[format!("added_{suffix}cpu_ratio_{case}")], 3);
+        let label = format!("added CPU per request, this collector / the peer, {what}");
+        row(&mut s, &label, format!("worst {} · realistic {}", ratio("worst"), ratio("realistic")), String::new());
+    }
+    s.push('\n');
     if let Some(lines) = p["loss"].as_array() {
         s.push_str(
             "Exactness side by side: the loss scenarios of `collector/tests/loss.rs` (every 20th data segment \
