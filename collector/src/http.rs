@@ -94,10 +94,7 @@ fn name_processes(loader: &mut Loader, procfs: &Path) -> anyhow::Result<usize> {
     for entry in std::fs::read_dir(procfs).context("listing processes")?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(comm) = std::fs::read(entry.path().join("comm")) else { continue };
-        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
-        let mut raw = [0u8; 16];
-        let len = comm.len().min(15);
-        raw[..len].copy_from_slice(&comm[..len]);
+        let raw = crate::identity::comm_key(&comm);
         // BPF_NOEXIST (include/uapi/linux/bpf.h): an entry the tracepoints made stays.
         if names.insert(&pid, &raw, 1).is_ok() {
             n += 1;
