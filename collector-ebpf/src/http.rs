@@ -238,26 +238,32 @@ static HTTP_OWNER: CloneSkStorage<Owner> = CloneSkStorage {
 /// a program may keep pending (8192), which bounds this.
 const CLAIM_ROUNDS: u32 = 1024;
 
+/// Takes the connection for this program run if no other CPU holds it (one round of `claim`).
+#[inline(always)]
+fn try_claim(conn: &mut Conn) -> bool {
+    // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's `HTTP_CONNS` value, reached
+    // through a reference valid for this run (see `sk_storage`), and the map's BTF declares the
+    // lock, which the helper requires (the verifier refuses it otherwise). The kernel takes the
+    // lock word atomically, so CPUs taking it at once do not race. It is held only around the
+    // two accesses to `busy` below, with no call in between, and released on every path, as
+    // the verifier requires.
+    unsafe { spin_lock(&mut conn.lock) };
+    let free = conn.busy == 0;
+    if free {
+        conn.busy = 1;
+    }
+    // SAFETY: as above: releases the lock just taken.
+    unsafe { spin_unlock(&mut conn.lock) };
+    free
+}
+
 /// Takes the connection for this program run: waits while another CPU holds it, up to `rounds`
 /// rounds. False when it stayed busy (the segment is then not followed, and counted).
 #[inline(always)]
 fn claim(conn: &mut Conn, rounds: u32) -> bool {
     let mut k = 0;
     while k < rounds {
-        // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's `HTTP_CONNS` value,
-        // reached through a reference valid for this run (see `sk_storage`), and the map's BTF
-        // declares the lock, which the helper requires (the verifier refuses it otherwise). The
-        // kernel takes the lock word atomically, so CPUs taking it at once do not race. It is
-        // held only around the two accesses to `busy` below, with no call in between, and
-        // released on every path, as the verifier requires.
-        unsafe { spin_lock(&mut conn.lock) };
-        let free = conn.busy == 0;
-        if free {
-            conn.busy = 1;
-        }
-        // SAFETY: as above: releases the lock taken at the top of this round.
-        unsafe { spin_unlock(&mut conn.lock) };
-        if free {
+        if try_claim(conn) {
             return true;
         }
         k += 1;
@@ -598,7 +604,8 @@ fn di(is_req: bool) -> usize {
 
 /// One parse step of the current segment of the direction `egress` of the socket: loads the
 /// bytes the framer needs into its window and runs one framer step. Returns nonzero when the
-/// segment needs no more steps. A global function: the verifier checks it once, on its own,
+/// segment needs no more steps (`STEP_LAST` when the stash holds nothing for the direction
+/// either). A global function: the verifier checks it once, on its own,
 /// however many times the programs call it (arguments are the context and a scalar, which
 /// global functions may take on every kernel from 5.10).
 // SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
@@ -653,8 +660,16 @@ pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
         d.win_len = n;
     }
     let mut rec = Recorder { id: &conn.id, skb, egress: egress != 0 };
-    conn.ex.step(is_req, end, now, &mut rec) as i64
+    if !conn.ex.step(is_req, end, now, &mut rec) {
+        return 0;
+    }
+    let held = conn.held[di(is_req)];
+    if held.lo == held.hi { STEP_LAST } else { 1 }
 }
+
+/// `http_step`: the segment needs no more steps and the direction holds nothing in the stash
+/// (so `http_parse` need not look there).
+const STEP_LAST: i64 = 2;
 
 /// Points the direction `egress` of the socket at the run of stashed bytes from its framer's
 /// position, for `http_step`: returns 0 when there is one, nonzero when the stash holds
@@ -805,7 +820,11 @@ pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
         if run && http_stash_run(skb, egress) != 0 {
             return 0;
         }
-        run = http_step(skb, egress) != 0;
+        let r = http_step(skb, egress);
+        if r == STEP_LAST {
+            return 0;
+        }
+        run = r != 0;
         i += 1;
     }
     0
@@ -1112,7 +1131,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     // `&mut` stay live across such writes; this relies on that call boundary.)
     let conn = match unsafe { sk_storage::<Conn>(conns(), sk, false).as_mut() } {
         Some(c) => {
-            if http_claim(skb) == 0 {
+            // One round here (the common case: nobody else holds it), the waiting loop in a
+            // global function of its own only when another CPU does.
+            if !try_claim(c) && http_claim(skb) == 0 {
                 return;
             }
             c
