@@ -170,7 +170,7 @@ const _: () = {
     assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
     assert!(offset_of!(Conn, id) % 8 == 0 && offset_of!(Ident, comm) == 0 && offset_of!(Ident, addr) == 16);
     // docs/metrics.md quotes the socket storage a followed connection takes.
-    assert!(size_of::<Conn>() == 848);
+    assert!(size_of::<Conn>() == 1104);
 };
 
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
