@@ -5,6 +5,7 @@ use clap::Parser as _;
 use collector::{app, cli, cli::Cli};
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
     match app::run(cli) {
@@ -29,5 +30,21 @@ fn init_logging(cli: &Cli) {
     match cli.log_format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// glibc's allocator: one arena for all threads instead of one per thread that has allocated
+/// (each keeps what it freed, and which thread runs a scrape varies), for a daemon whose
+/// memory is mostly each scrape's short-lived buffers (docs/performance.md, "Resident
+/// memory"). A lower trim threshold, tried too, gave memory back after every scrape and cost
+/// its page faults again on the next (+10% CPU per scrape), so it is left at glibc's default.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only sets an allocator parameter; it is called first thing in
+        // `main`, before any other thread exists, with a parameter and value glibc documents.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
