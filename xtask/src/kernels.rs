@@ -546,6 +546,15 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
         crate::is_root(),
         "test-kernels extracts kernel packages and runs tests as root in the guests: run it as root"
     );
+    // The guest sees this machine's root read-only, with fresh tmpfs over /tmp, /run, /var/log,
+    // /var/lib/nginx and /root (INIT): a checkout under one of them is not there for it.
+    let root = root_dir();
+    ensure!(
+        !["/tmp", "/run", "/var/log", "/var/lib/nginx", "/root"].iter().any(|d| root.starts_with(d)),
+        "test-kernels: the guests mount an empty tmpfs over /tmp, /run, /var/log, /var/lib/nginx and /root, \
+         so they cannot see this checkout at {}: run it from a checkout elsewhere",
+        root.display()
+    );
     apt_install(&["qemu-system-x86".into(), "busybox-static".into(), "xz-utils".into(), "e2fsprogs".into()])?;
     // The binaries the guest runs: the collector and its integration tests, as `cargo xtask
     // test` builds them (the guest also needs what that installs: promtool, nginx).
