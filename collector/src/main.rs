@@ -35,9 +35,9 @@ fn init_logging(cli: &Cli) {
 
 /// glibc's allocator: one arena for all threads instead of one per thread that has allocated
 /// (each keeps what it freed, and which thread runs a scrape varies), for a daemon whose
-/// memory is mostly each scrape's short-lived buffers (docs/performance.md, "Resident
-/// memory"). A lower trim threshold, tried too, gave memory back after every scrape and cost
-/// its page faults again on the next (+10% CPU per scrape), so it is left at glibc's default.
+/// memory is mostly each scrape's short-lived buffers (docs/performance.md, "Attempts"). A
+/// fixed trim threshold, tried too, gave memory back after every scrape and cost its page
+/// faults again on the next (+15–20% CPU per scrape), so it is left at glibc's default.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
