@@ -12,6 +12,7 @@ function's JIT address and length and the JIT address of every BTF line-info rec
 address falls in one of the programs' functions is charged to the record at or before it.
 Helpers (bpf_sk_storage_get, ...) are kernel functions: `perf report` shows them by name.
 """
+import bisect
 import collections
 import ctypes
 import re
@@ -107,7 +108,7 @@ def source_lines(prog_id):
 
 def main():
     data, ids = sys.argv[1], [int(a) for a in sys.argv[2:]]
-    funcs, recs, src = [], [], {}
+    funcs, recs = [], []
     for pid in ids:
         f, r = prog_info(pid)
         s = source_lines(pid)
@@ -117,7 +118,6 @@ def main():
     addrs = [a for a, _ in recs]
     script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True).stdout
     per_line, per_func, total = collections.Counter(), collections.Counter(), 0
-    import bisect
     for line in script.splitlines():
         parts = line.split()
         if not parts:

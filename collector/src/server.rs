@@ -137,17 +137,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     })
     .await;
     match result {
-        Ok(Ok((body, true))) => (
-            [
-                (header::CONTENT_TYPE, CONTENT_TYPE),
-                (header::CONTENT_ENCODING, "gzip"),
-                (header::VARY, "accept-encoding"),
-            ],
-            body,
-        )
-            .into_response(),
-        Ok(Ok((body, false))) => {
-            ([(header::CONTENT_TYPE, CONTENT_TYPE), (header::VARY, "accept-encoding")], body).into_response()
+        Ok(Ok((body, gzipped))) => {
+            let mut r =
+                ([(header::CONTENT_TYPE, CONTENT_TYPE), (header::VARY, "accept-encoding")], body).into_response();
+            if gzipped {
+                r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
         }
         Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), "encoding metrics failed");
