@@ -98,7 +98,14 @@ pub fn map_reads_need(read: impl FnOnce() -> std::io::Result<()> + Send) -> Opti
             for cap in [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN] {
                 let _ = caps::drop(None, CapSet::Effective, cap);
             }
-            read().is_err_and(|e| e.raw_os_error() == Some(libc::EPERM))
+            let refused = read().is_err_and(|e| e.raw_os_error() == Some(libc::EPERM));
+            // The thread's exit can still be under way when `join` returns (the kernel wakes
+            // the joiner before it unlists the thread), and such a thread must not be seen
+            // holding privileges the process has dropped: it drops all of its own first.
+            for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+                let _ = caps::clear(None, set);
+            }
+            refused
         })
         .join()
         .unwrap_or(false)
