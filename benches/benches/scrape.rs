@@ -103,7 +103,7 @@ fn families_http(c: &mut Criterion) {
     let cg = cgroups(100);
     let buckets = http::parse_buckets(http::DEFAULT_BUCKETS).unwrap();
     let active: Vec<(ActiveKey, i64)> =
-        (0..20).map(|i| (ActiveKey { cgroup_id: cg.ids[i], port: 8000, _pad: [0; 6] }, 1)).collect();
+        (0..20).map(|i| (ActiveKey { cgroup_id: cg.ids[i], port: 8000, ..ActiveKey::default() }, 1)).collect();
     let mut g = c.benchmark_group("families/http");
     g.sample_size(10);
     // HTTP_HIST holds at most 8192 entries (plus overflow): 1k and a full map. Each entry is one

@@ -54,7 +54,10 @@ pub mod drop {
     /// longer than a program waits: not followed, which may cost an exchange. Also a close
     /// that the close hook (`http_sock_close`) could not settle for the same reason.
     pub const HTTP_BUSY: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// A TLS connection's state could not be created (`TLS_CONNS` full, 16384 connections
+    /// followed at once): its exchanges are not measured.
+    pub const TLS_CONN_FULL: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// Label values, indexed by the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
         "disk_latency_map_full",
@@ -70,6 +73,7 @@ pub mod drop {
         "http_out_of_order",
         "http_stash_full",
         "http_busy",
+        "tls_connection_map_full",
     ];
 }
 

@@ -14,8 +14,19 @@ pub mod map {
     pub const HTTP_ACTIVE: &str = "HTTP_ACTIVE";
     pub const HTTP_STASH: &str = "HTTP_STASH";
     pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
-    pub const ALL: [&str; 9] =
-        [DROPS, LATENCY, CGROUP_IO, CGROUP_NET, HTTP_ARMED, HTTP_HIST, HTTP_ACTIVE, HTTP_STASH, PROCESS_NAMES];
+    pub const TLS_CONNS: &str = "TLS_CONNS";
+    pub const ALL: [&str; 10] = [
+        DROPS,
+        LATENCY,
+        CGROUP_IO,
+        CGROUP_NET,
+        HTTP_ARMED,
+        HTTP_HIST,
+        HTTP_ACTIVE,
+        HTTP_STASH,
+        PROCESS_NAMES,
+        TLS_CONNS,
+    ];
 }
 
 /// Programs the daemon attaches.
@@ -31,7 +42,14 @@ pub mod program {
     pub const HTTP_SOCK_CLOSE: &str = "http_sock_close";
     pub const HTTP_PROCESS_EXEC: &str = "http_process_exec";
     pub const HTTP_PROCESS_RENAME: &str = "http_process_rename";
-    pub const ALL: [&str; 11] = [
+    pub const TLS_READ: &str = "tls_read";
+    pub const TLS_READ_EX: &str = "tls_read_ex";
+    pub const TLS_WRITE: &str = "tls_write";
+    pub const TLS_WRITE_EX: &str = "tls_write_ex";
+    pub const TLS_RET: &str = "tls_ret";
+    pub const TLS_FREE: &str = "tls_free";
+    pub const TLS_RECV: &str = "tls_recv";
+    pub const ALL: [&str; 18] = [
         BLOCK_RQ_ISSUE,
         BLOCK_RQ_COMPLETE,
         BLOCK_BIO_QUEUE,
@@ -43,6 +61,13 @@ pub mod program {
         HTTP_SOCK_CLOSE,
         HTTP_PROCESS_EXEC,
         HTTP_PROCESS_RENAME,
+        TLS_READ,
+        TLS_READ_EX,
+        TLS_WRITE,
+        TLS_WRITE_EX,
+        TLS_RET,
+        TLS_FREE,
+        TLS_RECV,
     ];
 }
 
@@ -55,7 +80,8 @@ pub mod global {
     pub const RENAME_OFFSETS: &str = "RENAME_OFFSETS";
     pub const HTTP_BENCH_STAGE: &str = "HTTP_BENCH_STAGE";
     pub const NET_IN_HTTP: &str = "NET_IN_HTTP";
-    pub const ALL: [&str; 7] = [
+    pub const RECV_OFFSETS: &str = "RECV_OFFSETS";
+    pub const ALL: [&str; 8] = [
         RQ_ISSUE_OFFSETS,
         RQ_COMPLETE_OFFSETS,
         BIO_QUEUE_OFFSETS,
@@ -63,5 +89,6 @@ pub mod global {
         RENAME_OFFSETS,
         HTTP_BENCH_STAGE,
         NET_IN_HTTP,
+        RECV_OFFSETS,
     ];
 }

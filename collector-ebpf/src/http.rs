@@ -93,11 +93,11 @@ fn bench_stop(stage: u32) -> bool {
 /// everything up to a body's end, or one byte of a line cut by the end of the segment; a
 /// segment that needs more (a 64 KiB GRO segment of small pipelined requests) is followed up
 /// to here and its connection's direction re-synchronises on a later message.
-const MAX_STEPS: u32 = 512;
+pub(crate) const MAX_STEPS: u32 = 512;
 
 // Connection roles (set when the connection state is created).
-const ROLE_SERVER: u8 = 1;
-const ROLE_CLIENT: u8 = 2;
+pub(crate) const ROLE_SERVER: u8 = 1;
+pub(crate) const ROLE_CLIENT: u8 = 2;
 
 /// Where the bytes `http_step` parses lie: `http_step` is a global function verified once,
 /// which cannot take pointers on every kernel, so it finds this through the socket.
@@ -133,16 +133,18 @@ pub struct Ident {
     // (an unaligned copy becomes a call to a byte-wise memcpy).
     /// Name of the process that created the socket (or its listening socket), NUL-padded; all
     /// zero when the socket existed before the collector started.
-    comm: [u8; 16],
-    addr: [u8; 16],
-    cgroup_id: u64,
-    local_port: u16,
-    peer_port: u16,
-    family: u8,
-    role: u8,
-    _pad: [u8; 2],
+    pub(crate) comm: [u8; 16],
+    pub(crate) addr: [u8; 16],
+    pub(crate) cgroup_id: u64,
+    pub(crate) local_port: u16,
+    pub(crate) peer_port: u16,
+    pub(crate) family: u8,
+    pub(crate) role: u8,
+    /// `SCHEME_HTTP`, or `SCHEME_HTTPS` for a TLS connection (tls.rs).
+    pub(crate) scheme: u8,
+    pub(crate) _pad: u8,
     /// The socket's cookie (keys of its stash blocks).
-    cookie: u64,
+    pub(crate) cookie: u64,
 }
 
 #[repr(C)]
@@ -166,8 +168,8 @@ const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<HttpKey>() == 48 && offset_of!(HttpKey, comm) == 8 && offset_of!(HttpKey, status) == 24);
     assert!(offset_of!(HttpKey, port) == 26 && offset_of!(HttpKey, method) == 28 && offset_of!(HttpKey, side) == 29);
-    assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, addr) == 32);
-    assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8);
+    assert!(offset_of!(HttpKey, family) == 30 && offset_of!(HttpKey, scheme) == 31 && offset_of!(HttpKey, addr) == 32);
+    assert!(size_of::<ActiveKey>() == 16 && offset_of!(ActiveKey, port) == 8 && offset_of!(ActiveKey, scheme) == 10);
     assert!(offset_of!(Conn, id) % 8 == 0 && offset_of!(Ident, comm) == 0 && offset_of!(Ident, addr) == 16);
     // docs/metrics.md quotes the socket storage a followed connection takes.
     assert!(size_of::<Conn>() == 1104);
@@ -390,11 +392,13 @@ fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
 
 /// A 16-byte array (8-byte aligned, asserted above) as two words.
 #[inline(always)]
-fn words16(b: &[u8; 16]) -> [u64; 2] {
+pub(crate) fn words16(b: &[u8; 16]) -> [u64; 2] {
     let p = b.as_ptr() as *const u64;
-    // SAFETY: callers pass `id.comm` or `id.addr` of a `Conn` in socket storage: 16 readable
-    // bytes at 8-byte aligned offsets of `Conn` (asserted above), in a value the kernel aligns
-    // to 8 bytes, so both u64 reads are in bounds and aligned; any bytes are a valid u64.
+    // SAFETY: callers pass `id.comm` or `id.addr` of the `Ident` of a `Conn` in socket storage
+    // or of a `TlsConn` in `TLS_CONNS` (tls.rs): 16 readable bytes at 8-byte aligned offsets of
+    // `Ident`, itself at an 8-byte aligned offset of either (asserted above and in tls.rs), in a
+    // value the kernel aligns to 8 bytes, so both u64 reads are in bounds and aligned; any bytes
+    // are a valid u64.
     unsafe { [*p, *p.add(1)] }
 }
 
@@ -408,7 +412,7 @@ struct Recorder<'a> {
 
 /// Adds `delta` (two's complement) to the in-flight gauge of a server socket.
 #[inline(always)]
-fn active_add(id: &Ident, delta: u64) {
+pub(crate) fn active_add(id: &Ident, delta: u64) {
     if id.role != ROLE_SERVER {
         return;
     }
@@ -416,8 +420,11 @@ fn active_add(id: &Ident, delta: u64) {
     // SAFETY: `[u64; 2]` and `ActiveKey` are both 16 bytes (asserted above; `transmute` checks
     // the sizes too), and `ActiveKey` holds only integers and bytes with explicit padding, so
     // any bits are a valid value. On this little-endian target the second word sets `port`
-    // (offset 8, asserted) and zeroes `_pad`, as the map hashes all 16 bytes.
-    let key: ActiveKey = unsafe { core::mem::transmute::<[u64; 2], ActiveKey>([id.cgroup_id, id.local_port as u64]) };
+    // (offset 8, asserted) and `scheme` (offset 10) and zeroes `_pad`, as the map hashes all
+    // 16 bytes.
+    let key: ActiveKey = unsafe {
+        core::mem::transmute::<[u64; 2], ActiveKey>([id.cgroup_id, id.local_port as u64 | (id.scheme as u64) << 16])
+    };
     let p = match HTTP_ACTIVE.get_ptr_mut(&key) {
         Some(p) => Some(p),
         None => {
@@ -494,7 +501,14 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
     // connection (`claim`; the callers are the framer's events in `http_step`, `http_arrive`
     // and `http_finish`), whose own borrows of `id` are shared: no write overlaps the reads.
     let Some(conn) = (unsafe { sk_storage::<Conn>(conns(), sk, false).as_ref() }) else { return 0 };
-    let id = &conn.id;
+    record(&conn.id, what, dur, req_bytes, resp_bytes);
+    0
+}
+
+/// Records one exchange of the connection `id` (see `http_record`; tls.rs calls it for TLS
+/// connections): its histogram entry, and the end of the request in the in-flight gauge.
+#[inline(always)]
+pub(crate) fn record(id: &Ident, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) {
     active_add(id, u64::MAX);
     let (method, status) = ((what >> 8) as u8, (what >> 16) as u16);
     let server = id.role == ROLE_SERVER;
@@ -514,7 +528,12 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
             id.cgroup_id,
             comm[0],
             comm[1],
-            status as u64 | (port as u64) << 16 | (method as u64) << 32 | (side as u64) << 40 | (family as u64) << 48,
+            status as u64
+                | (port as u64) << 16
+                | (method as u64) << 32
+                | (side as u64) << 40
+                | (family as u64) << 48
+                | (id.scheme as u64) << 56,
             addr[0],
             addr[1],
         ])
@@ -548,7 +567,7 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
             }
         }
     };
-    let Some(h) = h else { return 0 };
+    let Some(h) = h else { return };
     let dur = dur.min(BOUND_CAP - 1);
     let d = bucket(&raw const DURATION_BOUNDS_NS, dur) as usize;
     let r = bucket(&raw const SIZE_BOUNDS_B, req_bytes) as usize;
@@ -572,7 +591,6 @@ pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_byte
         }
         atomic_add(&mut (*h).resp_size_sum, resp_bytes);
     }
-    0
 }
 
 /// The full socket of a packet.

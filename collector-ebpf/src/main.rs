@@ -13,6 +13,7 @@ mod drops;
 mod http;
 mod network;
 mod process;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -112,6 +112,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    let tls = crate::tls::CAPTURE.get().cloned();
+    if let Some(capture) = &tls {
+        // The TLS capture attaches uprobes to libraries found after start-up (perf_event_open
+        // of a uprobe needs CAP_PERFMON, or CAP_SYS_ADMIN before 5.8) and reads the memory maps
+        // and files of every process, root's included (CAP_SYS_PTRACE for /proc/<pid>/maps and
+        // /proc/<pid>/root, CAP_DAC_READ_SEARCH for files of other users).
+        use ::caps::Capability::{CAP_DAC_READ_SEARCH, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE};
+        let permitted = ::caps::read(None, ::caps::CapSet::Permitted).unwrap_or_default();
+        let admin = crate::caps::uprobes_need_sys_admin(|| capture.lock().unwrap().try_attach());
+        let perf = if admin {
+            Some(CAP_SYS_ADMIN)
+        } else {
+            [CAP_PERFMON, CAP_SYS_ADMIN].into_iter().find(|c| permitted.contains(c))
+        };
+        if admin {
+            tracing::info!("http: this kernel attaches uprobes only with CAP_SYS_ADMIN: kept for the HTTPS capture");
+        }
+        keep.extend(perf);
+        keep.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH].into_iter().filter(|c| permitted.contains(c)));
+        if perf.is_none() || !permitted.contains(&CAP_SYS_PTRACE) {
+            tracing::warn!(
+                "http: without CAP_PERFMON (or CAP_SYS_ADMIN) and CAP_SYS_PTRACE the HTTPS capture attaches \
+                 to no library found after start-up, and sees only this user's processes"
+            );
+        }
+    }
     if let Some(cap) = map_reads_need {
         tracing::info!(
             capability = %cap,
@@ -130,6 +156,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Some(capture) = tls {
+        // After the capabilities were dropped: the thread has only those kept above.
+        std::thread::Builder::new()
+            .name("tls-scan".into())
+            .spawn(move || crate::tls::run(capture))
+            .context("starting the TLS scan thread")?;
+    }
     let registry = Arc::new(registry);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).context("listening")?;

@@ -170,7 +170,9 @@ pub struct ProgramStatus {
 }
 
 pub struct Loader {
-    pub ebpf: Ebpf,
+    /// Shared with the TLS capture, which attaches its uprobes to libraries found after
+    /// start-up (tls.rs).
+    pub ebpf: std::sync::Arc<std::sync::Mutex<Ebpf>>,
     pub programs: Vec<ProgramStatus>,
 }
 
@@ -190,7 +192,7 @@ impl Loader {
                 None => e,
             }
         })?;
-        Ok(Self { ebpf, programs: Vec::new() })
+        Ok(Self { ebpf: std::sync::Arc::new(std::sync::Mutex::new(ebpf)), programs: Vec::new() })
     }
 
     /// Whether `program` is attached.
@@ -205,7 +207,7 @@ impl Loader {
 
     /// Takes a map out of the object for a poller to own.
     pub fn take_map(&mut self, name: &str) -> anyhow::Result<aya::maps::Map> {
-        self.ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
+        self.ebpf.lock().unwrap().take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
     }
 
     /// Runs `attach` (load and attach one program of the object), records the outcome for
@@ -217,12 +219,13 @@ impl Loader {
         attach: impl FnOnce(&mut aya::programs::Program) -> anyhow::Result<()>,
     ) -> Result<(), String> {
         let start = std::time::Instant::now();
-        let result = self.ebpf.program_mut(program).context("program missing from the object").and_then(attach);
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let result = ebpf.program_mut(program).context("program missing from the object").and_then(attach);
         if result.is_ok() {
             // What the verifier did (the count from 5.16 on), for the matrix and for users
             // wondering about start-up time on a slow machine.
             let verified =
-                self.ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
+                ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
             tracing::debug!(
                 program,
                 ms = start.elapsed().as_millis() as u64,
@@ -230,6 +233,7 @@ impl Loader {
                 "program loaded and attached"
             );
         }
+        drop(ebpf);
         self.record(program, hook.clone(), result.is_ok());
         result.map_err(|e| short_reason(&hook, &e))
     }
@@ -246,6 +250,16 @@ impl Loader {
                     None => e,
                 }
             })?;
+            Ok(())
+        })
+    }
+
+    /// Loads a uprobe program (attached later, per library, by the TLS capture) and records it
+    /// for `collector_bpf_program_attached` with `hook`.
+    pub fn load_uprobe(&mut self, program: &'static str, hook: String) -> Result<(), String> {
+        self.attach_with(program, hook, |p| {
+            let prog: &mut aya::programs::UProbe = p.try_into()?;
+            prog.load().context("load")?;
             Ok(())
         })
     }
@@ -316,12 +330,13 @@ impl Loader {
     /// Unloads a program again (after a sibling failed), so a skipped collector leaves nothing
     /// attached.
     pub fn unload(&mut self, program: &str) {
-        if let Some(p) = self.ebpf.program_mut(program) {
+        if let Some(p) = self.ebpf.lock().unwrap().program_mut(program) {
             let _ = match p {
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::CgroupSkb(p) => p.unload(),
                 aya::programs::Program::SockOps(p) => p.unload(),
                 aya::programs::Program::CgroupSock(p) => p.unload(),
+                aya::programs::Program::UProbe(p) => p.unload(),
                 _ => Ok(()),
             };
         }

@@ -164,6 +164,7 @@ pub const TABLE: [Spec; 9] = [
                     c.procfs,
                     c.cgroup_ttl,
                     environment,
+                    c.tracefs().is_ok(),
                 )?))
             },
         }),
@@ -297,6 +298,9 @@ pub fn start(ctx: &Context) -> anyhow::Result<Started> {
             Ok(c) => registry.collectors.push(c),
             Err(reason) => skip(&mut registry, name, reason),
         }
+    }
+    if let Some(capture) = crate::tls::CAPTURE.get() {
+        registry.sources.push(Box::new(crate::tls::Tls(capture.clone())));
     }
     let own = bpf::SelfMetrics::new(&mut loader).context("the loader's own metrics")?;
     let map_reads_need = caps::map_reads_need(|| own.probe_read());

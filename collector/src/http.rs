@@ -14,8 +14,8 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use collector_common::http::{
-    ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
-    SIZE_BOUNDS, SIZE_BUCKETS, method,
+    ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SCHEME_HTTP, SCHEME_NAMES,
+    SIDE_CLIENT, SIDE_SERVER, SIZE_BOUNDS, SIZE_BUCKETS, method,
     stash::{Block, BlockKey},
 };
 use collector_common::names::{global, map, program};
@@ -45,6 +45,16 @@ pub struct HttpFlags {
     /// the only one on the cgroup v2 root.
     #[arg(long = "no-collector.http.close-hook", overrides_with = "close_hook")]
     pub no_close_hook: bool,
+
+    /// Capture HTTPS: HTTP/1.x read and written through OpenSSL (libssl.so, or linked into a
+    /// binary such as node), with uprobes on its SSL_read/SSL_write functions; exchanges get
+    /// url_scheme="https" [default: enabled].
+    #[arg(long = "collector.http.tls", overrides_with = "no_tls")]
+    pub tls: bool,
+
+    /// Do not capture HTTPS (no uprobes; the collector then also keeps no capability for them).
+    #[arg(long = "no-collector.http.tls", overrides_with = "tls")]
+    pub no_tls: bool,
 }
 
 /// `--collector.http.duration-buckets`, parsed.
@@ -63,6 +73,14 @@ pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::
             "http: renames of a process's main thread are not followed (service_name keeps the \
              executable's name)"
         ),
+    }
+    if !flags.no_tls {
+        match tracefs.as_ref().map_err(Clone::clone).and_then(|t| crate::tls::recv_offsets(t)) {
+            Ok(off) => globals.push((global::RECV_OFFSETS, bpf::as_bytes(&off))),
+            Err(reason) => {
+                tracing::warn!(%reason, "http: HTTPS is not captured (the TLS capture needs this tracepoint)")
+            }
+        }
     }
     if let Some(stage) = bench_stage()? {
         tracing::warn!(
@@ -224,6 +242,7 @@ impl Who {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Labels {
     side: u8,
+    scheme: u8,
     method: &'static str,
     status: Option<u16>,
     address: Option<IpAddr>,
@@ -290,6 +309,7 @@ impl Http {
         procfs: &Path,
         ttl: std::time::Duration,
         environment: bool,
+        tracefs_ok: bool,
     ) -> Result<Self, String> {
         let (buckets, close_hook) = (flags.duration_buckets.0.clone(), !flags.no_close_hook);
         let root = cgroups.root().ok_or("no cgroup v2 hierarchy")?.to_path_buf();
@@ -321,6 +341,9 @@ impl Http {
                  http_server_active_requests"
             );
         }
+        if !flags.no_tls && tracefs_ok {
+            start_tls(loader, procfs);
+        }
         match exec.and(rename).map_err(anyhow::Error::msg).and_then(|()| name_processes(loader, procfs)) {
             Ok(n) => tracing::debug!(processes = n, "http: process names"),
             Err(e) => tracing::warn!(
@@ -351,6 +374,23 @@ impl Http {
             stash: Mutex::new(Stash { map: stash, last_sweep: std::time::Instant::now() }),
             processes: environment.then(|| Processes::new(procfs)),
         })
+    }
+}
+
+/// Starts the TLS capture (tls.rs) and attaches it to the TLS libraries processes map now; a
+/// failure leaves cleartext capture running.
+fn start_tls(loader: &mut Loader, procfs: &Path) {
+    match crate::tls::Capture::start(loader, procfs) {
+        Ok(mut capture) => {
+            let attached = capture.scan();
+            tracing::info!(
+                files = attached.len(),
+                "http: HTTPS capture on: uprobes on OpenSSL's SSL_read/SSL_write in the files listed \
+                 above (and in any file that holds OpenSSL when a process maps it later, within a second)"
+            );
+            let _ = crate::tls::CAPTURE.set(Arc::new(Mutex::new(capture)));
+        }
+        Err(reason) => tracing::warn!(%reason, "http: HTTPS is not captured"),
     }
 }
 
@@ -422,7 +462,7 @@ impl Collector for Http {
 }
 
 /// Expiry state of the HTTP histograms and of the in-flight gauge.
-pub type HttpExpiry = (Expiry<HttpKey, Labels, HttpHist>, Expiry<ActiveKey, (u16, Who), i64>);
+pub type HttpExpiry = (Expiry<HttpKey, Labels, HttpHist>, Expiry<ActiveKey, (u16, u8, Who), i64>);
 
 impl Http {
     /// Map contents → metric families: the histograms of `HTTP_HIST` summed per label set, and
@@ -448,6 +488,7 @@ impl Http {
                 }
                 Labels {
                     side: k.side,
+                    scheme: SCHEME_HTTP,
                     method: "_OTHER",
                     status: None,
                     address: None,
@@ -457,6 +498,7 @@ impl Http {
             } else {
                 Labels {
                     side: k.side,
+                    scheme: k.scheme,
                     method: method::NAMES.get(k.method as usize).copied().unwrap_or("_OTHER"),
                     status: Some(k.status),
                     address: if k.side == SIDE_CLIENT { peer_address(k) } else { None },
@@ -506,6 +548,7 @@ impl Http {
                     labels.push(("server_address", &address));
                 }
                 labels.push(("server_port", l.port.map_or("", |p| port.format(p))));
+                labels.push(("url_scheme", SCHEME_NAMES.get(l.scheme as usize).copied().unwrap_or("")));
                 l.who.push(&mut labels);
                 dur.add_histogram(&labels, &h.duration[..=buckets.len()], dur_upper, h.duration_sum_ns as f64 / 1e9);
                 req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);
@@ -529,7 +572,7 @@ impl Http {
             .iter()
             .map(|(k, v)| Entry {
                 key: *k,
-                labels: (k.port, {
+                labels: (k.port, k.scheme, {
                     let c = port_comm.get(&(k.cgroup_id, k.port));
                     Who::of(
                         c.and_then(|c| comm(c)),
@@ -551,8 +594,11 @@ impl Http {
         keys.sort();
         let mut port = itoa::Buffer::new();
         for k in keys {
-            let mut labels = vec![("server_port", port.format(k.0))];
-            k.1.push(&mut labels);
+            let mut labels = vec![
+                ("server_port", port.format(k.0)),
+                ("url_scheme", SCHEME_NAMES.get(k.1 as usize).copied().unwrap_or("")),
+            ];
+            k.2.push(&mut labels);
             gauge.add(&labels, active[k].max(0) as f64);
         }
         out.push(gauge);

@@ -16,4 +16,5 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod server;
+pub mod tls;
 pub mod webconfig;

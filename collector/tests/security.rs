@@ -569,7 +569,8 @@ fn ebpf_collectors_work(c: &Collector) {
 
 #[test]
 fn every_capability_is_dropped_after_attach() {
-    let c = Collector::start(&["--no-identity.environment"]);
+    // The HTTPS capture keeps what attaching uprobes later needs (see the next tests).
+    let c = Collector::start(&["--no-identity.environment", "--no-collector.http.tls"]);
     let kept = kept_for_maps(&c);
     let caps = thread_caps(c.pid());
     assert!(caps.len() >= 5 * 3, "threads: {caps:?}");
@@ -587,7 +588,12 @@ fn every_capability_is_dropped_after_attach() {
 
 #[test]
 fn capabilities_keep_keeps_the_named_ones() {
-    let c = Collector::start(&["--no-collector.diskbpf", "--capabilities.keep", "cap_net_admin"]);
+    let c = Collector::start(&[
+        "--no-collector.diskbpf",
+        "--no-collector.http.tls",
+        "--capabilities.keep",
+        "cap_net_admin",
+    ]);
     let kept = kept_for_maps(&c);
     // CAP_NET_ADMIN as asked, and CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE for the processes'
     // declared service names (identity, on by default).
@@ -597,6 +603,23 @@ fn capabilities_keep_keeps_the_named_ones() {
         }
     }
     wait_log(&c, "CAP_SYS_PTRACE");
+}
+
+/// The HTTPS capture attaches uprobes to libraries found after start-up and reads every
+/// process's memory map: it keeps CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and the capability the
+/// kernel's uprobe events ask for (CAP_PERFMON, or CAP_SYS_ADMIN on kernels that still want it,
+/// which the collector tries and logs), and nothing else.
+#[test]
+fn tls_capture_keeps_what_uprobes_need() {
+    let c = Collector::start(&["--no-identity.environment"]);
+    let kept = kept_for_maps(&c);
+    let admin = c.log_appears("attaches uprobes only with CAP_SYS_ADMIN", Duration::from_secs(5));
+    let perf = if admin { 1 << 21 } else { 1 << 38 };
+    for (what, v) in thread_caps(c.pid()) {
+        let want = if what.ends_with("CapAmb") { 0 } else { perf | (1 << 19) | (1 << 2) | kept };
+        assert_eq!(v, want, "{what} = {v:#x}");
+    }
+    ebpf_collectors_work(&c);
 }
 
 #[test]
@@ -618,7 +641,7 @@ fn runs_as_nobody_with_ambient_capabilities() {
     let amb = format!("--ambient-caps={set}");
     let c = Collector::start_wrapped(
         &[memlock()[0], memlock()[1], "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &inh, &amb],
-        &[],
+        &["--no-collector.http.tls"],
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "{status}");

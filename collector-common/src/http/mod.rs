@@ -2,6 +2,8 @@
 //! and the daemon:
 //! - `framer`: follows both byte streams of a connection by TCP sequence number and turns them
 //!   into request/response exchanges; pure code, compiled into the kernel programs.
+//! - `tls`: the keys of the TLS capture's maps (plaintext at the TLS library, fed to the same
+//!   framer).
 //! - `stash`: the reorder stash, blocks of received bytes that arrived out of order while the
 //!   framer waits for a missing one (the kernel's `HTTP_STASH` map, swept by the daemon).
 //! - `sim` (tests, and the `sim` feature for the fuzz target): a host-side driver that feeds
@@ -16,6 +18,7 @@ pub mod sim;
 pub mod stash;
 #[cfg(test)]
 mod tests_framer;
+pub mod tls;
 
 /// Upper bounds (ns) of the duration histogram come from userspace (`DURATION_BOUNDS_NS`);
 /// at most this many, plus the +Inf bucket.
@@ -78,6 +81,12 @@ pub mod method {
 /// Which side of the exchange a histogram entry describes.
 pub const SIDE_SERVER: u8 = 0;
 pub const SIDE_CLIENT: u8 = 1;
+/// `HttpKey::scheme` and `ActiveKey::scheme`: how the exchange travelled (the `url_scheme`
+/// label).
+pub const SCHEME_HTTP: u8 = 0;
+pub const SCHEME_HTTPS: u8 = 1;
+pub const SCHEME_NAMES: [&str; 2] = ["http", "https"];
+
 /// `method` value of the overflow entry that takes requests whose own entry found the map full.
 pub const OVERFLOW_METHOD: u8 = 0xff;
 
@@ -100,7 +109,8 @@ pub struct HttpKey {
     pub side: u8,
     /// Client side: 4 or 6, with the peer address in `addr`; server side 0.
     pub family: u8,
-    pub _pad: [u8; 1],
+    /// `SCHEME_HTTP` (read from TCP segments) or `SCHEME_HTTPS` (plaintext at the TLS library).
+    pub scheme: u8,
     pub addr: [u8; 16],
 }
 
@@ -133,7 +143,9 @@ impl HttpHist {
 pub struct ActiveKey {
     pub cgroup_id: u64,
     pub port: u16,
-    pub _pad: [u8; 6],
+    /// As `HttpKey::scheme`.
+    pub scheme: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Index of the size bucket for `n` bytes: the number of bounds below `n` (the sign bit of
@@ -153,7 +165,7 @@ pub fn size_bucket(n: u64) -> usize {
     idx as usize
 }
 
-crate::impl_pod!(HttpKey, HttpHist, ActiveKey, stash::BlockKey, stash::Block);
+crate::impl_pod!(HttpKey, HttpHist, ActiveKey, stash::BlockKey, stash::Block, tls::TlsKey, tls::Peer);
 
 #[cfg(test)]
 mod tests {

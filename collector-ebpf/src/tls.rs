@@ -1,0 +1,515 @@
+//! TLS: HTTP/1.x over TLS, from the plaintext the TLS library hands to the application and takes
+//! from it. Uprobes on `SSL_read`, `SSL_read_ex`, `SSL_write` and `SSL_write_ex` (OpenSSL 1.1
+//! and 3, BoringSSL; in `libssl.so` or linked into a binary that exports them, as Node.js does)
+//! note the call's buffer; a return probe on each takes how many bytes the call moved and feeds
+//! them, with their position in that direction's plaintext stream, to the connection's framer
+//! (`collector_common::http::framer`, the same as for cleartext). A TLS connection is keyed by
+//! process and `SSL *`; its state lives in `TLS_CONNS` from its first bytes that start an HTTP
+//! message until `SSL_free` (`tls_free`) or the process's exit (the daemon sweeps those).
+//!
+//! Which socket a TLS connection uses (its ports and peer address, the labels cleartext
+//! exchanges get from their packets) comes from `tcp:tcp_rcv_space_adjust`, which the kernel
+//! fires in the receiving thread on every `recvmsg` of a TCP socket that copies data
+//! (`tls_recv`): a library reading its socket itself (OpenSSL's socket BIO) does it within the
+//! `SSL_read` call, which names the connection exactly; a library fed by its caller (Node.js's
+//! memory BIO) gets its bytes from the socket the thread received from last, just before.
+//!
+//! Duration over TLS: from the return of the `SSL_read` that yields the first byte of the
+//! request to the return of the `SSL_write` that takes the last byte of the response (server
+//! side); from the return of the `SSL_write` taking the first request byte to the return of the
+//! `SSL_read` yielding the last response byte (client side). No plaintext byte leaves the
+//! kernel: the programs keep at most the framer's window of a message's start.
+use aya_ebpf::{
+    Global,
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_cgroup_id, bpf_probe_read_user},
+    },
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use collector_common::{
+    drop,
+    http::{
+        SCHEME_HTTPS,
+        framer::{self, Exchange, Pending, Sink, WINDOW},
+        tls::{MAX_TLS_CONNS, Peer, RecvOffsets, TLS_CONN_SIZE, TlsKey},
+    },
+};
+
+use crate::{
+    drops,
+    http::{self, Ident, MAX_STEPS, ROLE_CLIENT, ROLE_SERVER},
+    process,
+};
+
+/// Offsets of the `tcp:tcp_rcv_space_adjust` fields `tls_recv` reads, from the tracepoint's
+/// format file (set by the daemon before load).
+// SAFETY: unmangled so that the daemon can set it by this name before load; the name is unique
+// in the object.
+#[unsafe(no_mangle)]
+static RECV_OFFSETS: Global<RecvOffsets> = Global::new(RecvOffsets { sport: 0, dport: 0, saddr_v6: 0, daddr_v6: 0 });
+
+/// The bytes of one direction handed over by the current library call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TlsSeg {
+    /// Stream position of the first byte, and one past the last.
+    seq: u32,
+    end: u32,
+    /// The application's buffer (in the traced process).
+    buf: u64,
+    now: u64,
+}
+
+#[repr(C)]
+pub struct TlsConn {
+    ex: Exchange,
+    /// The current call's bytes, of the request and of the response direction.
+    seg: [TlsSeg; 2],
+    /// Stream position of the next byte of each direction.
+    next: [u32; 2],
+    /// Nonzero once `id`'s ports and address come from a read within one of the connection's
+    /// own calls (see the module's comment).
+    exact: u32,
+    _pad: u32,
+    id: Ident,
+}
+
+const _: () = assert!(
+    core::mem::size_of::<TlsConn>() == TLS_CONN_SIZE && core::mem::offset_of!(TlsConn, id) % 8 == 0
+);
+
+/// A library call in progress on a thread, from its entry probe to its return probe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Call {
+    ssl: u64,
+    buf: u64,
+    /// `SSL_read_ex`/`SSL_write_ex`: where the library stores the byte count (0 otherwise).
+    count_at: u64,
+    write: u32,
+    _pad: u32,
+    /// The socket the thread received from during the call, if it did.
+    peer: Peer,
+}
+
+/// Calls in progress, by thread (`bpf_get_current_pid_tgid`). LRU: the entry of a thread that
+/// died inside a call (its return probe never ran) makes room for others.
+#[map]
+static TLS_CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16384, 0);
+
+/// The socket each thread of a TLS-using process received from last.
+#[map]
+static TLS_RECV: LruHashMap<u64, Peer> = LruHashMap::with_max_entries(16384, 0);
+
+/// Processes seen calling the library: `tls_recv` does nothing for the others.
+#[map]
+static TLS_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// TLS connections followed. Not preallocated (a value is about 1 KiB): created on a
+/// connection's first HTTP bytes, deleted by `tls_free` or the daemon's sweep.
+#[map]
+static TLS_CONNS: HashMap<TlsKey, TlsConn> =
+    HashMap::with_max_entries(MAX_TLS_CONNS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// TLS connections not (or not yet) followed: the number of calls whose bytes started no HTTP
+/// message, up to `MIDSTREAM_TRIES` (then the connection is taken for another protocol).
+#[map]
+static TLS_TRIES: LruHashMap<TlsKey, u8> = LruHashMap::with_max_entries(MAX_TLS_CONNS, 0);
+
+const MIDSTREAM_TRIES: u8 = 64;
+
+/// A zeroed connection to insert from (too large for the stack).
+static ZERO_CONN: TlsConn = TlsConn {
+    ex: Exchange::ZERO,
+    seg: [TlsSeg { seq: 0, end: 0, buf: 0, now: 0 }; 2],
+    next: [0; 2],
+    exact: 0,
+    _pad: 0,
+    id: Ident {
+        comm: [0; 16],
+        addr: [0; 16],
+        cgroup_id: 0,
+        local_port: 0,
+        peer_port: 0,
+        family: 0,
+        role: 0,
+        scheme: 0,
+        _pad: 0,
+        cookie: 0,
+    },
+};
+
+#[inline(always)]
+fn di(is_req: bool) -> usize {
+    if is_req { 0 } else { 1 }
+}
+
+#[inline(always)]
+fn key_of(ssl: u64) -> TlsKey {
+    TlsKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, _pad: 0, ssl }
+}
+
+/// Reads a `T` from the traced process's memory.
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the destination is the local `v`, exactly size_of::<T>() bytes; the helper reads
+    // user memory of the current task and fails (rather than faults) on an unmapped address.
+    let r =
+        unsafe { bpf_probe_read_user(v.as_mut_ptr() as *mut _, core::mem::size_of::<T>() as u32, addr as *const _) };
+    // SAFETY: success means all bytes of `v` were written; every `T` read here is an integer or
+    // a byte array, valid for any bytes.
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
+}
+
+/// The connection's state, if followed.
+#[inline(always)]
+fn conn_of(key: &TlsKey) -> Option<&'static mut TlsConn> {
+    // SAFETY: the value of `key` in `TLS_CONNS`, valid until the program returns (the map is not
+    // preallocated: a value deleted meanwhile is freed after an RCU grace period). A connection
+    // is used by one thread at a time (OpenSSL's `SSL` objects are not to be shared between
+    // threads without locking, which the application does), so no other program changes it
+    // while this one does; the global functions of this file reach it again by key while the
+    // caller leaves its own reference unused.
+    TLS_CONNS.get_ptr_mut(key).and_then(|p| unsafe { p.as_mut() })
+}
+
+/// Records the framer's events for one TLS connection.
+struct TlsRec {
+    ssl: u64,
+    id: *const Ident,
+}
+
+impl Sink for TlsRec {
+    #[inline(always)]
+    fn request_started(&mut self) {
+        // SAFETY: `id` points at the `Ident` of the connection the caller holds, valid for
+        // this run, only read.
+        http::active_add(unsafe { &*self.id }, 1);
+    }
+
+    #[inline(always)]
+    fn abandoned(&mut self, n: u64) {
+        drops::add(drop::HTTP_ABANDONED, n);
+        // SAFETY: as above.
+        http::active_add(unsafe { &*self.id }, n.wrapping_neg());
+    }
+
+    #[inline(always)]
+    fn dropped(&mut self, reason: u32) {
+        drops::count(reason);
+    }
+
+    #[inline(always)]
+    fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
+        let what = (p.method as u64) << 8 | (status as u64) << 16;
+        tls_record(self.ssl, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
+    }
+}
+
+/// Records one exchange of the connection `ssl` of this process (as `http_record` does for a
+/// socket). A global function, verified once, with its own stack frame.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_record(ssl: u64, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
+    if let Some(conn) = conn_of(&key_of(ssl)) {
+        http::record(&conn.id, what, dur, req_bytes, resp_bytes);
+    }
+    0
+}
+
+/// One parse step of the current call's bytes of direction `is_req`: loads the bytes the
+/// framer needs into its window from the application's buffer and runs one framer step.
+/// Nonzero when the bytes need no more steps. A global function, verified once.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
+    let Some(conn) = conn_of(&key_of(ssl)) else { return 1 };
+    let is_req = is_req != 0;
+    let s = conn.seg[di(is_req)];
+    let d = conn.ex.dir_mut(is_req);
+    if let Some((p, n)) = d.needs_window(s.end) {
+        if n == 0 || n > WINDOW {
+            return 1;
+        }
+        // 1..=WINDOW in a form every verifier bounds (see `http_step`).
+        // SAFETY: reads a temporary local through a reference; volatile only so LLVM keeps the
+        // mask the verifier needs.
+        let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (WINDOW as u64 - 1)) + 1;
+        let src = s.buf.wrapping_add(p.wrapping_sub(s.seq) as u64);
+        // SAFETY: the destination is the direction's window, WINDOW bytes inside this
+        // connection's `TlsConn`, and 1 <= len <= WINDOW; the helper reads the traced process's
+        // memory and fails rather than faults.
+        let r = unsafe { bpf_probe_read_user(d.win.as_mut_ptr() as *mut _, len as u32, src as *const _) };
+        if r != 0 {
+            return 1;
+        }
+        d.win_base = p;
+        d.win_len = n;
+    }
+    let mut rec = TlsRec { ssl, id: &conn.id };
+    conn.ex.step(is_req, s.end, s.now, &mut rec) as i64
+}
+
+/// Up to `MAX_STEPS` parse steps of the current call's bytes. A global function: the loop is
+/// verified once.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_parse(ssl: u64, is_req: u64) -> i64 {
+    let mut i = 0;
+    while i < MAX_STEPS {
+        if tls_step(ssl, is_req) != 0 {
+            return 0;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// The bookkeeping around the current call's bytes of direction `is_req`, as the cleartext
+/// programs do for a segment: everything before them has arrived in order (plaintext comes in
+/// order), then the framer's `arrive`, the parse, and `settle`. A global function.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_feed(ssl: u64, is_req: u64) -> i64 {
+    let Some(conn) = conn_of(&key_of(ssl)) else { return 0 };
+    let req = is_req != 0;
+    let s = conn.seg[di(req)];
+    let received = conn.id.role == ROLE_SERVER;
+    let upto = if req == received { s.seq } else { conn.next[di(received)] };
+    let mut rec = TlsRec { ssl, id: &conn.id };
+    if framer::skippable(conn.ex.dir(received).state) {
+        conn.ex.reached(received, upto, s.now, &mut rec);
+    }
+    if !received && conn.ex.has_deferred() {
+        let when = conn.ex.resp.fill_ns;
+        conn.ex.resolve(upto, when, &mut rec);
+    }
+    if conn.ex.arrive(req, s.seq, s.end.wrapping_sub(s.seq), s.seq, s.now, &mut rec) {
+        tls_parse(ssl, is_req);
+    }
+    let mut rec = TlsRec { ssl, id: &conn.id };
+    conn.ex.settle(req, s.now, &mut rec);
+    0
+}
+
+/// A connection freed (`SSL_free`): a response that ends with the connection ends, the rest of
+/// what waits is given up, and the state is deleted. A global function.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_close(ssl: u64) -> i64 {
+    let key = key_of(ssl);
+    let _ = TLS_TRIES.remove(&key);
+    let Some(conn) = conn_of(&key) else { return 0 };
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut rec = TlsRec { ssl, id: &conn.id };
+    let received = conn.id.role == ROLE_SERVER;
+    let end = conn.next[di(!received)];
+    conn.ex.fin(!received, end, now, &mut rec);
+    let end = conn.next[di(received)];
+    conn.ex.fin(received, end, now, &mut rec);
+    conn.ex.flush(&mut rec);
+    conn.ex.abandon_all(&mut rec);
+    let _ = TLS_CONNS.remove(&key);
+    0
+}
+
+/// Sets the connection's ports and peer address from a socket the thread received from.
+#[inline(always)]
+fn name_conn(id: &mut Ident, peer: &Peer) {
+    id.local_port = peer.local_port;
+    id.peer_port = peer.peer_port;
+    let a = &peer.peer_addr;
+    let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+    if mapped {
+        id.family = 4;
+        id.addr = [0; 16];
+        id.addr[..4].copy_from_slice(&a[12..16]);
+    } else {
+        id.family = 6;
+        id.addr = *a;
+    }
+}
+
+/// Creates the state of a connection whose call moved bytes that start an HTTP message (a
+/// request line read makes it a server, written a client; a status line the other way round).
+#[inline(always)]
+fn new_conn(key: &TlsKey, call: &Call, n: u64) -> Option<&'static mut TlsConn> {
+    // SAFETY: the value is copied out at once; any byte is a valid u8.
+    let tries = unsafe { TLS_TRIES.get(key) }.copied().unwrap_or(0);
+    if tries >= MIDSTREAM_TRIES {
+        return None;
+    }
+    let mut head = read_user::<u64>(call.buf).unwrap_or(0);
+    if n < 8 {
+        head &= (1u64 << (8 * n)) - 1;
+    }
+    let response = head & 0xff_ffff_ffff == framer::le(b"HTTP/");
+    if !response && framer::known_method(head).is_none() {
+        let _ = TLS_TRIES.insert(key, &(tries + 1), 0);
+        return None;
+    }
+    let _ = TLS_CONNS.insert(key, &ZERO_CONN, BPF_NOEXIST as u64);
+    let Some(conn) = conn_of(key) else {
+        drops::count(drop::TLS_CONN_FULL);
+        return None;
+    };
+    if conn.id.role != 0 {
+        return Some(conn);
+    }
+    let write = call.write != 0;
+    let role = if write != response { ROLE_CLIENT } else { ROLE_SERVER };
+    conn.ex.dir_mut(role == ROLE_SERVER).sflags |= framer::SF_RECEIVED;
+    conn.ex.dir_mut(true).sync(0);
+    conn.ex.dir_mut(false).sync(0);
+    let id = &mut conn.id;
+    id.role = role;
+    id.scheme = SCHEME_HTTPS;
+    // SAFETY: takes no argument; returns the current task's cgroup v2 id.
+    id.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(c) = process::current_process_name().or_else(|| bpf_get_current_comm().ok()) {
+        id.comm = c;
+    }
+    Some(conn)
+}
+
+/// Entry of `SSL_read`/`SSL_write` (`ex`: their `_ex` variants): the call's connection and
+/// buffer, for the return probe.
+#[inline(always)]
+fn enter(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else { return 0 };
+    let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    if ex && count_at == 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let _ = TLS_PROCS.insert(&((id >> 32) as u32), &1, 0);
+    let call = Call { ssl, buf, count_at, write: write as u32, _pad: 0, peer: Peer::default() };
+    let _ = TLS_CALLS.insert(&id, &call, 0);
+    0
+}
+
+#[uprobe]
+pub fn tls_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false, false)
+}
+
+#[uprobe]
+pub fn tls_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false, true)
+}
+
+#[uprobe]
+pub fn tls_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true, false)
+}
+
+#[uprobe]
+pub fn tls_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true, true)
+}
+
+/// Return of any of the four: the bytes the call moved go to the connection's framer.
+#[uretprobe]
+pub fn tls_ret(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out at once; `Call` is plain data.
+    let Some(call) = (unsafe { TLS_CALLS.get(&id) }).copied() else { return 0 };
+    let _ = TLS_CALLS.remove(&id);
+    // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
+    let ret = ctx.ret::<u64>() as u32 as i32;
+    let n = if call.count_at != 0 {
+        if ret == 1 { read_user::<u64>(call.count_at).unwrap_or(0) } else { 0 }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        0
+    };
+    if n == 0 || n > i32::MAX as u64 {
+        return 0;
+    }
+    let key = TlsKey { tgid: (id >> 32) as u32, _pad: 0, ssl: call.ssl };
+    let conn = match conn_of(&key) {
+        Some(c) => c,
+        None => match new_conn(&key, &call, n) {
+            Some(c) => c,
+            None => return 0,
+        },
+    };
+    if call.peer.set != 0 {
+        if conn.exact == 0 {
+            name_conn(&mut conn.id, &call.peer);
+            conn.exact = 1;
+        }
+    } else if conn.id.local_port == 0 {
+        // SAFETY: the value is copied out at once; `Peer` is plain data.
+        if let Some(p) = unsafe { TLS_RECV.get(&id) }.copied() {
+            name_conn(&mut conn.id, &p);
+        }
+    }
+    let write = call.write != 0;
+    let is_req = (conn.id.role == ROLE_SERVER) != write;
+    let seq = conn.next[di(is_req)];
+    let end = seq.wrapping_add(n as u32);
+    conn.next[di(is_req)] = end;
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let now = unsafe { bpf_ktime_get_ns() };
+    conn.seg[di(is_req)] = TlsSeg { seq, end, buf: call.buf, now };
+    tls_feed(call.ssl, is_req as u64);
+    0
+}
+
+/// `SSL_free`: the connection's state goes.
+#[uprobe]
+pub fn tls_free(ctx: ProbeContext) -> u32 {
+    if let Some(ssl) = ctx.arg::<u64>(0) {
+        tls_close(ssl);
+    }
+    0
+}
+
+/// `tcp:tcp_rcv_space_adjust`: a thread of a TLS-using process received from a TCP socket.
+#[tracepoint]
+pub fn tls_recv(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if TLS_PROCS.get_ptr(&((id >> 32) as u32)).is_none() {
+        return 0;
+    }
+    let off = RECV_OFFSETS.load();
+    // SAFETY: `read_at` copies the bytes at the field offsets of the format file (read by the
+    // daemon) through `bpf_probe_read_kernel`, which fails rather than faults; any bytes are
+    // valid for these integer and byte-array types.
+    let fields = unsafe {
+        (
+            ctx.read_at::<u16>(off.sport as usize),
+            ctx.read_at::<u16>(off.dport as usize),
+            ctx.read_at::<[u8; 16]>(off.saddr_v6 as usize),
+            ctx.read_at::<[u8; 16]>(off.daddr_v6 as usize),
+        )
+    };
+    let (Ok(sport), Ok(dport), Ok(saddr), Ok(daddr)) = fields else { return 0 };
+    let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1 };
+    let _ = TLS_RECV.insert(&id, &peer, 0);
+    if let Some(c) = TLS_CALLS.get_ptr_mut(&id) {
+        // SAFETY: this thread's entry in `TLS_CALLS` (preallocated map memory, valid until the
+        // program returns); only this thread's probes use the entry, and they run one at a
+        // time on it.
+        unsafe { (*c).peer = peer };
+    }
+    0
+}

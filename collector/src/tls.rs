@@ -1,0 +1,472 @@
+//! TLS capture, the daemon's half (the kernel's is collector-ebpf/src/tls.rs): finds the files
+//! that hold a TLS library in the processes of the host and of its containers, attaches the
+//! uprobes to each once (by file: the kernel then fires them in every process that maps it,
+//! including processes started later), detaches them when no process maps the file any more,
+//! and deletes the kernel's state of connections whose process exited without freeing them.
+//!
+//! What is attached, per file a process maps (`/proc/<pid>/maps`, opened through
+//! `/proc/<pid>/root` so that a container's files are its own):
+//! - `libssl.so*` (OpenSSL 1.1 and 3, BoringSSL built as a shared library), and any executable
+//!   that exports `SSL_read` and `SSL_write` (OpenSSL linked statically, as in Node.js): entry
+//!   probes on `SSL_read`, `SSL_read_ex`, `SSL_write`, `SSL_write_ex` (the `_ex` ones where the
+//!   library has them), a return probe on each, and an entry probe on `SSL_free`.
+//! - Skipped, with one log line per file and a count by reason: Go binaries using
+//!   `crypto/tls` (Go moves goroutine stacks, so return probes would corrupt them; capturing Go
+//!   needs probes on each return instruction instead, not done yet), and the other TLS
+//!   libraries (GnuTLS, NSS, wolfSSL, mbed TLS, rustls inside binaries: nothing to attach to).
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeLinkId, uprobe::UProbeScope},
+};
+use collector_common::{
+    http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
+    names::{map, program},
+};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use crate::{
+    bpf::{self, Loader},
+    metrics::{Collector, Family, Out},
+};
+
+/// How often the processes are looked at for new TLS libraries (and for files no longer used).
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The probes of an OpenSSL-compatible library: (program, function, required).
+const ENTRY_PROBES: [(&str, &str, bool); 5] = [
+    (program::TLS_READ, "SSL_read", true),
+    (program::TLS_WRITE, "SSL_write", true),
+    (program::TLS_READ_EX, "SSL_read_ex", false),
+    (program::TLS_WRITE_EX, "SSL_write_ex", false),
+    (program::TLS_FREE, "SSL_free", true),
+];
+
+/// The `RECV_OFFSETS` global: where `tcp:tcp_rcv_space_adjust` keeps the socket's ports and
+/// addresses on this kernel.
+pub fn recv_offsets(tracefs: &Path) -> Result<RecvOffsets, String> {
+    let f = bpf::tracepoint_fields(
+        tracefs,
+        "tcp",
+        "tcp_rcv_space_adjust",
+        &[("sport", 2, 2), ("dport", 2, 2), ("saddr_v6", 16, 16), ("daddr_v6", 16, 16)],
+    )?;
+    Ok(RecvOffsets {
+        sport: f["sport"].offset,
+        dport: f["dport"].offset,
+        saddr_v6: f["saddr_v6"].offset,
+        daddr_v6: f["daddr_v6"].offset,
+    })
+}
+
+/// What a file is, for the capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// OpenSSL's API: the file offsets of the probed functions (absent `_ex` ones: None).
+    OpenSsl(Vec<(&'static str, u64)>),
+    /// A TLS implementation the capture does not follow (the reason).
+    Skipped(&'static str),
+    /// No TLS library.
+    None,
+}
+
+/// A file the uprobes are attached to.
+struct Target {
+    /// The path as the first process seen mapping it names it.
+    path: String,
+    links: Vec<(&'static str, UProbeLinkId)>,
+    pids: usize,
+}
+
+/// File identity: device and inode, as `/proc/<pid>/maps` shows them.
+type FileId = (u64, u64);
+
+/// The state of the capture: the files examined, those attached, and the kernel's connections.
+pub struct Capture {
+    ebpf: Arc<Mutex<Ebpf>>,
+    procfs: PathBuf,
+    examined: HashMap<FileId, Kind>,
+    targets: HashMap<FileId, Target>,
+    /// Files skipped (path, reason), logged once each.
+    skipped: HashMap<FileId, (String, &'static str)>,
+    conns: BpfHashMap<MapData, TlsKey, [u8; TLS_CONN_SIZE]>,
+    last_sweep: Instant,
+    /// Attach failures by file, logged once.
+    failed: HashSet<FileId>,
+}
+
+/// The capture, once the HTTP collector started it: the scanning thread and the self metrics
+/// reach it here.
+pub static CAPTURE: std::sync::OnceLock<Arc<Mutex<Capture>>> = std::sync::OnceLock::new();
+
+/// The capture's self metrics, a source of the registry.
+pub struct Tls(pub Arc<Mutex<Capture>>);
+
+impl Capture {
+    /// Loads the TLS programs and attaches the receive tracepoint; the uprobes are attached by
+    /// [`Capture::scan`].
+    pub fn start(loader: &mut Loader, procfs: &Path) -> Result<Self, String> {
+        for (prog, func, _) in ENTRY_PROBES {
+            loader.load_uprobe(prog, format!("uprobe:{func}"))?;
+        }
+        loader.load_uprobe(program::TLS_RET, "uretprobe:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex".into())?;
+        loader.attach_tracepoint(program::TLS_RECV, "tcp", "tcp_rcv_space_adjust")?;
+        let conns =
+            loader.take_map(map::TLS_CONNS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
+        Ok(Self {
+            ebpf: loader.ebpf.clone(),
+            procfs: procfs.to_path_buf(),
+            examined: HashMap::new(),
+            targets: HashMap::new(),
+            skipped: HashMap::new(),
+            conns,
+            last_sweep: Instant::now(),
+            failed: HashSet::new(),
+        })
+    }
+
+    /// Looks at every process: attaches to TLS libraries not attached yet, detaches from files
+    /// no process maps any more, and now and then deletes the state of connections of exited
+    /// processes. Returns the files newly attached.
+    pub fn scan(&mut self) -> Vec<String> {
+        let mut users: HashMap<FileId, usize> = HashMap::new();
+        let mut attached = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&self.procfs) else { return attached };
+        let mut live = HashSet::new();
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            live.insert(pid);
+            let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else { continue };
+            let mut seen = HashSet::new();
+            for (id, path) in candidates(&maps) {
+                if !seen.insert(id) {
+                    continue;
+                }
+                if !self.examined.contains_key(&id) {
+                    let file = self.file_of(pid, path);
+                    let kind = examine(&file, path, id.1);
+                    self.examined.insert(id, kind);
+                }
+                match &self.examined[&id] {
+                    Kind::OpenSsl(offsets) => {
+                        *users.entry(id).or_default() += 1;
+                        if !self.targets.contains_key(&id) && !self.failed.contains(&id) {
+                            let offsets = offsets.clone();
+                            let file = self.file_of(pid, path);
+                            match self.attach(&file, &offsets) {
+                                Ok(links) => {
+                                    tracing::info!(path, pid, "tls: uprobes attached (OpenSSL API)");
+                                    self.targets.insert(id, Target { path: path.to_owned(), links, pids: 0 });
+                                    attached.push(path.to_owned());
+                                }
+                                Err(e) => {
+                                    tracing::warn!(path, pid, error = format!("{e:#}"), "tls: attaching failed");
+                                    self.failed.insert(id);
+                                }
+                            }
+                        }
+                    }
+                    Kind::Skipped(reason) => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = self.skipped.entry(id) {
+                            tracing::info!(path, pid, reason, "tls: library skipped");
+                            e.insert((path.to_owned(), reason));
+                        }
+                    }
+                    Kind::None => {}
+                }
+            }
+        }
+        // Files no process maps any more: their probes go.
+        let gone: Vec<FileId> = self.targets.keys().filter(|id| !users.contains_key(id)).copied().collect();
+        for id in gone {
+            if let Some(t) = self.targets.remove(&id) {
+                self.detach(t.links);
+                tracing::info!(path = t.path, "tls: uprobes detached (no process maps the file)");
+            }
+            self.examined.remove(&id);
+            self.failed.remove(&id);
+        }
+        for (id, t) in self.targets.iter_mut() {
+            t.pids = users.get(id).copied().unwrap_or(0);
+        }
+        if self.last_sweep.elapsed() >= Duration::from_secs(30) {
+            self.last_sweep = Instant::now();
+            self.sweep(&live);
+        }
+        attached
+    }
+
+    /// Whether a uprobe attaches on this thread: one on this executable's first byte (the ELF
+    /// header, never executed), detached at once. For [`crate::caps::uprobes_need_sys_admin`].
+    pub fn try_attach(&self) -> bool {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let Some(Ok(p)) = ebpf.program_mut(program::TLS_FREE).map(<&mut UProbe>::try_from) else { return false };
+        match p.attach([UProbeAttachLocation::AbsoluteOffset(0)], "/proc/self/exe", UProbeScope::AllProcesses) {
+            Ok(link) => {
+                let _ = p.detach(link);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "tls: a uprobe without CAP_SYS_ADMIN");
+                false
+            }
+        }
+    }
+
+    /// The file a process maps at `path`: through `/proc/<pid>/root` for a process with a root
+    /// of its own (a container), the path itself for one that shares this process's root.
+    fn file_of(&self, pid: u32, path: &str) -> PathBuf {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = self.procfs.join(pid.to_string()).join("root");
+        let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same(&root, Path::new("/")) { PathBuf::from(path) } else { root.join(path.trim_start_matches('/')) }
+    }
+
+    fn attach(
+        &mut self,
+        file: &Path,
+        offsets: &[(&'static str, u64)],
+    ) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        for (prog, off) in offsets {
+            let r = (|| -> anyhow::Result<()> {
+                let p: &mut UProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
+                let at = UProbeAttachLocation::AbsoluteOffset(*off);
+                links.push((*prog, p.attach([at], file, UProbeScope::AllProcesses).with_context(|| prog.to_string())?));
+                if *prog != program::TLS_FREE {
+                    let r: &mut UProbe = ebpf.program_mut(program::TLS_RET).context("program missing")?.try_into()?;
+                    links.push((
+                        program::TLS_RET,
+                        r.attach([at], file, UProbeScope::AllProcesses).context("return probe")?,
+                    ));
+                }
+                Ok(())
+            })();
+            if r.is_err() {
+                result = r;
+                break;
+            }
+        }
+        drop(ebpf);
+        if let Err(e) = result {
+            self.detach(links);
+            return Err(e);
+        }
+        Ok(links)
+    }
+
+    fn detach(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        for (prog, link) in links {
+            if let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from) {
+                let _ = p.detach(link);
+            }
+        }
+    }
+
+    /// Deletes the connections of processes that are gone.
+    fn sweep(&mut self, live: &HashSet<u32>) {
+        let dead: Vec<TlsKey> = self.conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
+        for k in dead {
+            let _ = self.conns.remove(&k);
+        }
+    }
+}
+
+/// File-backed executable mappings of a `/proc/<pid>/maps` text that may hold a TLS library:
+/// ((device, inode), path).
+fn candidates(maps: &str) -> impl Iterator<Item = (FileId, &str)> {
+    maps.lines().filter_map(|line| {
+        let mut f = line.split_ascii_whitespace();
+        let (_range, perms, _off, dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        let path = f.next()?;
+        if !perms.contains('x') || !path.starts_with('/') || f.next().is_some() {
+            return None;
+        }
+        let (major, minor) = dev.split_once(':')?;
+        let dev = u64::from_str_radix(major, 16).ok()? << 32 | u64::from_str_radix(minor, 16).ok()?;
+        Some(((dev, inode.parse().ok()?), path))
+    })
+}
+
+/// Names of TLS libraries the capture does not follow.
+const OTHER_LIBRARIES: [(&str, &str); 5] = [
+    ("libgnutls.so", "GnuTLS is not captured"),
+    ("libssl3.so", "NSS is not captured"),
+    ("libnss3.so", "NSS is not captured"),
+    ("libwolfssl.so", "wolfSSL is not captured"),
+    ("libmbedtls.so", "mbed TLS is not captured"),
+];
+
+/// Looks at one file: an OpenSSL-compatible library or binary, a skipped TLS library, or
+/// nothing of interest. `inode` guards against a file replaced since it was mapped.
+fn examine(file: &Path, path: &str, inode: u64) -> Kind {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if let Some((_, reason)) = OTHER_LIBRARIES.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+        return Kind::Skipped(reason);
+    }
+    let Ok(f) = std::fs::File::open(file) else { return Kind::None };
+    use std::os::unix::fs::MetadataExt as _;
+    if f.metadata().map(|m| m.ino()).ok() != Some(inode) {
+        return Kind::None;
+    }
+    // SAFETY: a read-only private mapping of a file opened for reading; the bytes are only
+    // parsed. A file truncated meanwhile by another process could fault on access: libraries and
+    // executables a process maps are not rewritten in place (installers replace them).
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&f) }) else { return Kind::None };
+    let Ok(obj) = object::File::parse(&*data) else { return Kind::None };
+    let libssl = name.starts_with("libssl.so");
+    let mut found: HashMap<&str, u64> = HashMap::new();
+    let mut go_tls = false;
+    let wanted = |n: &str| ENTRY_PROBES.iter().any(|(_, f, _)| *f == n);
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        let Ok(n) = sym.name() else { continue };
+        if n == "crypto/tls.(*Conn).Read" {
+            go_tls = true;
+        }
+        if !sym.is_definition() || !wanted(n) || found.contains_key(n) {
+            continue;
+        }
+        let Some(idx) = sym.section_index() else { continue };
+        let Ok(sec) = obj.section_by_index(idx) else { continue };
+        let Some((sec_off, _)) = sec.file_range() else { continue };
+        if let (Ok(UProbeAttachLocation::AbsoluteOffset(off)), Some((_, f, _))) = (
+            UProbeAttachLocation::from_virtual_address(sym.address(), sec.address(), sec_off),
+            ENTRY_PROBES.iter().find(|(_, f, _)| *f == n),
+        ) {
+            found.insert(f, off);
+        }
+    }
+    let complete = ENTRY_PROBES.iter().all(|(_, f, required)| !required || found.contains_key(f));
+    if complete {
+        let offsets = ENTRY_PROBES.iter().filter_map(|(prog, f, _)| found.get(f).map(|o| (*prog, *o))).collect();
+        return Kind::OpenSsl(offsets);
+    }
+    if go_tls {
+        return Kind::Skipped("Go crypto/tls is not captured");
+    }
+    if libssl {
+        return Kind::Skipped("no SSL_read/SSL_write/SSL_free symbols");
+    }
+    Kind::None
+}
+
+impl Collector for Tls {
+    fn name(&self) -> &'static str {
+        "tls"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let c = self.0.lock().unwrap();
+        let mut attached = Family::gauge(
+            "collector_tls_attached",
+            "Files (TLS libraries, binaries with OpenSSL linked in) the TLS uprobes are attached to, one \
+             series per file, with the processes mapping it at the last scan in collector_tls_processes.",
+        );
+        let mut procs = Family::gauge(
+            "collector_tls_processes",
+            "Processes mapping a file the TLS uprobes are attached to, at the last scan.",
+        );
+        let mut targets: Vec<&Target> = c.targets.values().collect();
+        targets.sort_by(|a, b| a.path.cmp(&b.path));
+        for t in targets {
+            attached.add(&[("library", "openssl"), ("path", &t.path)], 1.0);
+            procs.add(&[("library", "openssl"), ("path", &t.path)], t.pids as f64);
+        }
+        out.push(attached);
+        out.push(procs);
+        let mut skipped = Family::gauge(
+            "collector_tls_skipped_files",
+            "Files holding a TLS implementation the capture does not follow, by reason (each logged once).",
+        );
+        let mut by_reason: HashMap<&str, usize> = HashMap::new();
+        for (_, reason) in c.skipped.values() {
+            *by_reason.entry(reason).or_default() += 1;
+        }
+        let mut reasons: Vec<_> = by_reason.into_iter().collect();
+        reasons.sort();
+        for (reason, n) in reasons {
+            skipped.add(&[("reason", reason)], n as f64);
+        }
+        out.push(skipped);
+        Ok(())
+    }
+}
+
+/// Runs the scans until the process exits (on a thread of its own, started after the
+/// capabilities were dropped to those the scans need).
+pub fn run(capture: Arc<Mutex<Capture>>) {
+    loop {
+        std::thread::sleep(SCAN_INTERVAL);
+        capture.lock().unwrap().scan();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_candidates() {
+        let maps = "\
+55d0c0a00000-55d0c0a28000 r--p 00000000 fe:01 1048601                    /usr/bin/python3.11
+55d0c0a28000-55d0c0d2e000 r-xp 00028000 fe:01 1048601                    /usr/bin/python3.11
+7f5e3c000000-7f5e3c021000 rw-p 00000000 00:00 0 
+7f5e3d1c7000-7f5e3d227000 r-xp 0001f000 fe:01 1057361                    /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f5e3d300000-7f5e3d301000 r-xp 00000000 00:00 0                          [vdso]
+7f5e3d400000-7f5e3d401000 r-xp 00000000 00:1a 77                         /memfd:x (deleted)
+";
+        let c: Vec<_> = candidates(maps).collect();
+        assert_eq!(
+            c,
+            vec![
+                (((0xfe << 32) | 1, 1048601), "/usr/bin/python3.11"),
+                (((0xfe << 32) | 1, 1057361), "/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+            ]
+        );
+    }
+
+    #[test]
+    fn examines_this_hosts_libssl_and_others() {
+        // Debian's libssl3 (a dependency of the test machine's curl and nginx).
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata(lib).unwrap().ino();
+        match examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino) {
+            Kind::OpenSsl(offsets) => {
+                let progs: Vec<&str> = offsets.iter().map(|(p, _)| *p).collect();
+                assert_eq!(
+                    progs,
+                    [
+                        program::TLS_READ,
+                        program::TLS_WRITE,
+                        program::TLS_READ_EX,
+                        program::TLS_WRITE_EX,
+                        program::TLS_FREE
+                    ]
+                );
+                assert!(offsets.iter().all(|(_, o)| *o > 0));
+            }
+            k => panic!("{k:?}"),
+        }
+        // A binary without TLS, and a wrong inode.
+        let sh = Path::new("/bin/sh");
+        let ino = std::fs::metadata(sh).unwrap().ino();
+        assert_eq!(examine(sh, "/bin/sh", ino), Kind::None);
+        assert_eq!(examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino), Kind::None);
+        assert_eq!(examine(sh, "/usr/lib/libgnutls.so.30", ino), Kind::Skipped("GnuTLS is not captured"));
+    }
+}
