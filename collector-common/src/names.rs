@@ -49,7 +49,11 @@ pub mod program {
     pub const TLS_RET: &str = "tls_ret";
     pub const TLS_FREE: &str = "tls_free";
     pub const TLS_RECV: &str = "tls_recv";
-    pub const ALL: [&str; 18] = [
+    pub const GO_TLS_READ: &str = "go_tls_read";
+    pub const GO_TLS_WRITE: &str = "go_tls_write";
+    pub const GO_TLS_RET: &str = "go_tls_ret";
+    pub const GO_TLS_CLOSE: &str = "go_tls_close";
+    pub const ALL: [&str; 22] = [
         BLOCK_RQ_ISSUE,
         BLOCK_RQ_COMPLETE,
         BLOCK_BIO_QUEUE,
@@ -68,6 +72,10 @@ pub mod program {
         TLS_RET,
         TLS_FREE,
         TLS_RECV,
+        GO_TLS_READ,
+        GO_TLS_WRITE,
+        GO_TLS_RET,
+        GO_TLS_CLOSE,
     ];
 }
 

@@ -71,16 +71,14 @@ pub struct TlsConn {
     seg: [TlsSeg; 2],
     /// Stream position of the next byte of each direction.
     next: [u32; 2],
-    /// Nonzero once `id`'s ports and address come from a read within one of the connection's
-    /// own calls (see the module's comment).
+    /// Nonzero once `id`'s ports and address come from a read of the connection (see
+    /// `moved`).
     exact: u32,
     _pad: u32,
     id: Ident,
 }
 
-const _: () = assert!(
-    core::mem::size_of::<TlsConn>() == TLS_CONN_SIZE && core::mem::offset_of!(TlsConn, id) % 8 == 0
-);
+const _: () = assert!(core::mem::size_of::<TlsConn>() == TLS_CONN_SIZE && core::mem::offset_of!(TlsConn, id) % 8 == 0);
 
 /// A library call in progress on a thread, from its entry probe to its return probe.
 #[repr(C)]
@@ -440,29 +438,42 @@ pub fn tls_ret(ctx: RetProbeContext) -> u32 {
     } else {
         0
     };
+    moved(id, &call, n);
+    0
+}
+
+/// The bytes a call moved (`n`, 0 when it failed) go to its connection's framer.
+#[inline(always)]
+fn moved(id: u64, call: &Call, n: u64) {
     if n == 0 || n > i32::MAX as u64 {
-        return 0;
+        return;
     }
     let key = TlsKey { tgid: (id >> 32) as u32, _pad: 0, ssl: call.ssl };
     let conn = match conn_of(&key) {
         Some(c) => c,
-        None => match new_conn(&key, &call, n) {
+        None => match new_conn(&key, call, n) {
             Some(c) => c,
-            None => return 0,
+            None => return,
         },
     };
-    if call.peer.set != 0 {
-        if conn.exact == 0 {
+    // Which socket: the one received from within this call; else, for a read, the one this
+    // thread received from last (just before: the caller fed the library, or Go's Read read it
+    // on this thread); a write's last socket is only a guess (a client may write from another
+    // thread than it reads on), kept until a read names the connection. Exchanges are recorded
+    // at the end of a response, which on both sides is after a read of the connection.
+    let write = call.write != 0;
+    if conn.exact == 0 {
+        if call.peer.set != 0 {
             name_conn(&mut conn.id, &call.peer);
             conn.exact = 1;
-        }
-    } else if conn.id.local_port == 0 {
-        // SAFETY: the value is copied out at once; `Peer` is plain data.
-        if let Some(p) = unsafe { TLS_RECV.get(&id) }.copied() {
-            name_conn(&mut conn.id, &p);
+        } else if !write || conn.id.local_port == 0 {
+            // SAFETY: the value is copied out at once; `Peer` is plain data.
+            if let Some(p) = unsafe { TLS_RECV.get(&id) }.copied() {
+                name_conn(&mut conn.id, &p);
+                conn.exact = !write as u32;
+            }
         }
     }
-    let write = call.write != 0;
     let is_req = (conn.id.role == ROLE_SERVER) != write;
     let seq = conn.next[di(is_req)];
     let end = seq.wrapping_add(n as u32);
@@ -471,6 +482,72 @@ pub fn tls_ret(ctx: RetProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     conn.seg[di(is_req)] = TlsSeg { seq, end, buf: call.buf, now };
     tls_feed(call.ssl, is_req as u64);
+}
+
+// Go's crypto/tls (`(*Conn).Read`, `(*Conn).Write`, `(*Conn).Close` of the binary, register
+// ABI: the receiver in RAX, a slice argument's pointer and length in RBX and RCX, the first
+// result in RAX). Go moves goroutine stacks, and a return probe rewrites the return address on
+// the stack: it would break the program. So no return probe: `go_tls_ret` is an entry probe on
+// each return instruction of Read (found by the daemon, which decodes the function). A Read is
+// keyed by its goroutine (the `g` pointer, in R14 in Go's ABI), since a goroutine can move
+// between threads while it waits inside Read. A Write is taken at its start (Go's Write writes
+// all of its bytes or fails the connection; callers do not retry), after the stack check of its
+// prologue (the daemon places it there: a goroutine whose stack must grow re-enters the
+// function from its first instruction, which would feed the bytes twice). Taking it at its
+// start also orders it before the response: Go's HTTP client writes a request on one goroutine
+// and reads the response on another, and a write's return can come after the response's.
+
+/// Key of a Go call in `TLS_CALLS`: the goroutine, with the top bit set (thread keys are below
+/// 2^54).
+#[inline(always)]
+fn go_key(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is this program's context, the traced task's user registers, valid for
+    // the run; a kprobe-type program may read it directly.
+    unsafe { (*ctx.regs).r14 | 1 << 63 }
+}
+
+#[uprobe]
+pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+    // SAFETY: as in `go_key`.
+    let (conn, buf) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx) };
+    let id = bpf_get_current_pid_tgid();
+    let _ = TLS_PROCS.insert(&((id >> 32) as u32), &1, 0);
+    let call = Call { ssl: conn, buf, count_at: 0, write: 0, _pad: 0, peer: Peer::default() };
+    let _ = TLS_CALLS.insert(&go_key(&ctx), &call, 0);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    // SAFETY: as in `go_key`.
+    let (conn, buf, len) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx) };
+    let id = bpf_get_current_pid_tgid();
+    let _ = TLS_PROCS.insert(&((id >> 32) as u32), &1, 0);
+    let call = Call { ssl: conn, buf, count_at: 0, write: 1, _pad: 0, peer: Peer::default() };
+    moved(id, &call, len);
+    0
+}
+
+/// A return instruction of `(*Conn).Read`: the first result (the byte count) is in RAX.
+#[uprobe]
+pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
+    let key = go_key(&ctx);
+    // SAFETY: the value is copied out at once; `Call` is plain data.
+    let Some(call) = (unsafe { TLS_CALLS.get(&key) }).copied() else { return 0 };
+    let _ = TLS_CALLS.remove(&key);
+    // SAFETY: as in `go_key`.
+    let n = unsafe { (*ctx.regs).rax } as i64;
+    // The thread's own key: the socket it received from last names the connection (the
+    // goroutine read it on this thread, inside Read).
+    moved(bpf_get_current_pid_tgid(), &call, if n > 0 { n as u64 } else { 0 });
+    0
+}
+
+/// `(*Conn).Close`: the connection's state goes.
+#[uprobe]
+pub fn go_tls_close(ctx: ProbeContext) -> u32 {
+    // SAFETY: as in `go_key`.
+    tls_close(unsafe { (*ctx.regs).rax });
     0
 }
 

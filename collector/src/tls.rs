@@ -72,6 +72,9 @@ pub fn recv_offsets(tracefs: &Path) -> Result<RecvOffsets, String> {
 enum Kind {
     /// OpenSSL's API: the file offsets of the probed functions (absent `_ex` ones: None).
     OpenSsl(Vec<(&'static str, u64)>),
+    /// Go's crypto/tls: entry probes (program, file offset) on `(*Conn).Read`, `Write` and
+    /// `Close`, and `go_tls_ret` on each return instruction of Read and Write.
+    Go(Vec<(&'static str, u64)>),
     /// A TLS implementation the capture does not follow (the reason).
     Skipped(&'static str),
     /// No TLS library.
@@ -82,6 +85,8 @@ enum Kind {
 struct Target {
     /// The path as the first process seen mapping it names it.
     path: String,
+    /// `openssl` or `go`.
+    library: &'static str,
     links: Vec<(&'static str, UProbeLinkId)>,
     pids: usize,
 }
@@ -118,6 +123,10 @@ impl Capture {
             loader.load_uprobe(prog, format!("uprobe:{func}"))?;
         }
         loader.load_uprobe(program::TLS_RET, "uretprobe:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex".into())?;
+        for (prog, func) in GO_FUNCTIONS {
+            loader.load_uprobe(prog, format!("uprobe:{func}"))?;
+        }
+        loader.load_uprobe(program::GO_TLS_RET, "uprobe:returns of crypto/tls.(*Conn).Read,Write".into())?;
         loader.attach_tracepoint(program::TLS_RECV, "tcp", "tcp_rcv_space_adjust")?;
         let conns =
             loader.take_map(map::TLS_CONNS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
@@ -156,15 +165,18 @@ impl Capture {
                     self.examined.insert(id, kind);
                 }
                 match &self.examined[&id] {
-                    Kind::OpenSsl(offsets) => {
+                    kind @ (Kind::OpenSsl(offsets) | Kind::Go(offsets)) => {
                         *users.entry(id).or_default() += 1;
                         if !self.targets.contains_key(&id) && !self.failed.contains(&id) {
-                            let offsets = offsets.clone();
+                            let (offsets, go) = (offsets.clone(), matches!(kind, Kind::Go(_)));
                             let file = self.file_of(pid, path);
-                            match self.attach(&file, &offsets) {
+                            let api = if go { "Go crypto/tls" } else { "OpenSSL API" };
+                            match self.attach(&file, &offsets, !go) {
                                 Ok(links) => {
-                                    tracing::info!(path, pid, "tls: uprobes attached (OpenSSL API)");
-                                    self.targets.insert(id, Target { path: path.to_owned(), links, pids: 0 });
+                                    tracing::info!(path, pid, api, probes = links.len(), "tls: uprobes attached");
+                                    let library = if go { "go" } else { "openssl" };
+                                    let target = Target { path: path.to_owned(), library, links, pids: 0 };
+                                    self.targets.insert(id, target);
                                     attached.push(path.to_owned());
                                 }
                                 Err(e) => {
@@ -233,10 +245,13 @@ impl Capture {
         if same(&root, Path::new("/")) { PathBuf::from(path) } else { root.join(path.trim_start_matches('/')) }
     }
 
+    /// Attaches an entry probe per (program, offset), and with `returns` the return probe on
+    /// each but `SSL_free`.
     fn attach(
         &mut self,
         file: &Path,
         offsets: &[(&'static str, u64)],
+        returns: bool,
     ) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
         let mut ebpf = self.ebpf.lock().unwrap();
         let mut links = Vec::new();
@@ -246,7 +261,7 @@ impl Capture {
                 let p: &mut UProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
                 let at = UProbeAttachLocation::AbsoluteOffset(*off);
                 links.push((*prog, p.attach([at], file, UProbeScope::AllProcesses).with_context(|| prog.to_string())?));
-                if *prog != program::TLS_FREE {
+                if returns && *prog != program::TLS_FREE {
                     let r: &mut UProbe = ebpf.program_mut(program::TLS_RET).context("program missing")?.try_into()?;
                     links.push((
                         program::TLS_RET,
@@ -330,23 +345,21 @@ fn examine(file: &Path, path: &str, inode: u64) -> Kind {
     let Ok(obj) = object::File::parse(&*data) else { return Kind::None };
     let libssl = name.starts_with("libssl.so");
     let mut found: HashMap<&str, u64> = HashMap::new();
-    let mut go_tls = false;
-    let wanted = |n: &str| ENTRY_PROBES.iter().any(|(_, f, _)| *f == n);
+    let mut go: HashMap<&str, (u64, u64)> = HashMap::new();
     for sym in obj.dynamic_symbols().chain(obj.symbols()) {
         let Ok(n) = sym.name() else { continue };
-        if n == "crypto/tls.(*Conn).Read" {
-            go_tls = true;
-        }
-        if !sym.is_definition() || !wanted(n) || found.contains_key(n) {
+        if !sym.is_definition() {
             continue;
         }
-        let Some(idx) = sym.section_index() else { continue };
-        let Ok(sec) = obj.section_by_index(idx) else { continue };
-        let Some((sec_off, _)) = sec.file_range() else { continue };
-        if let (Ok(UProbeAttachLocation::AbsoluteOffset(off)), Some((_, f, _))) = (
-            UProbeAttachLocation::from_virtual_address(sym.address(), sec.address(), sec_off),
-            ENTRY_PROBES.iter().find(|(_, f, _)| *f == n),
-        ) {
+        if let Some((_, f)) = GO_FUNCTIONS.iter().find(|(_, f)| *f == n)
+            && let Some(off) = file_offset(&obj, &sym)
+        {
+            go.insert(f, (off, sym.size()));
+        }
+        if let Some((_, f, _)) = ENTRY_PROBES.iter().find(|(_, f, _)| *f == n)
+            && !found.contains_key(f)
+            && let Some(off) = file_offset(&obj, &sym)
+        {
             found.insert(f, off);
         }
     }
@@ -355,13 +368,121 @@ fn examine(file: &Path, path: &str, inode: u64) -> Kind {
         let offsets = ENTRY_PROBES.iter().filter_map(|(prog, f, _)| found.get(f).map(|o| (*prog, *o))).collect();
         return Kind::OpenSsl(offsets);
     }
-    if go_tls {
-        return Kind::Skipped("Go crypto/tls is not captured");
+    if !go.is_empty() {
+        return go_probes(&obj, &data, &go);
+    }
+    if obj.section_by_name(".go.buildinfo").is_some() && obj.symbols().next().is_none() {
+        return Kind::Skipped("stripped Go binary (no symbols to find crypto/tls in)");
     }
     if libssl {
         return Kind::Skipped("no SSL_read/SSL_write/SSL_free symbols");
     }
     Kind::None
+}
+
+/// The functions of Go's crypto/tls that are probed: (program, symbol).
+const GO_FUNCTIONS: [(&str, &str); 3] = [
+    (program::GO_TLS_READ, "crypto/tls.(*Conn).Read"),
+    (program::GO_TLS_WRITE, "crypto/tls.(*Conn).Write"),
+    (program::GO_TLS_CLOSE, "crypto/tls.(*Conn).Close"),
+];
+
+/// The file offset of a symbol's address.
+fn file_offset(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
+    let sec = obj.section_by_index(sym.section_index()?).ok()?;
+    let (sec_off, _) = sec.file_range()?;
+    match UProbeAttachLocation::from_virtual_address(sym.address(), sec.address(), sec_off) {
+        Ok(UProbeAttachLocation::AbsoluteOffset(off)) => Some(off),
+        _ => None,
+    }
+}
+
+/// The Go toolchain version a binary was built with (its minor version: 21 for go1.21.5), from
+/// the build information Go 1.18 and later embed inline (`.go.buildinfo`).
+fn go_minor(obj: &object::File<'_>) -> Option<u32> {
+    let data = obj.section_by_name(".go.buildinfo")?.data().ok()?;
+    // A 14-byte magic, pointer size, flags (bit 1: inline strings), then at 32 the version as
+    // a varint-prefixed string.
+    if data.len() < 33 || !data.starts_with(b"\xff Go buildinf:") || data[15] & 2 == 0 {
+        return None;
+    }
+    let len = data[32] as usize;
+    let v = std::str::from_utf8(data.get(33..33 + len)?).ok()?;
+    v.strip_prefix("go1.")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The probes of a Go binary that uses crypto/tls (`funcs`: file offset and size of each
+/// function found), or why it is skipped.
+fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u64)>) -> Kind {
+    if obj.architecture() != object::Architecture::X86_64 {
+        return Kind::Skipped("Go crypto/tls is captured on x86-64 only");
+    }
+    // The register ABI (arguments and results in registers, g in R14) from Go 1.17; the build
+    // information that tells the version is inline from 1.18.
+    if !go_minor(obj).is_some_and(|m| m >= 18) {
+        return Kind::Skipped("Go before 1.18 is not captured");
+    }
+    let mut out = Vec::new();
+    for (prog, name) in GO_FUNCTIONS {
+        let Some(&(off, size)) = funcs.get(name) else { return Kind::Skipped("crypto/tls functions not found") };
+        let Some(code) = data.get(off as usize..(off + size) as usize).filter(|c| !c.is_empty()) else {
+            return Kind::Skipped("crypto/tls function outside the file");
+        };
+        match prog {
+            program::GO_TLS_WRITE => out.push((prog, off + after_stack_check(code))),
+            program::GO_TLS_READ => {
+                out.push((prog, off));
+                let rets = return_offsets(code);
+                if rets.is_empty() {
+                    return Kind::Skipped("no return instruction found in crypto/tls");
+                }
+                out.extend(rets.into_iter().map(|r| (program::GO_TLS_RET, off + r)));
+            }
+            _ => out.push((prog, off)),
+        }
+    }
+    Kind::Go(out)
+}
+
+/// Where a Go function's body starts: after the stack check of its prologue (`cmp rsp,
+/// [r14+16]` or, for a large frame, a `lea` and a `cmp` on it, then a conditional jump to the
+/// stack growth at the end), which a goroutine whose stack grew passes again from the top. 0
+/// for a function without one. Nothing before it touches the argument registers.
+fn after_stack_check(code: &[u8]) -> u64 {
+    let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
+    let mut ins = iced_x86::Instruction::default();
+    let mut compared = false;
+    for _ in 0..4 {
+        if !d.can_decode() {
+            break;
+        }
+        d.decode_out(&mut ins);
+        match ins.mnemonic() {
+            iced_x86::Mnemonic::Cmp if ins.memory_base() == iced_x86::Register::R14 => compared = true,
+            iced_x86::Mnemonic::Jbe | iced_x86::Mnemonic::Jb if compared => return d.position() as u64,
+            iced_x86::Mnemonic::Lea | iced_x86::Mnemonic::Cmp => {}
+            _ => break,
+        }
+    }
+    0
+}
+
+/// Offsets of the return instructions in a function's machine code (x86-64).
+fn return_offsets(code: &[u8]) -> Vec<u64> {
+    let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
+    let mut out = Vec::new();
+    let mut ins = iced_x86::Instruction::default();
+    while d.can_decode() {
+        let at = d.position() as u64;
+        d.decode_out(&mut ins);
+        if ins.is_invalid() {
+            break;
+        }
+        if ins.mnemonic() == iced_x86::Mnemonic::Ret {
+            out.push(at);
+        }
+    }
+    out
 }
 
 impl Collector for Tls {
@@ -383,8 +504,8 @@ impl Collector for Tls {
         let mut targets: Vec<&Target> = c.targets.values().collect();
         targets.sort_by(|a, b| a.path.cmp(&b.path));
         for t in targets {
-            attached.add(&[("library", "openssl"), ("path", &t.path)], 1.0);
-            procs.add(&[("library", "openssl"), ("path", &t.path)], t.pids as f64);
+            attached.add(&[("library", t.library), ("path", &t.path)], 1.0);
+            procs.add(&[("library", t.library), ("path", &t.path)], t.pids as f64);
         }
         out.push(attached);
         out.push(procs);
@@ -418,6 +539,27 @@ pub fn run(capture: Arc<Mutex<Capture>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn return_instructions() {
+        // push rbp; mov rbp,rsp; test eax,eax; je +2; pop rbp; ret; xor eax,eax; pop rbp; ret
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x85, 0xc0, 0x74, 0x02, 0x5d, 0xc3, 0x31, 0xc0, 0x5d, 0xc3];
+        assert_eq!(return_offsets(&code), vec![9, 13]);
+        // 0xc3 inside an instruction is not a return: mov eax, 0xc3c3c3c3; ret
+        assert_eq!(return_offsets(&[0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3]), vec![5]);
+    }
+
+    #[test]
+    fn go_prologue() {
+        // cmp rsp,[r14+0x10]; jbe +0x40; push rbp
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
+        assert_eq!(after_stack_check(&code), 6);
+        // lea r12,[rsp-0x100]; cmp r12,[r14+0x10]; jbe +0x40; push rbp
+        let code = [0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
+        assert_eq!(after_stack_check(&code), 14);
+        // No stack check: push rbp; ...
+        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5]), 0);
+    }
 
     #[test]
     fn maps_candidates() {
