@@ -53,7 +53,8 @@ pub mod program {
     pub const GO_TLS_WRITE: &str = "go_tls_write";
     pub const GO_TLS_RET: &str = "go_tls_ret";
     pub const GO_TLS_CLOSE: &str = "go_tls_close";
-    pub const ALL: [&str; 22] = [
+    pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    pub const ALL: [&str; 23] = [
         BLOCK_RQ_ISSUE,
         BLOCK_RQ_COMPLETE,
         BLOCK_BIO_QUEUE,
@@ -76,6 +77,7 @@ pub mod program {
         GO_TLS_WRITE,
         GO_TLS_RET,
         GO_TLS_CLOSE,
+        TLS_HANDSHAKE,
     ];
 }
 

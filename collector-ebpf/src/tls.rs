@@ -97,7 +97,22 @@ struct Call {
 /// Calls in progress, by thread (`bpf_get_current_pid_tgid`). LRU: the entry of a thread that
 /// died inside a call (its return probe never ran) makes room for others.
 #[map]
-static TLS_CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16384, 0);
+static TLS_CALLS: LruHashMap<CallKey, Call> = LruHashMap::with_max_entries(16384, 0);
+
+/// Key of a call in progress: a thread (`bpf_get_current_pid_tgid`, and 0), or a goroutine
+/// (its `g`, and the process id with the top bit set: two Go processes running the same binary
+/// allocate their goroutines at the same addresses).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CallKey {
+    id: u64,
+    process: u64,
+}
+
+#[inline(always)]
+fn thread_key(pid_tgid: u64) -> CallKey {
+    CallKey { id: pid_tgid, process: 0 }
+}
 
 /// The socket each thread of a TLS-using process received from last.
 #[map]
@@ -398,7 +413,7 @@ fn enter(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let _ = TLS_PROCS.insert(&((id >> 32) as u32), &1, 0);
     let call = Call { ssl, buf, count_at, write: write as u32, _pad: 0, peer: Peer::default() };
-    let _ = TLS_CALLS.insert(&id, &call, 0);
+    let _ = TLS_CALLS.insert(&thread_key(id), &call, 0);
     0
 }
 
@@ -427,8 +442,8 @@ pub fn tls_write_ex(ctx: ProbeContext) -> u32 {
 pub fn tls_ret(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out at once; `Call` is plain data.
-    let Some(call) = (unsafe { TLS_CALLS.get(&id) }).copied() else { return 0 };
-    let _ = TLS_CALLS.remove(&id);
+    let Some(call) = (unsafe { TLS_CALLS.get(&thread_key(id)) }).copied() else { return 0 };
+    let _ = TLS_CALLS.remove(&thread_key(id));
     // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
     let ret = ctx.ret::<u64>() as u32 as i32;
     let n = if call.count_at != 0 {
@@ -497,13 +512,13 @@ fn moved(id: u64, call: &Call, n: u64) {
 // start also orders it before the response: Go's HTTP client writes a request on one goroutine
 // and reads the response on another, and a write's return can come after the response's.
 
-/// Key of a Go call in `TLS_CALLS`: the goroutine, with the top bit set (thread keys are below
-/// 2^54).
+/// Key of a Go call in `TLS_CALLS`: the goroutine and its process.
 #[inline(always)]
-fn go_key(ctx: &ProbeContext) -> u64 {
+fn go_key(ctx: &ProbeContext) -> CallKey {
     // SAFETY: `regs` is this program's context, the traced task's user registers, valid for
     // the run; a kprobe-type program may read it directly.
-    unsafe { (*ctx.regs).r14 | 1 << 63 }
+    let g = unsafe { (*ctx.regs).r14 };
+    CallKey { id: g, process: (bpf_get_current_pid_tgid() >> 32) | 1 << 63 }
 }
 
 #[uprobe]
@@ -551,6 +566,16 @@ pub fn go_tls_close(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// A handshake starting (`SSL_do_handshake`, Go's `(*Conn).handshakeContext`): marks the
+/// process as a TLS user, so that `tls_recv` notes the sockets its threads receive from from
+/// now on. The handshake's reads may take in the first request too (Go reads what is there):
+/// the first `Read` then receives nothing itself and takes the socket noted here.
+#[uprobe]
+pub fn tls_handshake(_ctx: ProbeContext) -> u32 {
+    let _ = TLS_PROCS.insert(&((bpf_get_current_pid_tgid() >> 32) as u32), &1, 0);
+    0
+}
+
 /// `SSL_free`: the connection's state goes.
 #[uprobe]
 pub fn tls_free(ctx: ProbeContext) -> u32 {
@@ -582,7 +607,7 @@ pub fn tls_recv(ctx: TracePointContext) -> u32 {
     let (Ok(sport), Ok(dport), Ok(saddr), Ok(daddr)) = fields else { return 0 };
     let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1 };
     let _ = TLS_RECV.insert(&id, &peer, 0);
-    if let Some(c) = TLS_CALLS.get_ptr_mut(&id) {
+    if let Some(c) = TLS_CALLS.get_ptr_mut(&thread_key(id)) {
         // SAFETY: this thread's entry in `TLS_CALLS` (preallocated map memory, valid until the
         // program returns); only this thread's probes use the entry, and they run one at a
         // time on it.

@@ -42,12 +42,13 @@ use crate::{
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The probes of an OpenSSL-compatible library: (program, function, required).
-const ENTRY_PROBES: [(&str, &str, bool); 5] = [
+const ENTRY_PROBES: [(&str, &str, bool); 6] = [
     (program::TLS_READ, "SSL_read", true),
     (program::TLS_WRITE, "SSL_write", true),
     (program::TLS_READ_EX, "SSL_read_ex", false),
     (program::TLS_WRITE_EX, "SSL_write_ex", false),
     (program::TLS_FREE, "SSL_free", true),
+    (program::TLS_HANDSHAKE, "SSL_do_handshake", false),
 ];
 
 /// The `RECV_OFFSETS` global: where `tcp:tcp_rcv_space_adjust` keeps the socket's ports and
@@ -123,7 +124,7 @@ impl Capture {
             loader.load_uprobe(prog, format!("uprobe:{func}"))?;
         }
         loader.load_uprobe(program::TLS_RET, "uretprobe:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex".into())?;
-        for (prog, func) in GO_FUNCTIONS {
+        for (prog, func) in GO_FUNCTIONS.iter().filter(|(p, _)| *p != program::TLS_HANDSHAKE) {
             loader.load_uprobe(prog, format!("uprobe:{func}"))?;
         }
         loader.load_uprobe(program::GO_TLS_RET, "uprobe:returns of crypto/tls.(*Conn).Read,Write".into())?;
@@ -216,12 +217,16 @@ impl Capture {
         attached
     }
 
-    /// Whether a uprobe attaches on this thread: one on this executable's first byte (the ELF
-    /// header, never executed), detached at once. For [`crate::caps::uprobes_need_sys_admin`].
+    /// Whether a uprobe attaches on this thread, detached at once; for
+    /// [`crate::caps::uprobes_need_sys_admin`]. It goes on this executable, at the start of
+    /// its writable segment in the file: the kernel installs breakpoints only in mappings that
+    /// may execute and are not writable, so this one is installed nowhere (a probe on the ELF
+    /// header would write a breakpoint into this process's read-only mapping of it).
     pub fn try_attach(&self) -> bool {
+        let Some(off) = writable_segment_offset(Path::new("/proc/self/exe")) else { return false };
         let mut ebpf = self.ebpf.lock().unwrap();
         let Some(Ok(p)) = ebpf.program_mut(program::TLS_FREE).map(<&mut UProbe>::try_from) else { return false };
-        match p.attach([UProbeAttachLocation::AbsoluteOffset(0)], "/proc/self/exe", UProbeScope::AllProcesses) {
+        match p.attach([UProbeAttachLocation::AbsoluteOffset(off)], "/proc/self/exe", UProbeScope::AllProcesses) {
             Ok(link) => {
                 let _ = p.detach(link);
                 true
@@ -261,7 +266,7 @@ impl Capture {
                 let p: &mut UProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
                 let at = UProbeAttachLocation::AbsoluteOffset(*off);
                 links.push((*prog, p.attach([at], file, UProbeScope::AllProcesses).with_context(|| prog.to_string())?));
-                if returns && *prog != program::TLS_FREE {
+                if returns && ![program::TLS_FREE, program::TLS_HANDSHAKE].contains(prog) {
                     let r: &mut UProbe = ebpf.program_mut(program::TLS_RET).context("program missing")?.try_into()?;
                     links.push((
                         program::TLS_RET,
@@ -299,6 +304,21 @@ impl Capture {
             let _ = self.conns.remove(&k);
         }
     }
+}
+
+/// The file offset of the first writable loadable segment of an ELF file with file content.
+fn writable_segment_offset(file: &Path) -> Option<u64> {
+    use object::ObjectSegment as _;
+    let f = std::fs::File::open(file).ok()?;
+    // SAFETY: a read-only private mapping of this process's own executable, only parsed.
+    let data = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let obj = object::File::parse(&*data).ok()?;
+    obj.segments().find_map(|seg| match seg.flags() {
+        object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_W.0 != 0 => {
+            seg.file_range().1.gt(&0).then_some(seg.file_range().0)
+        }
+        _ => None,
+    })
 }
 
 /// File-backed executable mappings of a `/proc/<pid>/maps` text that may hold a TLS library:
@@ -381,10 +401,11 @@ fn examine(file: &Path, path: &str, inode: u64) -> Kind {
 }
 
 /// The functions of Go's crypto/tls that are probed: (program, symbol).
-const GO_FUNCTIONS: [(&str, &str); 3] = [
+const GO_FUNCTIONS: [(&str, &str); 4] = [
     (program::GO_TLS_READ, "crypto/tls.(*Conn).Read"),
     (program::GO_TLS_WRITE, "crypto/tls.(*Conn).Write"),
     (program::GO_TLS_CLOSE, "crypto/tls.(*Conn).Close"),
+    (program::TLS_HANDSHAKE, "crypto/tls.(*Conn).handshakeContext"),
 ];
 
 /// The file offset of a symbol's address.
@@ -424,7 +445,12 @@ fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u6
     }
     let mut out = Vec::new();
     for (prog, name) in GO_FUNCTIONS {
-        let Some(&(off, size)) = funcs.get(name) else { return Kind::Skipped("crypto/tls functions not found") };
+        let Some(&(off, size)) = funcs.get(name) else {
+            if prog == program::TLS_HANDSHAKE {
+                continue;
+            }
+            return Kind::Skipped("crypto/tls functions not found");
+        };
         let Some(code) = data.get(off as usize..(off + size) as usize).filter(|c| !c.is_empty()) else {
             return Kind::Skipped("crypto/tls function outside the file");
         };
@@ -550,6 +576,12 @@ mod tests {
     }
 
     #[test]
+    fn this_executable_has_a_writable_segment() {
+        let off = writable_segment_offset(Path::new("/proc/self/exe")).unwrap();
+        assert!(off > 0);
+    }
+
+    #[test]
     fn go_prologue() {
         // cmp rsp,[r14+0x10]; jbe +0x40; push rbp
         let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
@@ -597,7 +629,8 @@ mod tests {
                         program::TLS_WRITE,
                         program::TLS_READ_EX,
                         program::TLS_WRITE_EX,
-                        program::TLS_FREE
+                        program::TLS_FREE,
+                        program::TLS_HANDSHAKE
                     ]
                 );
                 assert!(offsets.iter().all(|(_, o)| *o > 0));

@@ -251,10 +251,14 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // promtool checks the exposition; nginx is a real server for the HTTP tests; prometheus and
     // docker-compose check the deployment stack (collector/tests/deploy.rs); bpftool looks into
     // the kernel's maps for the fault tests; ethtool turns segmentation offloads off on the loss
-    // tests' veth pairs.
+    // tests' veth pairs; curl, openssl and golang-go are HTTPS clients, certificates and a Go
+    // crypto/tls server and client for the TLS tests (Node.js comes with the machine).
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),
+        "curl".to_owned(),
+        "openssl".to_owned(),
+        "golang-go".to_owned(),
         "docker-compose".to_owned(),
         "python3-venv".to_owned(),
         "bpftool".to_owned(),

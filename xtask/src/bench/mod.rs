@@ -10,6 +10,8 @@
 //! - `http`: nginx serving a small file to wrk (keep-alive), alternating rounds without and
 //!   with the collector running; throughput and p99 latency ratios, and the run time per event
 //!   of every eBPF program from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
+//! - `tls`: what the HTTPS capture costs: nginx with `ssl` and wrk over TLS, the collector with
+//!   the capture off and on in alternating rounds; CPU per request and per probe hit (tls.rs).
 //! - `peer`: this collector side by side with a real peer (`--peer coroot=PATH`), worst case
 //!   (nginx + wrk) and realistic case (1 ms handler, 4 KiB, fixed rate) (peer.rs, load.rs);
 //!   skipped with one line without `--peer`.
@@ -29,6 +31,7 @@ mod peer;
 mod report;
 mod scale;
 mod scrape;
+mod tls;
 mod util;
 
 use http::http_overhead;
@@ -85,6 +88,7 @@ pub enum Part {
     Scrape,
     Scale,
     Http,
+    Tls,
     Peer,
 }
 
@@ -137,6 +141,9 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     if run(Part::Http) {
         save("http", http_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
     }
+    if run(Part::Tls) {
+        save("tls", tls::tls_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
+    }
     if run(Part::Peer) {
         match &args.peer {
             None => eprintln!(
@@ -161,7 +168,7 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     if let Some(old) = results.get("machine").and_then(|m| m.get("parts_run")) {
         machine["parts_run_before"] = old.clone();
     }
-    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http, Part::Peer]
+    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http, Part::Tls, Part::Peer]
         .into_iter()
         .filter(|p| run(*p) && (*p != Part::Peer || args.peer.is_some()))
         .map(|p| format!("{p:?}").to_lowercase())

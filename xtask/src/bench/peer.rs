@@ -96,7 +96,7 @@ fn own_cpu_ns() -> u64 {
 /// CPU spent while `f` ran: the machine's (all cores, `/proc/stat`, seconds), and that of the
 /// processes taking part (`pids`, and this process with its reaped children: the load
 /// generators; seconds), and `f`'s result.
-fn with_cpu<T>(pids: &[u32], f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, f64, T)> {
+pub(super) fn with_cpu<T>(pids: &[u32], f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, f64, T)> {
     let procs = || own_cpu_ns() + pids.iter().map(|p| process_cpu_ns(*p)).sum::<u64>();
     let (b0, p0) = (machine_cpu()?, procs());
     let r = f()?;
@@ -106,7 +106,7 @@ fn with_cpu<T>(pids: &[u32], f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::R
 
 /// Waits until a freshly started agent is idle (less than 5% of a CPU over half a second, at
 /// most 20 s): the peer goes on loading after it listens.
-fn settle(pid: u32) {
+pub(super) fn settle(pid: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         let t0 = task_cpu_ns(pid);

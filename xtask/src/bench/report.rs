@@ -141,6 +141,9 @@ pub(super) fn markdown(r: &Value) -> String {
     if h.is_object() {
         t += &markdown_http(h);
     }
+    if r["tls"].is_object() {
+        t += &markdown_tls(&r["tls"]);
+    }
     if p.is_object() {
         t += &markdown_peer(p);
     }
@@ -226,6 +229,41 @@ fn markdown_peer(p: &Value) -> String {
         }
         s.push('\n');
     }
+    s
+}
+
+fn markdown_tls(h: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut s = format!(
+        "### HTTPS capture (nginx `ssl` + wrk over TLS, 50 connections, {} rounds of {} s, capture off and on \
+         alternating)\n\n| measure | capture off | capture on |\n|---|---|---|\n",
+        h["rounds"], h["seconds_per_run"]
+    );
+    s += &format!("| throughput | {:.0} req/s | {:.0} req/s |\n", f(&h["rps_off"]), f(&h["rps_on"]));
+    s += &format!(
+        "| CPU per request (nginx, wrk, collector) | {:.1} µs | {:.1} µs |\n",
+        f(&h["cpu_ns_per_request_off"]) / 1e3,
+        f(&h["cpu_ns_per_request_on"]) / 1e3
+    );
+    let range = &h["added_cpu_ns_per_request_range"];
+    s += &format!(
+        "\nThroughput on / off {:.3}, p99 on / off {:.3} (medians of the rounds). Added CPU per HTTPS request \
+         {:.1} µs (rounds {:.1} to {:.1}), for {:.1} probe hits per request (server and client): {:.2} µs per \
+         hit, the trap into the kernel included.\n\n| program | ns per call (BPF statistics) | calls per request |\n|---|---|---|\n",
+        f(&h["throughput_ratio"]),
+        f(&h["p99_ratio"]),
+        f(&h["added_cpu_ns_per_request"]) / 1e3,
+        f(&range[0]) / 1e3,
+        f(&range[1]) / 1e3,
+        f(&h["probe_hits_per_request"]),
+        f(&h["added_cpu_ns_per_probe_hit"]) / 1e3
+    );
+    if let Some(m) = h["program_ns_per_call"].as_object() {
+        for (name, v) in m {
+            s += &format!("| `{name}` | {:.0} | {:.2} |\n", f(v), f(&h["program_calls_per_request"][name]));
+        }
+    }
+    s.push('\n');
     s
 }
 

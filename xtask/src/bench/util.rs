@@ -57,10 +57,20 @@ pub(super) fn start_collector(bin: &Path) -> anyhow::Result<(Killed, String)> {
 
 /// [`start_collector`] with extra environment variables.
 pub(super) fn start_collector_with(bin: &Path, env: &[(&str, &str)]) -> anyhow::Result<(Killed, String)> {
+    start_collector_full(bin, env, &[])
+}
+
+/// [`start_collector`] with extra environment variables and flags.
+pub(super) fn start_collector_full(
+    bin: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> anyhow::Result<(Killed, String)> {
     let port = free_port()?;
     let child = Killed(
         Command::new(bin)
             .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .args(args)
             .envs(env.iter().copied())
             .stderr(Stdio::null())
             .spawn()
@@ -192,6 +202,11 @@ pub(super) fn process_cpu(pid: u32) -> anyhow::Result<f64> {
 /// nginx serving a 25-byte file (`/index.html`) on 127.0.0.1:`port`, one worker taking up to
 /// `connections` connections.
 pub(super) fn nginx_conf(dir: &Path, port: u16, connections: usize) -> anyhow::Result<PathBuf> {
+    nginx_conf_listen(dir, &format!("127.0.0.1:{port}"), "", connections)
+}
+
+/// [`nginx_conf`] with a `listen` of its own and more server directives (TLS).
+pub(super) fn nginx_conf_listen(dir: &Path, listen: &str, extra: &str, connections: usize) -> anyhow::Result<PathBuf> {
     let root = dir.join("www");
     std::fs::create_dir_all(&root)?;
     std::fs::write(root.join("index.html"), "hello from the benchmark\n")?;
@@ -204,7 +219,7 @@ pub(super) fn nginx_conf(dir: &Path, port: u16, connections: usize) -> anyhow::R
              events {{ worker_connections {connections}; }}\n\
              http {{ access_log off; sendfile on; keepalive_timeout 60; keepalive_requests 1000000;\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+               server {{ listen {listen}; root {root}; {extra} }} }}\n",
             d = dir.display(),
             root = root.display(),
             files = (connections as u64 + 100).min(nofile_hard_limit())

@@ -1,0 +1,3 @@
+module tls_go
+
+go 1.19
