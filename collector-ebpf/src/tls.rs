@@ -272,26 +272,10 @@ pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
     conn.ex.step(is_req, s.end, s.now, &mut rec) as i64
 }
 
-/// Up to `MAX_STEPS` parse steps of the current call's bytes. A global function: the loop is
-/// verified once.
-// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
-// is unique in the object.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn tls_parse(ssl: u64, is_req: u64) -> i64 {
-    let mut i = 0;
-    while i < MAX_STEPS {
-        if tls_step(ssl, is_req) != 0 {
-            return 0;
-        }
-        i += 1;
-    }
-    0
-}
-
 /// The bookkeeping around the current call's bytes of direction `is_req`, as the cleartext
 /// programs do for a segment: everything before them has arrived in order (plaintext comes in
-/// order), then the framer's `arrive`, the parse, and `settle`. A global function.
+/// order), then the framer's `arrive`, the parse, and `settle`. A global function, verified
+/// once with its loop.
 // SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
 // is unique in the object.
 #[unsafe(no_mangle)]
@@ -311,7 +295,15 @@ pub extern "C" fn tls_feed(ssl: u64, is_req: u64) -> i64 {
         conn.ex.resolve(upto, when, &mut rec);
     }
     if conn.ex.arrive(req, s.seq, s.end.wrapping_sub(s.seq), s.seq, s.now, &mut rec) {
-        tls_parse(ssl, is_req);
+        // Up to `MAX_STEPS` parse steps, here rather than in a function of their own: every
+        // frame of a chain of calls counts at least 32 bytes against the verifier's 512.
+        let mut i = 0;
+        while i < MAX_STEPS {
+            if tls_step(ssl, is_req) != 0 {
+                break;
+            }
+            i += 1;
+        }
     }
     let mut rec = TlsRec { ssl, id: &conn.id };
     conn.ex.settle(req, s.now, &mut rec);
@@ -440,35 +432,61 @@ pub fn tls_write_ex(ctx: ProbeContext) -> u32 {
 /// Return of any of the four: the bytes the call moved go to the connection's framer.
 #[uretprobe]
 pub fn tls_ret(ctx: RetProbeContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out at once; `Call` is plain data.
-    let Some(call) = (unsafe { TLS_CALLS.get(&thread_key(id)) }).copied() else { return 0 };
-    let _ = TLS_CALLS.remove(&thread_key(id));
+    let key = thread_key(bpf_get_current_pid_tgid());
+    // SAFETY: two fields read at once from this thread's entry (only this thread's probes use
+    // it, one at a time); plain integers.
+    let Some((ssl, count_at)) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { ((*c).ssl, (*c).count_at) }) else {
+        return 0;
+    };
     // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
     let ret = ctx.ret::<u64>() as u32 as i32;
-    let n = if call.count_at != 0 {
-        if ret == 1 { read_user::<u64>(call.count_at).unwrap_or(0) } else { 0 }
+    let n = if count_at != 0 {
+        if ret == 1 { read_user::<u64>(count_at).unwrap_or(0) } else { 0 }
     } else if ret > 0 {
         ret as u64
     } else {
         0
     };
-    moved(id, &call, n);
+    feed_call(key, ssl, n);
     0
 }
 
-/// The bytes a call moved (`n`, 0 when it failed) go to its connection's framer.
+/// The bytes the call `key` moved (`n`, 0 when it failed) go to its connection's framer: the
+/// bookkeeping in `tls_take`, then the parse in `tls_feed`, called one after the other so that
+/// the verifier's bound on the stack of a chain of calls (512 bytes) holds on every kernel
+/// (it counts the caller's frame in each call it makes).
 #[inline(always)]
-fn moved(id: u64, call: &Call, n: u64) {
-    if n == 0 || n > i32::MAX as u64 {
-        return;
+fn feed_call(key: CallKey, ssl: u64, n: u64) {
+    let r = tls_take(key.id, key.process, n);
+    if r != 0 {
+        tls_feed(ssl, (r - 1) as u64);
     }
+}
+
+/// Takes the call `(id, process)` out of `TLS_CALLS` and, when it moved `n` bytes of an HTTP
+/// connection, notes them as the direction's current bytes (creating the connection's state on
+/// its first bytes that start a message); returns 1 + the direction (`is_req`) to parse, or 0.
+/// A global function: its frame is gone before the parse's frames are pushed.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
+    let ck = CallKey { id, process };
+    // SAFETY: the value is copied out at once; `Call` is plain data.
+    let Some(call) = (unsafe { TLS_CALLS.get(&ck) }).copied() else { return 0 };
+    let _ = TLS_CALLS.remove(&ck);
+    if n == 0 || n > i32::MAX as u64 {
+        return 0;
+    }
+    // The thread's own key: the socket it received from last names the connection.
+    let id = bpf_get_current_pid_tgid();
     let key = TlsKey { tgid: (id >> 32) as u32, _pad: 0, ssl: call.ssl };
     let conn = match conn_of(&key) {
         Some(c) => c,
-        None => match new_conn(&key, call, n) {
+        None => match new_conn(&key, &call, n) {
             Some(c) => c,
-            None => return,
+            None => return 0,
         },
     };
     // Which socket: the one received from within this call; else, for a read, the one this
@@ -496,7 +514,7 @@ fn moved(id: u64, call: &Call, n: u64) {
     // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
     let now = unsafe { bpf_ktime_get_ns() };
     conn.seg[di(is_req)] = TlsSeg { seq, end, buf: call.buf, now };
-    tls_feed(call.ssl, is_req as u64);
+    1 + is_req as i64
 }
 
 // Go's crypto/tls (`(*Conn).Read`, `(*Conn).Write`, `(*Conn).Close` of the binary, register
@@ -536,10 +554,24 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     // SAFETY: as in `go_key`.
     let (conn, buf, len) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx) };
+    let key = go_key(&ctx);
+    go_write_call(key.id, conn, buf);
+    feed_call(key, conn, len);
+    0
+}
+
+/// Notes a Go Write as a call of goroutine `g` of this process (as `tls_take` expects), in a
+/// frame of its own that is gone before the parse's frames are pushed.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn go_write_call(g: u64, conn: u64, buf: u64) -> i64 {
     let id = bpf_get_current_pid_tgid();
     let _ = TLS_PROCS.insert(&((id >> 32) as u32), &1, 0);
     let call = Call { ssl: conn, buf, count_at: 0, write: 1, _pad: 0, peer: Peer::default() };
-    moved(id, &call, len);
+    let key = CallKey { id: g, process: (id >> 32) | 1 << 63 };
+    let _ = TLS_CALLS.insert(&key, &call, 0);
     0
 }
 
@@ -547,14 +579,12 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
     let key = go_key(&ctx);
-    // SAFETY: the value is copied out at once; `Call` is plain data.
-    let Some(call) = (unsafe { TLS_CALLS.get(&key) }).copied() else { return 0 };
-    let _ = TLS_CALLS.remove(&key);
+    // SAFETY: one field read at once from this goroutine's entry (only its probes use it, one
+    // at a time); a plain integer.
+    let Some(ssl) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { (*c).ssl }) else { return 0 };
     // SAFETY: as in `go_key`.
     let n = unsafe { (*ctx.regs).rax } as i64;
-    // The thread's own key: the socket it received from last names the connection (the
-    // goroutine read it on this thread, inside Read).
-    moved(bpf_get_current_pid_tgid(), &call, if n > 0 { n as u64 } else { 0 });
+    feed_call(key, ssl, if n > 0 { n as u64 } else { 0 });
     0
 }
 
