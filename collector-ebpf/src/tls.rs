@@ -247,9 +247,12 @@ pub extern "C" fn tls_record(ssl: u64, what: u64, dur: u64, req_bytes: u64, resp
 pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
     let Some(conn) = conn_of(&key_of(ssl)) else { return 1 };
     let is_req = is_req != 0;
-    let s = conn.seg[di(is_req)];
+    let (seq, end, buf, now) = {
+        let s = &conn.seg[di(is_req)];
+        (s.seq, s.end, s.buf, s.now)
+    };
     let d = conn.ex.dir_mut(is_req);
-    if let Some((p, n)) = d.needs_window(s.end) {
+    if let Some((p, n)) = d.needs_window(end) {
         if n == 0 || n > WINDOW {
             return 1;
         }
@@ -257,7 +260,7 @@ pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
         // SAFETY: reads a temporary local through a reference; volatile only so LLVM keeps the
         // mask the verifier needs.
         let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (WINDOW as u64 - 1)) + 1;
-        let src = s.buf.wrapping_add(p.wrapping_sub(s.seq) as u64);
+        let src = buf.wrapping_add(p.wrapping_sub(seq) as u64);
         // SAFETY: the destination is the direction's window, WINDOW bytes inside this
         // connection's `TlsConn`, and 1 <= len <= WINDOW; the helper reads the traced process's
         // memory and fails rather than faults.
@@ -269,7 +272,7 @@ pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
         d.win_len = n;
     }
     let mut rec = TlsRec { ssl, id: &conn.id };
-    conn.ex.step(is_req, s.end, s.now, &mut rec) as i64
+    conn.ex.step(is_req, end, now, &mut rec) as i64
 }
 
 /// The bookkeeping around the current call's bytes of direction `is_req`, as the cleartext
@@ -283,18 +286,22 @@ pub extern "C" fn tls_step(ssl: u64, is_req: u64) -> i64 {
 pub extern "C" fn tls_feed(ssl: u64, is_req: u64) -> i64 {
     let Some(conn) = conn_of(&key_of(ssl)) else { return 0 };
     let req = is_req != 0;
-    let s = conn.seg[di(req)];
+    // Scalars, not a copy of the segment: this frame is in the deepest chain of calls.
+    let (seq, end, now) = {
+        let s = &conn.seg[di(req)];
+        (s.seq, s.end, s.now)
+    };
     let received = conn.id.role == ROLE_SERVER;
-    let upto = if req == received { s.seq } else { conn.next[di(received)] };
+    let upto = if req == received { seq } else { conn.next[di(received)] };
     let mut rec = TlsRec { ssl, id: &conn.id };
     if framer::skippable(conn.ex.dir(received).state) {
-        conn.ex.reached(received, upto, s.now, &mut rec);
+        conn.ex.reached(received, upto, now, &mut rec);
     }
     if !received && conn.ex.has_deferred() {
         let when = conn.ex.resp.fill_ns;
         conn.ex.resolve(upto, when, &mut rec);
     }
-    if conn.ex.arrive(req, s.seq, s.end.wrapping_sub(s.seq), s.seq, s.now, &mut rec) {
+    if conn.ex.arrive(req, seq, end.wrapping_sub(seq), seq, now, &mut rec) {
         // Up to `MAX_STEPS` parse steps, here rather than in a function of their own: every
         // frame of a chain of calls counts at least 32 bytes against the verifier's 512.
         let mut i = 0;
@@ -305,8 +312,7 @@ pub extern "C" fn tls_feed(ssl: u64, is_req: u64) -> i64 {
             i += 1;
         }
     }
-    let mut rec = TlsRec { ssl, id: &conn.id };
-    conn.ex.settle(req, s.now, &mut rec);
+    conn.ex.settle(req, now, &mut rec);
     0
 }
 

@@ -161,7 +161,7 @@ impl Capture {
                     continue;
                 }
                 if !self.examined.contains_key(&id) {
-                    let file = self.file_of(pid, path);
+                    let file = self.file_of(pid, path, id.1);
                     let kind = examine(&file, path, id.1);
                     self.examined.insert(id, kind);
                 }
@@ -170,7 +170,7 @@ impl Capture {
                         *users.entry(id).or_default() += 1;
                         if !self.targets.contains_key(&id) && !self.failed.contains(&id) {
                             let (offsets, go) = (offsets.clone(), matches!(kind, Kind::Go(_)));
-                            let file = self.file_of(pid, path);
+                            let file = self.file_of(pid, path, id.1);
                             let api = if go { "Go crypto/tls" } else { "OpenSSL API" };
                             match self.attach(&file, &offsets, !go) {
                                 Ok(links) => {
@@ -238,16 +238,15 @@ impl Capture {
         }
     }
 
-    /// The file a process maps at `path`: through `/proc/<pid>/root` for a process with a root
-    /// of its own (a container), the path itself for one that shares this process's root.
-    fn file_of(&self, pid: u32, path: &str) -> PathBuf {
+    /// The file a process maps at `path` (inode `inode`): the path itself when it names that
+    /// file here too (a process sharing this one's mounts), else the path through
+    /// `/proc/<pid>/root`, which resolves in the process's own mounts (a container).
+    fn file_of(&self, pid: u32, path: &str, inode: u64) -> PathBuf {
         use std::os::unix::fs::MetadataExt as _;
-        let root = self.procfs.join(pid.to_string()).join("root");
-        let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if same(&root, Path::new("/")) { PathBuf::from(path) } else { root.join(path.trim_start_matches('/')) }
+        if std::fs::metadata(path).is_ok_and(|m| m.ino() == inode) {
+            return PathBuf::from(path);
+        }
+        self.procfs.join(pid.to_string()).join("root").join(path.trim_start_matches('/'))
     }
 
     /// Attaches an entry probe per (program, offset), and with `returns` the return probe on

@@ -971,3 +971,41 @@ fn https_payloads_never_reach_the_metrics() {
     }
     assert!(!c.log_text().contains(secret), "the secret appears in the log");
 }
+
+/// A server in a mount namespace of its own (as in a container): its libssl is at a path that
+/// exists only inside it (a tmpfs mounted over an empty directory), so the collector must open
+/// it through `/proc/<pid>/root`; its exchanges count exactly on the server side.
+#[test]
+fn a_server_in_its_own_mount_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let staged = private_libssl(d);
+    let inside = d.join("container-lib");
+    std::fs::create_dir(&inside).unwrap();
+    let c = Collector::start(FAST);
+    let srv = script(d, "server.py", PY_SERVER);
+    let port = free_port();
+    let sh = format!(
+        "mount -t tmpfs tmpfs {inside} && cp {staged}/libssl.so.3 {inside}/ && \
+         LD_LIBRARY_PATH={inside} exec {PYTHON} {srv} {port} {cert} {key}",
+        inside = inside.display(),
+        staged = staged.display(),
+        srv = srv.display(),
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+    );
+    let server = spawn_ready(
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &sh]),
+        "the Python HTTPS server in its own mount namespace",
+    );
+    let path = inside.join("libssl.so.3").display().to_string();
+    assert_eq!(mapped_file(server.id(), "libssl.so.3"), path);
+    assert!(!Path::new(&path).exists(), "the library is visible only inside the namespace");
+    wait_attached(&c, &path);
+    let paths = ["/ok", "/missing", "/ok", "/delay", "/ok", "/ok"];
+    // The client outside, with the system's libssl: only the server side runs on the copy.
+    let want = python_exchanges(d, port, "keepalive", &paths, None);
+    let m = c.scrape();
+    assert_https_counts(&m, port, &want, &["server"], "a server in its own mount namespace");
+}
