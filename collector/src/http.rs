@@ -47,8 +47,8 @@ pub struct HttpFlags {
     pub no_close_hook: bool,
 
     /// Capture HTTPS: HTTP/1.x read and written through OpenSSL (libssl.so, or linked into a
-    /// binary such as node), with uprobes on its SSL_read/SSL_write functions; exchanges get
-    /// url_scheme="https" [default: enabled].
+    /// binary such as node) or Go's crypto/tls, with uprobes on their read and write functions;
+    /// exchanges get url_scheme="https" [default: enabled].
     #[arg(long = "collector.http.tls", overrides_with = "no_tls")]
     pub tls: bool,
 
