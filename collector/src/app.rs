@@ -172,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("shutting down: detaching eBPF programs");
+    crate::tls::shutdown();
     drop(loader);
     Ok(())
 }

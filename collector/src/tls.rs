@@ -287,13 +287,26 @@ impl Capture {
         Ok(links)
     }
 
+    /// Detaches probes, without waiting: the kernel waits for a grace period per probe it
+    /// removes (tens to hundreds of milliseconds each), so the links are closed on a thread of
+    /// their own (see [`release`]), and no scrape waits for it.
     fn detach(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        let owned = self.take_links(links);
+        let _ = std::thread::Builder::new().name("tls-detach".into()).spawn(move || release(owned));
+    }
+
+    /// Takes the links out of their programs, to close them outside the lock.
+    fn take_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) -> Vec<aya::programs::uprobe::UProbeLink> {
         let mut ebpf = self.ebpf.lock().unwrap();
+        let mut out = Vec::new();
         for (prog, link) in links {
-            if let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from) {
-                let _ = p.detach(link);
+            if let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from)
+                && let Ok(l) = p.take_link(link)
+            {
+                out.push(l);
             }
         }
+        out
     }
 
     /// Deletes the connections of processes that are gone.
@@ -550,6 +563,28 @@ impl Collector for Tls {
         out.push(skipped);
         Ok(())
     }
+}
+
+/// Closes uprobe links all at once, one thread each, and returns when all are closed: the
+/// kernel's wait for a grace period after removing a probe is then shared by all of them
+/// instead of paid once per probe (twenty probes took over 5 s one after the other).
+fn release(links: Vec<aya::programs::uprobe::UProbeLink>) {
+    std::thread::scope(|s| {
+        for l in links {
+            s.spawn(move || drop(l));
+        }
+    });
+}
+
+/// Detaches every probe before the process exits (SIGTERM), in parallel (see [`release`]):
+/// left to the process's exit, the kernel would remove them one after the other.
+pub fn shutdown() {
+    let Some(capture) = CAPTURE.get() else { return };
+    let mut c = capture.lock().unwrap();
+    let links: Vec<_> = c.targets.drain().flat_map(|(_, t)| t.links).collect();
+    let owned = c.take_links(links);
+    drop(c);
+    release(owned);
 }
 
 /// Runs the scans until the process exits (on a thread of its own, started after the

@@ -148,8 +148,10 @@ fn exposition_passes_promtool_and_has_every_metric() {
         assert_eq!(s.value, 1.0, "{:?}", s.labels);
     }
     // Three block tracepoints, the HTTP pair (which also counts netbpf's packets), the HTTP
-    // close hook, the socket owner hook and the two process-name tracepoints.
+    // close hook, the socket owner hook and the two process-name tracepoints; and the HTTPS
+    // capture's twelve (eleven uprobe programs, loaded and attached per library, and its
+    // receive tracepoint).
     let attached = m.find("collector_bpf_program_attached", &[]);
-    assert_eq!(attached.len(), 9, "{attached:?}");
+    assert_eq!(attached.len(), 21, "{attached:?}");
     assert!(attached.iter().all(|s| s.value == 1.0), "{attached:?}");
 }
