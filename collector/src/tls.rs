@@ -151,6 +151,8 @@ impl Capture {
         let mut attached = Vec::new();
         let Ok(dir) = std::fs::read_dir(&self.procfs) else { return attached };
         let mut live = HashSet::new();
+        // Every candidate file some process maps, whatever it is.
+        let mut mapped: HashSet<FileId> = HashSet::new();
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             live.insert(pid);
@@ -160,6 +162,7 @@ impl Capture {
                 if !seen.insert(id) {
                     continue;
                 }
+                mapped.insert(id);
                 if !self.examined.contains_key(&id) {
                     let file = self.file_of(pid, path, id.1);
                     let kind = examine(&file, path, id.1);
@@ -197,6 +200,11 @@ impl Capture {
                 }
             }
         }
+        // What was learnt of files no process maps any more is forgotten (hosts that run many
+        // distinct executables over time would grow these maps otherwise); a file seen again is
+        // examined again.
+        self.examined.retain(|id, _| mapped.contains(id));
+        self.skipped.retain(|id, _| mapped.contains(id));
         // Files no process maps any more: their probes go.
         let gone: Vec<FileId> = self.targets.keys().filter(|id| !users.contains_key(id)).copied().collect();
         for id in gone {
@@ -204,7 +212,6 @@ impl Capture {
                 self.detach(t.links);
                 tracing::info!(path = t.path, "tls: uprobes detached (no process maps the file)");
             }
-            self.examined.remove(&id);
             self.failed.remove(&id);
         }
         for (id, t) in self.targets.iter_mut() {
