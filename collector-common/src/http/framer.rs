@@ -422,9 +422,10 @@ impl Exchange {
 
     /// Positional bookkeeping for a segment `[seq, seq + len)` of one direction. `frontier`
     /// is the position up to which the socket has taken the stream in order before this
-    /// segment: for a received stream the kernel's next expected byte, for a stream this host
-    /// sends `seq` (everything before it has been sent). Returns whether the driver must parse
-    /// (from `pos`, which then lies inside the segment).
+    /// segment: for a received stream the kernel's next expected byte (which may lag behind
+    /// the segments that passed, see below), for a stream this host sends `seq` (everything
+    /// before it has been sent). Returns whether the driver must parse (from `pos`, which
+    /// then lies inside the segment).
     #[inline(always)]
     pub fn arrive<S: Sink>(&mut self, is_req: bool, seq: u32, len: u32, frontier: u32, now: u64, sink: &mut S) -> bool {
         let end = seq.wrapping_add(len);
@@ -442,11 +443,17 @@ impl Exchange {
             self.resolve(frontier, fill, sink);
         }
         let d = self.dir_mut(is_req);
+        // The in-order point before this segment: the kernel's, or further where segments that
+        // passed here continue it without a gap. The kernel's lags behind those while the
+        // receiving socket is held by its reader (they wait in its backlog, and its `rcv_nxt`
+        // moves only when the reader lets go): a response ending in the next one has then
+        // reached the application as soon as it is taken, not when a later segment shows it.
+        let known = if after(d.inorder, frontier) { d.inorder } else { frontier };
         // The in-order point after this segment: it moves when the segment continues it, and
         // over the runs received beyond the gap the segment fills.
-        let mut inorder = if !after(seq, frontier) && after(end, frontier) { end } else { frontier };
+        let mut inorder = if !after(seq, known) && after(end, known) { end } else { known };
         if d.sflags & SF_RECEIVED != 0 {
-            if after(seq, frontier) {
+            if after(seq, known) {
                 d.add_run(seq, end);
             }
             inorder = d.through_runs(inorder);

@@ -96,6 +96,12 @@ pub struct Conn {
     /// a stream the host sends passes in order.
     pub receives: [bool; 2],
     received: [Received; 2],
+    /// Segments of a received stream by which the kernel's in-order point lags behind what
+    /// was delivered: they wait in the socket's backlog while its reader holds it, and
+    /// `rcv_nxt` moves only when the reader lets go (0: it never lags).
+    pub lag: usize,
+    /// The in-order point of each stream after each of its segments (starting with 0).
+    in_order_after: [Vec<u64>; 2],
     /// Most steps one segment took.
     pub max_steps: usize,
     /// The reorder stash (collector_common::http::stash), per direction and block.
@@ -123,10 +129,18 @@ impl Conn {
             base: [base_req, base_resp],
             receives: [server, !server],
             received: Default::default(),
+            lag: 0,
+            in_order_after: [std::vec![0], std::vec![0]],
             max_steps: 0,
             stash: HashMap::new(),
             max_blocks: 0,
         }
+    }
+
+    /// The kernel's in-order point of stream `i` (`rcv_nxt`), `lag` segments behind.
+    fn kernel_in_order(&self, i: usize) -> u64 {
+        let h = &self.in_order_after[i];
+        h[h.len().saturating_sub(1 + self.lag)]
     }
 
     /// Appends bytes to a stream (what one side wrote).
@@ -145,13 +159,13 @@ impl Conn {
         let stream_len = self.streams[i].len();
         let (off, len) = (off.min(stream_len), len.min(stream_len - off.min(stream_len)));
         let seq = self.base[i].wrapping_add(off as u32);
-        let in_order = self.base[i].wrapping_add(self.received[i].in_order() as u32);
+        let in_order = self.base[i].wrapping_add(self.kernel_in_order(i) as u32);
         let frontier = if self.receives[i] { in_order } else { seq };
         let seg_end = seq.wrapping_add(len as u32);
         // As the kernel programs do on every segment: the received stream's bytes before the
         // in-order point have arrived.
         let received = self.receives[0];
-        let upto = self.base[idx(received)].wrapping_add(self.received[idx(received)].in_order() as u32);
+        let upto = self.base[idx(received)].wrapping_add(self.kernel_in_order(idx(received)) as u32);
         if skippable(self.ex.dir(received).state) {
             self.ex.reached(received, upto, now, &mut self.sink);
         }
@@ -191,6 +205,8 @@ impl Conn {
         }
         self.drain(is_req, now);
         self.received[i].add(off as u64, (off + len) as u64);
+        let now_in_order = self.received[i].in_order();
+        self.in_order_after[i].push(now_in_order);
         self.ex.settle(is_req, now, &mut self.sink);
         if fin {
             self.ex.fin(is_req, seg_end, now, &mut self.sink);

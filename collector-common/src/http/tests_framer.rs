@@ -179,7 +179,27 @@ fn method_id(m: &str) -> u8 {
 /// Runs a keep-alive scenario on one side (`server`: the host receives requests) with `fault`
 /// on the stream it receives; `pipeline` requests are written before their responses.
 pub fn run(exchanges: &[Ex], server: bool, mss: usize, fault: Fault, pipeline: usize) -> Conn {
+    run_lagging(exchanges, server, mss, fault, pipeline, 0)
+}
+
+/// [`run`] with the kernel's in-order point `lag` segments behind what was delivered.
+pub fn run_lagging(exchanges: &[Ex], server: bool, mss: usize, fault: Fault, pipeline: usize, lag: usize) -> Conn {
+    let mut c = run_open(exchanges, server, mss, fault, pipeline, lag);
+    // The reader has let go of the socket long before (its backlog processed).
+    c.lag = 0;
+    // The client closes the connection: a response whose gap was filled by the last segments
+    // is recorded now, with the time the gap was filled (the kernel programs learn the socket's
+    // in-order point on any segment; more than two runs beyond a gap are not tracked).
+    let end = c.len(true);
+    c.segment(true, end, 0, true, 2_000_000_000);
+    c
+}
+
+/// [`run`] with the kernel's in-order point `lag` segments behind, and the connection left
+/// open at the end.
+pub fn run_open(exchanges: &[Ex], server: bool, mss: usize, fault: Fault, pipeline: usize, lag: usize) -> Conn {
     let mut c = Conn::new(server, 1_000, 4_000_000_000);
+    c.lag = lag;
     let mut counter = 0;
     let mut now = 1_000_000u64;
     for batch in exchanges.chunks(pipeline.max(1)) {
@@ -204,11 +224,6 @@ pub fn run(exchanges: &[Ex], server: bool, mss: usize, fault: Fault, pipeline: u
             c.segment(false, o, n, false, now);
         }
     }
-    // The client closes the connection: a response whose gap was filled by the last segments
-    // is recorded now, with the time the gap was filled (the kernel programs learn the socket's
-    // in-order point on any segment; more than two runs beyond a gap are not tracked).
-    let end = c.len(true);
-    c.segment(true, end, 0, true, now + 1_000_000);
     c
 }
 
@@ -493,12 +508,15 @@ fn loss_and_reordering_with_chunks_and_pipelining() {
     ] {
         for server in [true, false] {
             for pipeline in [1, 8] {
-                let c = run(&ex, server, 1448, fault, pipeline);
-                check_exact(&c, &ex);
-                // Blocks behind a direction's position are forgotten as it moves on.
-                for (is_req, index) in c.stash.keys() {
-                    let floor = super::stash::index_of(c.ex.dir(*is_req).pos);
-                    assert!(!super::framer::after(floor, *index), "{fault:?}: a block left behind");
+                // Also with the kernel's in-order point behind the segments that passed.
+                for lag in [0, 1, 3] {
+                    let c = run_lagging(&ex, server, 1448, fault, pipeline, lag);
+                    check_exact(&c, &ex);
+                    // Blocks behind a direction's position are forgotten as it moves on.
+                    for (is_req, index) in c.stash.keys() {
+                        let floor = super::stash::index_of(c.ex.dir(*is_req).pos);
+                        assert!(!super::framer::after(floor, *index), "{fault:?}: a block left behind");
+                    }
                 }
             }
         }
@@ -621,4 +639,26 @@ fn a_response_ends_when_its_gap_is_filled() {
     s.segment(false, 0, 1448, false, 20);
     s.segment(false, 1448, total - 1448, false, 30);
     assert_eq!((s.sink.done[0].start, s.sink.done[0].end), (10, 30));
+}
+
+/// Segments that reach the hook while the receiving socket is held by its reader wait in its
+/// backlog, so the kernel's in-order point lags behind them. A response is still recorded when
+/// its last byte arrives, even the last one on a connection that then stays idle (a keep-alive
+/// client that reads each response while the next arrives).
+#[test]
+fn responses_are_recorded_while_the_kernel_in_order_point_lags() {
+    let ex = mixed(24);
+    for lag in [1, 2, 5] {
+        for mss in [7, 536, 1448] {
+            for pipeline in [1, 8] {
+                for server in [true, false] {
+                    let c = run_open(&ex, server, mss, Fault::None, pipeline, lag);
+                    check_exact(&c, &ex);
+                    // Each at the arrival of its last byte, as when the kernel keeps up.
+                    let prompt = run_open(&ex, server, mss, Fault::None, pipeline, 0);
+                    assert_eq!(c.sink.done, prompt.sink.done, "lag {lag} mss {mss}");
+                }
+            }
+        }
+    }
 }
