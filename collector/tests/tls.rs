@@ -1,5 +1,6 @@
 //! HTTPS measured through uprobes on OpenSSL (libssl.so.3, and binaries that link it in, as
-//! node does): nginx with curl, Python's http.server with http.client and urllib, and Node's
+//! node does; OpenSSL 1.1's and BoringSSL's libssl.so through a ctypes harness) and Go's
+//! crypto/tls: nginx with curl, Python's http.server with http.client and urllib, and Node's
 //! https module count exactly per status code on both sides with `url_scheme="https"`; durations
 //! agree with what the client measured; a process started after the collector is covered; TLS
 //! that is not HTTP makes no series; `--no-collector.http.tls` turns the capture off.
@@ -687,6 +688,189 @@ fn processes_started_after_the_collector() {
     let m = c.scrape();
     assert_https_counts(&m, port2, &want2, &["server", "client"], "server and client started after the attach");
     assert_https_counts(&m, port1, &want1, &["server", "client"], "server attached by the scan");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenSSL 1.1 and BoringSSL
+
+/// An HTTPS server and clients that call a given libssl through ctypes: `SSL_read`,
+/// `SSL_write`, `SSL_accept`/`SSL_connect`, `SSL_shutdown`, `SSL_free`, the calls C programs
+/// (nginx, curl, Ruby, PHP) make, with no other TLS code in the process (Python's own `ssl`
+/// module, linked to the system's libssl.so.3, is not imported). The same API in OpenSSL 1.1,
+/// 3 and BoringSSL. `server LIB PORT CERT KEY`: the paths and replies of `PY_SERVER`
+/// (headers and body in two writes, the 10 MiB body in 64 KiB writes), keep-alive, a thread
+/// per connection; prints `ready`. `client LIB PORT keepalive|new PATH...`: every request on
+/// one connection, or a new one per request; prints `status body-length` per request.
+const CTYPES_TLS: &str = r#"
+import ctypes, socket, sys, threading, time
+from ctypes import c_char_p, c_int, c_void_p
+mode, lib = sys.argv[1], ctypes.CDLL(sys.argv[2])
+for name, res, args in [
+    ("TLS_server_method", c_void_p, []), ("TLS_client_method", c_void_p, []),
+    ("SSL_CTX_new", c_void_p, [c_void_p]),
+    ("SSL_CTX_use_certificate_chain_file", c_int, [c_void_p, c_char_p]),
+    ("SSL_CTX_use_PrivateKey_file", c_int, [c_void_p, c_char_p, c_int]),
+    ("SSL_new", c_void_p, [c_void_p]), ("SSL_set_fd", c_int, [c_void_p, c_int]),
+    ("SSL_accept", c_int, [c_void_p]), ("SSL_connect", c_int, [c_void_p]),
+    ("SSL_read", c_int, [c_void_p, c_void_p, c_int]), ("SSL_write", c_int, [c_void_p, c_char_p, c_int]),
+    ("SSL_shutdown", c_int, [c_void_p]), ("SSL_free", None, [c_void_p]),
+]:
+    f = getattr(lib, name)
+    f.restype, f.argtypes = res, args
+class Conn:
+    def __init__(self, ctx, sock, server):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock, self.ssl, self.buf = sock, lib.SSL_new(ctx), b""
+        self.rbuf = ctypes.create_string_buffer(1 << 16)
+        assert lib.SSL_set_fd(self.ssl, sock.fileno()) == 1
+        assert (lib.SSL_accept if server else lib.SSL_connect)(self.ssl) == 1, "handshake"
+    def fill(self):
+        n = lib.SSL_read(self.ssl, self.rbuf, len(self.rbuf))
+        if n > 0:
+            self.buf += self.rbuf.raw[:n]
+        return n > 0
+    def head(self):
+        while b"\r\n\r\n" not in self.buf:
+            if not self.fill():
+                return None
+        h, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return h.decode()
+    def body(self, n):
+        while len(self.buf) < n:
+            assert self.fill(), "closed in a body"
+        b, self.buf = self.buf[:n], self.buf[n:]
+        return b
+    def send(self, data):
+        for off in range(0, len(data), 1 << 16):
+            chunk = data[off:off + (1 << 16)]
+            assert lib.SSL_write(self.ssl, chunk, len(chunk)) == len(chunk), "SSL_write"
+    def close(self):
+        lib.SSL_shutdown(self.ssl)
+        lib.SSL_free(self.ssl)
+        self.sock.close()
+if mode == "server":
+    port, cert, key = int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    ctx = lib.SSL_CTX_new(lib.TLS_server_method())
+    assert lib.SSL_CTX_use_certificate_chain_file(ctx, cert.encode()) == 1, "certificate"
+    assert lib.SSL_CTX_use_PrivateKey_file(ctx, key.encode(), 1) == 1, "key"
+    BIG = b"x" * (10 << 20)
+    def serve(sock):
+        c = Conn(ctx, sock, True)
+        while True:
+            h = c.head()
+            if h is None:
+                break
+            path = h.split(" ")[1]
+            if path == "/ok":
+                status, body = 200, b"ok"
+            elif path == "/delay":
+                time.sleep(0.01)
+                status, body = 200, b"delayed"
+            elif path == "/big":
+                status, body = 200, BIG
+            else:
+                status, body = 404, b"not found"
+            reason = "OK" if status == 200 else "Not Found"
+            c.send(f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            c.send(body)
+        c.close()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(64)
+    print("ready", flush=True)
+    while True:
+        s, _ = ls.accept()
+        threading.Thread(target=serve, args=(s,), daemon=True).start()
+else:
+    port, how, paths = int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+    ctx = lib.SSL_CTX_new(lib.TLS_client_method())
+    def connect():
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        s.settimeout(None)  # a blocking descriptor, as libssl's blocking calls expect
+        return Conn(ctx, s, False)
+    c = connect() if how == "keepalive" else None
+    for path in paths:
+        if how == "new":
+            c = connect()
+        c.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        h = c.head()
+        assert h, "closed before a response"
+        length = int(next(l.split(":")[1] for l in h.lower().split("\r\n") if l.startswith("content-length:")))
+        print(int(h.split(" ")[1]), len(c.body(length)), flush=True)
+        if how == "new":
+            c.close()
+    if how == "keepalive":
+        c.close()
+"#;
+
+/// The libraries `cargo xtask test` extracted from Debian's packages (target/tls-libs, or
+/// `$TLS_LIBS`): directory `name` holds `file` and the libcrypto it needs.
+fn fetched_lib(name: &str, file: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let base = std::env::var_os("TLS_LIBS").map(|d| repo.join(d)).unwrap_or_else(|| repo.join("target/tls-libs"));
+    let lib = base.join(name).join(file);
+    assert!(lib.exists(), "{} is missing: `cargo xtask test` fetches it (Debian packages)", lib.display());
+    lib
+}
+
+/// OpenSSL 1.1 (Debian 11's libssl1.1, 1.1.1w: the version whose users report crashes under
+/// other tools' return probes) and BoringSSL (Debian's android-libboringssl, which has no
+/// `_ex` functions) through their libssl.so, used by a server and by clients, keep-alive and
+/// new connections, a 10 MiB response: exact counts per status on both sides, and the
+/// processes survive the probes.
+#[test]
+fn openssl_1_1_and_boringssl_through_their_libssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let harness = script(d, "ctypes_tls.py", CTYPES_TLS);
+    let c = Collector::start(FAST);
+    for (name, file) in [("openssl-1.1", "libssl.so.1.1"), ("boringssl", "libssl.so.0")] {
+        let lib = fetched_lib(name, file);
+        let python = || {
+            let mut cmd = Command::new(PYTHON);
+            cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap()).arg(&harness);
+            cmd
+        };
+        let port = free_port();
+        let mut server = spawn_ready(
+            python().args(["server"]).arg(&lib).arg(port.to_string()).arg(&cert.cert).arg(&cert.key),
+            &format!("the {name} server"),
+        );
+        assert_eq!(mapped_file(server.id(), file), lib.display().to_string());
+        wait_attached(&c, &lib.display().to_string());
+        let mut want = Vec::new();
+        for (how, paths) in [("keepalive", PY_KEEPALIVE), ("new", PY_NEW)] {
+            let out = python()
+                .arg("client")
+                .arg(&lib)
+                .arg(port.to_string())
+                .arg(how)
+                .args(paths)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("python3");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{name} client {how} failed:\n{text}");
+            check_exchanges(&text, paths);
+            want = if want.is_empty() { expected(paths) } else { sum_counts(&want, &expected(paths)) };
+        }
+        assert_eq!(want, [("200", 14.0), ("404", 5.0)]);
+        let m = c.scrape();
+        assert_https_counts(&m, port, &want, &["server", "client"], name);
+        assert_none_active(&m, port);
+        let ok_bodies: usize =
+            PY_KEEPALIVE.iter().chain(PY_NEW).filter(|p| status_of(p) == 200).map(|p| body_len(p)).sum();
+        let p = port.to_string();
+        for side in ["server", "client"] {
+            let sum = total(&m, side, "response_body_size_bytes_sum", port, "https", "200");
+            assert_eq!(sum, ok_bodies as f64, "{name} {side}");
+            let family = format!("http_{side}_response_body_size_bytes");
+            assert_eq!(observations_above(&m, &family, &labels(side, &p, "https", "200"), BIG), 1.0, "{name} {side}");
+        }
+        assert!(server.try_wait().unwrap().is_none(), "the {name} server exited");
+    }
 }
 
 /// A TLS server speaking a PostgreSQL-like protocol: the SSLRequest in cleartext, answered

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{apt_install, build_ebpf, cargo, root_dir, status};
+use crate::{apt_install, build_ebpf, cargo, fetch_tls_libs, root_dir, status};
 
 /// The kernels of the matrix: label, Debian release.
 const KERNELS: [(&str, &str); 3] = [("5.10", "bullseye"), ("6.1", "bookworm"), ("6.12", "trixie")];
@@ -96,7 +96,11 @@ fn dir() -> PathBuf {
 
 /// apt with a sources list, state and cache of its own under target/kernels/apt.
 fn apt(program: &str) -> Command {
-    let base = dir().join("apt");
+    apt_at(&dir().join("apt"), program)
+}
+
+/// apt with a sources list, state and cache of its own under `base` (see `apt_update_at`).
+pub(crate) fn apt_at(base: &Path, program: &str) -> Command {
     let mut c = Command::new(program);
     c.arg("-o").arg(format!("Dir::Etc::sourcelist={}", base.join("sources.list").display()));
     c.args(["-o", "Dir::Etc::sourceparts=-"]);
@@ -115,7 +119,11 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
 
 /// The package lists of every release of the matrix (with its security suite).
 fn apt_update(releases: &[&str]) -> anyhow::Result<()> {
-    let base = dir().join("apt");
+    apt_update_at(&dir().join("apt"), releases)
+}
+
+/// The package lists of Debian `releases` (with their security suites) for `apt_at(base, ..)`.
+pub(crate) fn apt_update_at(base: &Path, releases: &[&str]) -> anyhow::Result<()> {
     for d in ["lists/partial", "cache/archives/partial"] {
         std::fs::create_dir_all(base.join(d))?;
     }
@@ -127,7 +135,7 @@ fn apt_update(releases: &[&str]) -> anyhow::Result<()> {
         writeln!(list, "deb [signed-by={keyring}] http://deb.debian.org/debian-security {r}-security main")?;
     }
     std::fs::write(base.join("sources.list"), list)?;
-    status(apt("apt-get").arg("update"))
+    status(apt_at(base, "apt-get").arg("update"))
 }
 
 /// The newest `linux-image-amd64` of a release (security updates included): (image package,
@@ -565,6 +573,7 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
     // test` builds them (the guest also needs what that installs: promtool, nginx).
     build_ebpf()?;
     apt_install(&["prometheus".into(), "nginx".into(), "bpftool".into(), "curl".into(), "ethtool".into()])?;
+    fetch_tls_libs()?;
     status(cargo().current_dir(root_dir()).args(["build", "-p", "collector"]))?;
     let all = test_binaries()?;
     let mut bins = Vec::new();

@@ -265,6 +265,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "ethtool".to_owned(),
     ])?;
     let deploy_tools = install_deploy_tools()?;
+    let tls_libs = fetch_tls_libs()?;
     // Integration tests compare live kernel counters: one at a time, so they do not disturb
     // each other's traffic.
     let mut child = cargo()
@@ -272,6 +273,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=1"])
         .args(args)
         .env("DEPLOY_TOOLS", &deploy_tools)
+        .env("TLS_LIBS", &tls_libs)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting cargo test")?;
@@ -295,6 +297,43 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     println!("tests: {passed} passed, {failed} failed");
     ensure!(st.success() && passed > 0, "cargo test failed ({st})");
     Ok(())
+}
+
+/// TLS libraries other than the system's OpenSSL 3 for the HTTPS tests (collector/tests/tls.rs),
+/// extracted from Debian's packages into target/tls-libs/NAME: OpenSSL 1.1 (Debian 11's
+/// `libssl1.1`) and BoringSSL (`android-libboringssl`), each directory with its libssl and the
+/// libcrypto it needs. Fetched once, through an apt of its own (the system's sources stay as
+/// they are).
+pub(crate) fn fetch_tls_libs() -> anyhow::Result<PathBuf> {
+    let base = root_dir().join("target/tls-libs");
+    // (directory, package, directory of the libraries in the package, files)
+    let libs = [
+        ("openssl-1.1", "libssl1.1", "usr/lib/x86_64-linux-gnu", ["libssl.so.1.1", "libcrypto.so.1.1"]),
+        ("boringssl", "android-libboringssl", "usr/lib/x86_64-linux-gnu/android", ["libssl.so.0", "libcrypto.so.0"]),
+    ];
+    if libs.iter().all(|(name, _, _, files)| files.iter().all(|f| base.join(name).join(f).exists())) {
+        return Ok(base);
+    }
+    let apt = base.join("apt");
+    kernels::apt_update_at(&apt, &["bullseye", "bookworm"])?;
+    for (name, package, from, files) in libs {
+        let debs = base.join("debs").join(name);
+        let _ = std::fs::remove_dir_all(&debs);
+        std::fs::create_dir_all(&debs)?;
+        status(kernels::apt_at(&apt, "apt-get").current_dir(&debs).args(["download", package]))?;
+        let deb = std::fs::read_dir(&debs)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| format!("apt-get download {package} left no .deb"))?;
+        let tree = debs.join("tree");
+        status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir)?;
+        for f in files {
+            std::fs::copy(tree.join(from).join(f), dir.join(f)).with_context(|| format!("{f} in {package}"))?;
+        }
+    }
+    Ok(base)
 }
 
 /// Offline Kubernetes manifest validators for collector/tests/deploy.rs, from PyPI into a venv
