@@ -2,7 +2,7 @@
 //! node does; OpenSSL 1.1's and BoringSSL's libssl.so through a ctypes harness) and Go's
 //! crypto/tls: nginx with curl, Python's http.server with http.client and urllib, and Node's
 //! https module count exactly per status code on both sides with `url_scheme="https"`; durations
-//! agree with what the client measured; a process started after the collector is covered; TLS
+//! agree with what the client measured (Python, Node.js, Go, OpenSSL 1.1, BoringSSL); a process started after the collector is covered; TLS
 //! that is not HTTP makes no series; `--no-collector.http.tls` turns the capture off.
 mod common;
 
@@ -545,23 +545,39 @@ fn python_https_durations_agree_with_client_measurements() {
         .trim()
         .parse()
         .unwrap();
-    let m = c.scrape();
+    assert_means_agree(&c.scrape(), port, n, client_mean, "Python", 0.05);
+}
+
+/// The server and client histograms of `port` (GET, 200) hold `n` requests each, with means
+/// within 5% of `client_mean`, what the client measured (the server's within `server_within`).
+fn assert_means_agree(m: &Metrics, port: u16, n: usize, client_mean: f64, what: &str, server_within: f64) {
     let p = port.to_string();
-    for side in ["server", "client"] {
+    for (side, within) in [("server", server_within), ("client", 0.05)] {
         let mut want = labels(side, &p, "https", "200");
         want.push(("http_request_method", "GET"));
         let name = format!("http_{side}_request_duration_seconds");
         let count: f64 = m.find(&format!("{name}_count"), &want).iter().fold(0.0, |a, s| a + s.value);
         let sum: f64 = m.find(&format!("{name}_sum"), &want).iter().fold(0.0, |a, s| a + s.value);
-        assert_eq!(count, n as f64, "{side} count");
+        assert_eq!(count, n as f64, "{what}: {side} count");
         let mean = sum / count;
         let err = (mean - client_mean).abs() / client_mean;
         eprintln!(
-            "Python over TLS, 10 ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%",
+            "{what} over TLS, 10 ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%",
             err * 100.0
         );
-        assert!(err <= 0.05, "{side} mean {mean} vs client {client_mean}");
+        assert!(err <= within, "{what}: {side} mean {mean} vs client {client_mean}");
     }
+}
+
+/// The mean of the clients' per-request seconds (the last field of each output line).
+fn mean_seconds(out: &str) -> f64 {
+    let secs: Vec<f64> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().last().unwrap().parse().unwrap_or_else(|_| panic!("bad line {l:?} in:\n{out}")))
+        .collect();
+    assert!(!secs.is_empty(), "no client output");
+    secs.iter().sum::<f64>() / secs.len() as f64
 }
 
 /// A Node.js HTTPS server: same paths as the Python one. Prints `ready` once it listens.
@@ -605,6 +621,40 @@ function get(path) {
   for (const p of paths) console.log(await get(p));
   agent.destroy();
 })().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// A Node.js TLS client timing requests without the https module (its own work around the
+/// reads and writes, which no collector can see, took milliseconds a request here):
+/// `PORT PATH N`, N requests on one `tls` socket, each timed from just before it is written
+/// to the data event that completes its response; prints `status body-length seconds` each.
+const NODE_TIMED: &str = r#"
+const tls = require('tls');
+const [port, path, n] = process.argv.slice(2);
+const sock = tls.connect({ host: '127.0.0.1', port: Number(port), rejectUnauthorized: false }, async () => {
+  sock.setNoDelay(true);
+  let buf = Buffer.alloc(0);
+  let wake = null;
+  sock.on('data', (d) => { buf = Buffer.concat([buf, d]); if (wake) wake(); });
+  const request = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  for (let i = 0; i < Number(n); i++) {
+    const t = process.hrtime.bigint();
+    sock.write(request);
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n');
+      const m = end >= 0 ? /content-length:\s*(\d+)/i.exec(buf.subarray(0, end).toString()) : null;
+      if (m && buf.length >= end + 4 + Number(m[1])) {
+        const secs = Number(process.hrtime.bigint() - t) / 1e9;
+        console.log(`${buf.subarray(9, 12).toString()} ${m[1]} ${secs}`);
+        buf = buf.subarray(end + 4 + Number(m[1]));
+        break;
+      }
+      await new Promise((r) => { wake = r; });
+      wake = null;
+    }
+  }
+  sock.end();
+});
+sock.on('error', (e) => { console.error(e); process.exit(1); });
 "#;
 
 /// Node.js (OpenSSL linked into /usr/bin/node, no libssl.so) as HTTPS server and keep-alive
@@ -700,7 +750,8 @@ fn processes_started_after_the_collector() {
 /// 3 and BoringSSL. `server LIB PORT CERT KEY`: the paths and replies of `PY_SERVER`
 /// (headers and body in two writes, the 10 MiB body in 64 KiB writes), keep-alive, a thread
 /// per connection; prints `ready`. `client LIB PORT keepalive|new PATH...`: every request on
-/// one connection, or a new one per request; prints `status body-length` per request.
+/// one connection, or a new one per request; prints `status body-length seconds` per request
+/// (from just before the request is written to just after the last body byte is read).
 const CTYPES_TLS: &str = r#"
 import ctypes, socket, sys, threading, time
 from ctypes import c_char_p, c_int, c_void_p
@@ -793,11 +844,13 @@ else:
     for path in paths:
         if how == "new":
             c = connect()
+        t = time.perf_counter()
         c.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         h = c.head()
         assert h, "closed before a response"
         length = int(next(l.split(":")[1] for l in h.lower().split("\r\n") if l.startswith("content-length:")))
-        print(int(h.split(" ")[1]), len(c.body(length)), flush=True)
+        n = len(c.body(length))
+        print(int(h.split(" ")[1]), n, time.perf_counter() - t, flush=True)
         if how == "new":
             c.close()
     if how == "keepalive":
@@ -871,6 +924,133 @@ fn openssl_1_1_and_boringssl_through_their_libssl() {
         }
         assert!(server.try_wait().unwrap().is_none(), "the {name} server exited");
     }
+}
+
+/// 10 ms server delays, 30 requests on one keep-alive connection, for each other library and
+/// runtime with both its server and its client (Python has its own test above): Node.js, Go,
+/// OpenSSL 1.1, BoringSSL, and nginx with curl. The server and client histograms' means are
+/// within 5% of what the client measured around each request (the servers of Node.js: 12%,
+/// and of Go: 8%, see below).
+#[test]
+fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let go = go_binary(d);
+    let harness = script(d, "ctypes_tls.py", CTYPES_TLS);
+    let node_server = script(d, "server.js", NODE_SERVER);
+    let node_client = script(d, "timed.js", NODE_TIMED);
+    let c = Collector::start(FAST);
+    const N: usize = 30;
+    let delays = vec!["/delay"; N];
+    for what in ["Node.js", "Go", "OpenSSL 1.1", "BoringSSL"] {
+        let port = free_port();
+        let ps = port.to_string();
+        let lib = match what {
+            "OpenSSL 1.1" => Some(fetched_lib("openssl-1.1", "libssl.so.1.1")),
+            "BoringSSL" => Some(fetched_lib("boringssl", "libssl.so.0")),
+            _ => None,
+        };
+        let ctypes = |lib: &Path| {
+            let mut cmd = Command::new(PYTHON);
+            cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap()).arg(&harness);
+            cmd
+        };
+        let (server, client): (Command, Command) = match (what, &lib) {
+            ("Node.js", _) => {
+                let mut s = Command::new("node");
+                s.arg(&node_server).arg(&ps).arg(&cert.cert).arg(&cert.key);
+                let mut c = Command::new("node");
+                c.arg(&node_client).arg(&ps).arg("/delay").arg(N.to_string());
+                (s, c)
+            }
+            ("Go", _) => {
+                let mut s = Command::new(&go);
+                s.arg("server").arg(&ps).arg(&cert.cert).arg(&cert.key);
+                let mut c = Command::new(&go);
+                c.arg("timed").arg(&ps).arg("/delay").arg(N.to_string());
+                (s, c)
+            }
+            (_, Some(lib)) => {
+                let mut s = ctypes(lib);
+                s.arg("server").arg(lib).arg(&ps).arg(&cert.cert).arg(&cert.key);
+                let mut c = ctypes(lib);
+                c.arg("client").arg(lib).arg(&ps).arg("keepalive").args(vec!["/delay"; N]);
+                (s, c)
+            }
+            _ => unreachable!(),
+        };
+        let mut server = server;
+        let srv = spawn_ready(&mut server, &format!("the {what} server"));
+        // The file the probes go into: the library, or the executable that holds the TLS code.
+        let file = match &lib {
+            Some(l) => l.display().to_string(),
+            None => std::fs::read_link(format!("/proc/{}/exe", srv.id())).unwrap().display().to_string(),
+        };
+        let library = if what == "Go" { "go" } else { "openssl" };
+        let start = Instant::now();
+        while !c
+            .scrape()
+            .find("collector_tls_attached", &[("library", library), ("path", &file)])
+            .iter()
+            .any(|s| s.value == 1.0)
+        {
+            assert!(start.elapsed() < Duration::from_secs(15), "{file} not attached; log:\n{}", c.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut client = client;
+        let out = run_ok(&mut client);
+        check_exchanges(&out, &delays);
+        // Two servers spend part of each exchange outside what the capture sees, so they get
+        // bounds of their own (figures from an idle machine; OpenSSL servers: 2.5-3.5% below
+        // the client). Node.js: about 1 ms outside its TLS calls (9.0-10.2% below; 7.4% below
+        // the lean ctypes client too). Go: the response is taken at the start of `Write`,
+        // before its encryption and send (3.9-5.3% below; see docs/metrics.md).
+        let server_within = match what {
+            "Node.js" => 0.12,
+            "Go" => 0.08,
+            _ => 0.05,
+        };
+        assert_means_agree(&c.scrape(), port, N, mean_seconds(&out), what, server_within);
+        drop(srv);
+    }
+    // nginx, whose delay comes from the cleartext upstream it proxies to (the HTTP tests'
+    // server, holding each request 10 ms), and curl: one invocation, one connection, a 404
+    // first (its time includes the handshake, and it is not among the 200s compared).
+    let upstream = TestServer::start("127.0.0.1");
+    let port = free_port();
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; keepalive_timeout 30; keepalive_requests 1000;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               upstream up {{ server 127.0.0.1:{up}; keepalive 4; }}\n\
+               server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                 location = /missing {{ return 404; }}\n\
+                 location = /delay {{ proxy_pass http://up/d?delay_ms=10&size=7; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; }} }} }}\n",
+            d = d.display(),
+            up = upstream.port,
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        ),
+    )
+    .unwrap();
+    let nginx = KillOnDrop(Command::new(NGINX).arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"));
+    wait_port(port);
+    wait_attached(&c, &mapped_file(nginx.id(), "libssl.so.3"));
+    let mut cmd = Command::new(CURL);
+    cmd.args(["-sS", "-k", "--http1.1", "-w", "%{http_code} %{size_download} %{time_total}\\n"]);
+    for p in std::iter::once("/missing").chain(delays.iter().copied()) {
+        cmd.arg("-o").arg("/dev/null").arg(format!("https://127.0.0.1:{port}{p}"));
+    }
+    let out = run_ok(&mut cmd);
+    let timed = out.lines().skip(1).collect::<Vec<_>>().join("\n");
+    check_exchanges(&timed, &delays);
+    assert_means_agree(&c.scrape(), port, N, mean_seconds(&timed), "nginx and curl", 0.05);
 }
 
 /// A TLS server speaking a PostgreSQL-like protocol: the SSLRequest in cleartext, answered

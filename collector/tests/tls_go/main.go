@@ -5,9 +5,15 @@
 //	                                  "not found" (the bodies of the tests' other servers)
 //	tls_go client [--new] URL PATH…   one keep-alive connection (or a new one per request);
 //	                                  prints "STATUS BODYLEN" per request
+//	tls_go timed PORT PATH N          N requests on one crypto/tls connection, without
+//	                                  net/http's client (its own work around the reads and
+//	                                  writes no collector can see); prints "STATUS BODYLEN
+//	                                  SECONDS" per request (from before the request is
+//	                                  written to the end of its body)
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -15,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -22,6 +29,8 @@ func main() {
 	switch os.Args[1] {
 	case "server":
 		serve(os.Args[2], os.Args[3], os.Args[4])
+	case "timed":
+		timed(os.Args[2], os.Args[3], os.Args[4])
 	case "client":
 		args := os.Args[2:]
 		fresh := false
@@ -84,4 +93,30 @@ func client(fresh bool, base string, paths []string) {
 		fmt.Println(r.StatusCode, n)
 	}
 	tr.CloseIdleConnections()
+}
+
+func timed(port, path, count string) {
+	n, _ := strconv.Atoi(count)
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	rd := bufio.NewReader(conn)
+	request := []byte("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + port + "\r\n\r\n")
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		if _, err := conn.Write(request); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		r, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Println(r.StatusCode, len(body), time.Since(t).Seconds())
+	}
+	conn.Close()
 }
