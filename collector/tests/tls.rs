@@ -89,19 +89,29 @@ fn mapped_file(pid: u32, file_name: &str) -> String {
 
 /// The files the OpenSSL uprobes are attached to.
 fn attached(m: &Metrics) -> Vec<String> {
-    m.find("collector_tls_attached", &[("library", "openssl")])
+    attached_as(m, "openssl")
+}
+
+/// The files the uprobes of `library` (`openssl`, `go`) are attached to.
+fn attached_as(m: &Metrics, library: &str) -> Vec<String> {
+    m.find("collector_tls_attached", &[("library", library)])
         .iter()
         .filter(|s| s.value == 1.0)
         .map(|s| s.labels["path"].clone())
         .collect()
 }
 
-/// Waits up to 15 s until the collector reports the uprobes attached to `path`.
+/// Waits up to 15 s until the collector reports the OpenSSL uprobes attached to `path`.
 fn wait_attached(c: &Collector, path: &str) {
+    wait_attached_as(c, "openssl", path)
+}
+
+/// Waits up to 15 s until the collector reports the uprobes of `library` attached to `path`.
+fn wait_attached_as(c: &Collector, library: &str, path: &str) {
     let start = Instant::now();
     loop {
         let m = c.scrape();
-        let now = attached(&m);
+        let now = attached_as(&m, library);
         if now.iter().any(|p| p == path) {
             eprintln!("{path} attached after {:?} (attached: {now:?})", start.elapsed());
             return;
@@ -857,6 +867,14 @@ else:
         c.close()
 "#;
 
+/// Python running the ctypes harness `harness` with the libssl `lib` (and the libcrypto beside
+/// it) found first.
+fn ctypes_python(harness: &Path, lib: &Path) -> Command {
+    let mut cmd = Command::new(PYTHON);
+    cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap()).arg(harness);
+    cmd
+}
+
 /// The libraries `cargo xtask test` extracted from Debian's packages (target/tls-libs, or
 /// `$TLS_LIBS`): directory `name` holds `file` and the libcrypto it needs.
 fn fetched_lib(name: &str, file: &str) -> PathBuf {
@@ -881,11 +899,7 @@ fn openssl_1_1_and_boringssl_through_their_libssl() {
     let c = Collector::start(FAST);
     for (name, file) in [("openssl-1.1", "libssl.so.1.1"), ("boringssl", "libssl.so.0")] {
         let lib = fetched_lib(name, file);
-        let python = || {
-            let mut cmd = Command::new(PYTHON);
-            cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap()).arg(&harness);
-            cmd
-        };
+        let python = || ctypes_python(&harness, &lib);
         let port = free_port();
         let mut server = spawn_ready(
             python().args(["server"]).arg(&lib).arg(port.to_string()).arg(&cert.cert).arg(&cert.key),
@@ -951,11 +965,7 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
             "BoringSSL" => Some(fetched_lib("boringssl", "libssl.so.0")),
             _ => None,
         };
-        let ctypes = |lib: &Path| {
-            let mut cmd = Command::new(PYTHON);
-            cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap()).arg(&harness);
-            cmd
-        };
+        let ctypes = |lib: &Path| ctypes_python(&harness, lib);
         let (server, client): (Command, Command) = match (what, &lib) {
             ("Node.js", _) => {
                 let mut s = Command::new("node");
@@ -980,7 +990,7 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
             }
             _ => unreachable!(),
         };
-        let mut server = server;
+        let (mut server, mut client) = (server, client);
         let srv = spawn_ready(&mut server, &format!("the {what} server"));
         // The file the probes go into: the library, or the executable that holds the TLS code.
         let file = match &lib {
@@ -988,17 +998,7 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
             None => std::fs::read_link(format!("/proc/{}/exe", srv.id())).unwrap().display().to_string(),
         };
         let library = if what == "Go" { "go" } else { "openssl" };
-        let start = Instant::now();
-        while !c
-            .scrape()
-            .find("collector_tls_attached", &[("library", library), ("path", &file)])
-            .iter()
-            .any(|s| s.value == 1.0)
-        {
-            assert!(start.elapsed() < Duration::from_secs(15), "{file} not attached; log:\n{}", c.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut client = client;
+        wait_attached_as(&c, library, &file);
         let out = run_ok(&mut client);
         check_exchanges(&out, &delays);
         // Two servers spend part of each exchange outside what the capture sees, so they get
@@ -1273,15 +1273,7 @@ fn go_https_server_and_client() {
         "the Go HTTPS server",
     );
     let path = std::fs::read_link(format!("/proc/{}/exe", srv.id())).unwrap().display().to_string();
-    let start = Instant::now();
-    loop {
-        let m = c.scrape();
-        if m.find("collector_tls_attached", &[("library", "go"), ("path", &path)]).iter().any(|s| s.value == 1.0) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "{path} not attached; log:\n{}", c.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_attached_as(&c, "go", &path);
     let url = format!("https://127.0.0.1:{port}");
     let keep: &[&str] = &["/ok", "/ok", "/missing", "/delay", "/big", "/ok", "/missing", "/ok", "/delay", "/ok"];
     let fresh: &[&str] = &["/ok", "/missing", "/ok", "/ok"];
