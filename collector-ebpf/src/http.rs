@@ -53,7 +53,7 @@ use collector_common::{
     },
 };
 
-use crate::{drops, network, process};
+use crate::{drops, network, process, tls};
 
 /// Upper bounds of the duration buckets in nanoseconds, set by the daemon; unused slots hold
 /// `BOUND_CAP` so nothing lands beyond the configured +Inf bucket.
@@ -291,6 +291,11 @@ fn release(conn: &mut Conn) {
 /// a message before the connection is taken for something other than HTTP/1.x.
 const MIDSTREAM_TRIES: u8 = 64;
 
+/// The mark of a socket given up because its received stream started with a TLS handshake
+/// record, while HTTPS is captured: its segments with payload still note when they arrived
+/// (`tls::arrived`), where a TLS server's request starts.
+const MARK_TLS_SERVER: u8 = MIDSTREAM_TRIES + 1;
+
 /// The reorder stash (`collector_common::http::stash`): bytes of received streams that arrived
 /// out of order while the framer waited for a byte it needs, in 1 KiB blocks. Allocated when
 /// used (a block is about 2.2 KiB), deleted as the framer moves past them or the connection
@@ -376,7 +381,7 @@ fn atomic_add(p: *mut u64, v: u64) {
 }
 
 #[inline(always)]
-fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
+pub(crate) fn load<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
     // SAFETY: `skb` is the program's `__sk_buff` context (the verifier checks the argument),
     // and the destination is the local `v`, exactly the size_of::<T>() bytes the helper is told
@@ -983,10 +988,17 @@ fn new_conn(
     family: u8,
 ) -> Option<&'static mut Conn> {
     let mark = sk_storage::<u8>(not_http(), sk, false);
-    // SAFETY: read only when non-null (checked first): this socket's one-byte `HTTP_NOT_HTTP`
-    // value, valid until the program returns; any byte is a valid u8.
-    if !mark.is_null() && unsafe { *mark } >= MIDSTREAM_TRIES {
-        return None;
+    if !mark.is_null() {
+        // SAFETY: read only when non-null (checked first): this socket's one-byte
+        // `HTTP_NOT_HTTP` value, valid until the program returns; any byte is a valid u8.
+        let m = unsafe { *mark };
+        if m >= MIDSTREAM_TRIES {
+            if m == MARK_TLS_SERVER && !egress {
+                let ports = u32::from_be_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]);
+                tls::tls_arrived(skb, ports as u64, family as u64);
+            }
+            return None;
+        }
     }
     let head = if plen >= 8 {
         load::<[u8; 8]>(skb, payload)
@@ -1021,7 +1033,14 @@ fn new_conn(
             // SAFETY: `mark` is non-null (checked above): this socket's one-byte `HTTP_NOT_HTTP`
             // value, valid until the program returns. Programs on two CPUs may update it at
             // once; a lost increment only delays giving the socket up.
-            unsafe { *mark = if at_start { MIDSTREAM_TRIES } else { (*mark).saturating_add(1) } };
+            // A received stream that starts with a TLS handshake record (0x16, version 3.x) is
+            // a TLS server's, whose arrivals the TLS capture uses.
+            let given_up = if !egress && head & 0xffff == 0x0316 && tls::capturing() {
+                MARK_TLS_SERVER
+            } else {
+                MIDSTREAM_TRIES
+            };
+            unsafe { *mark = if at_start { given_up } else { (*mark).saturating_add(1) } };
         }
         return None;
     }

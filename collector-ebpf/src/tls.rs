@@ -14,9 +14,10 @@
 //! `SSL_read` call, which names the connection exactly; a library fed by its caller (Node.js's
 //! memory BIO) gets its bytes from the socket the thread received from last, just before.
 //!
-//! Duration over TLS: from the return of the `SSL_read` that yields the first byte of the
-//! request to the return of the `SSL_write` that takes the last byte of the response (server
-//! side); from the return of the `SSL_write` taking the first request byte to the return of the
+//! Duration over TLS: from the arrival of the request (the last segment the socket received up
+//! to the `SSL_read` that yields the request's first byte, noted by the cleartext ingress
+//! program in `TLS_ARRIVALS`; else that read's return) to the return of the `SSL_write` that
+//! takes the last byte of the response (server side); from the return of the `SSL_write` taking the first request byte to the return of the
 //! `SSL_read` yielding the last response byte (client side). No plaintext byte leaves the
 //! kernel: the programs keep at most the framer's window of a message's start.
 use aya_ebpf::{
@@ -35,7 +36,7 @@ use collector_common::{
     http::{
         SCHEME_HTTPS,
         framer::{self, Exchange, Pending, Sink, WINDOW},
-        tls::{MAX_TLS_CONNS, Peer, RecvOffsets, TLS_CONN_SIZE, TlsKey},
+        tls::{ArrivalKey, MAX_TLS_CONNS, Peer, RecvOffsets, TLS_CONN_SIZE, TlsKey, v4_mapped},
     },
 };
 
@@ -117,6 +118,51 @@ fn thread_key(pid_tgid: u64) -> CallKey {
 /// The socket each thread of a TLS-using process received from last.
 #[map]
 static TLS_RECV: LruHashMap<u64, Peer> = LruHashMap::with_max_entries(16384, 0);
+
+/// When each TLS server socket last received payload (see `ArrivalKey`), written by the
+/// cleartext ingress program (`arrived`), read by `tls_recv`.
+#[map]
+static TLS_ARRIVALS: LruHashMap<ArrivalKey, u64> = LruHashMap::with_max_entries(MAX_TLS_CONNS, 0);
+
+/// Whether the daemon captures TLS (it sets `RECV_OFFSETS` then; a field offset is never 0).
+#[inline(always)]
+pub fn capturing() -> bool {
+    RECV_OFFSETS.load().sport != 0
+}
+
+/// A segment with payload arrived on a server socket whose stream started with a TLS handshake
+/// (the cleartext ingress program, which gives such sockets up at once, calls this for each):
+/// notes when, for `tls_recv`. `ports`: the TCP header's first four bytes (source and
+/// destination port, big-endian); `family`: 4 or 6. A global function, so that its frame is not
+/// in the ingress program's chain of calls.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_arrived(skb: *mut aya_ebpf::bindings::__sk_buff, ports: u64, family: u64) -> i64 {
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let peer_addr = if family == 4 {
+        match http::load::<[u8; 4]>(skb, 12) {
+            Some(a) => v4_mapped(a),
+            None => return 0,
+        }
+    } else {
+        match http::load::<[u8; 16]>(skb, 8) {
+            Some(a) => a,
+            None => return 0,
+        }
+    };
+    let [s0, s1, d0, d1] = (ports as u32).to_be_bytes();
+    let key = ArrivalKey {
+        peer_addr,
+        local_port: u16::from_be_bytes([d0, d1]),
+        peer_port: u16::from_be_bytes([s0, s1]),
+        _pad: 0,
+    };
+    let _ = TLS_ARRIVALS.insert(&key, &now, 0);
+    0
+}
 
 /// Processes seen calling the library: `tls_recv` does nothing for the others.
 #[map]
@@ -340,6 +386,12 @@ pub extern "C" fn tls_close(ssl: u64) -> i64 {
     0
 }
 
+/// When the socket `p` last received TLS bytes, if it is the connection `id`'s (0 otherwise).
+#[inline(always)]
+fn arrival_of(p: &Peer, id: &Ident) -> u64 {
+    if p.local_port == id.local_port && p.peer_port == id.peer_port { p.arrived } else { 0 }
+}
+
 /// Sets the connection's ports and peer address from a socket the thread received from.
 #[inline(always)]
 fn name_conn(id: &mut Ident, peer: &Peer) {
@@ -518,7 +570,20 @@ pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
     let end = seq.wrapping_add(n as u32);
     conn.next[di(is_req)] = end;
     // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let mut now = unsafe { bpf_ktime_get_ns() };
+    // A server's request bytes count from when they arrived (as cleartext ones do): the last
+    // arrival on the socket the bytes were read from, when the ingress program noted it.
+    if is_req && conn.id.role == ROLE_SERVER {
+        let arrived = if call.peer.set != 0 {
+            arrival_of(&call.peer, &conn.id)
+        } else {
+            // SAFETY: a field read at once from this thread's entry; a plain integer.
+            TLS_RECV.get_ptr(&id).map_or(0, |p| arrival_of(unsafe { &*p }, &conn.id))
+        };
+        if arrived != 0 && arrived < now {
+            now = arrived;
+        }
+    }
     conn.seg[di(is_req)] = TlsSeg { seq, end, buf: call.buf, now };
     1 + is_req as i64
 }
@@ -641,7 +706,10 @@ pub fn tls_recv(ctx: TracePointContext) -> u32 {
         )
     };
     let (Ok(sport), Ok(dport), Ok(saddr), Ok(daddr)) = fields else { return 0 };
-    let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1 };
+    let key = ArrivalKey { peer_addr: daddr, local_port: sport, peer_port: dport, _pad: 0 };
+    // SAFETY: the value is copied out at once; any u64 is valid.
+    let arrived = unsafe { TLS_ARRIVALS.get(&key) }.copied().unwrap_or(0);
+    let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1, arrived };
     let _ = TLS_RECV.insert(&id, &peer, 0);
     if let Some(c) = TLS_CALLS.get_ptr_mut(&thread_key(id)) {
         // SAFETY: this thread's entry in `TLS_CALLS` (preallocated map memory, valid until the

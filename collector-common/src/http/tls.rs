@@ -24,6 +24,29 @@ pub struct Peer {
     pub peer_port: u16,
     /// Nonzero once set.
     pub set: u32,
+    /// When the socket last received TLS bytes (`bpf_ktime_get_ns`, from `TLS_ARRIVALS`), 0
+    /// when not known: the start of a server's request (see `ArrivalKey`).
+    pub arrived: u64,
+}
+
+/// A server socket that received a TLS handshake at the start of its stream, as the cleartext
+/// ingress program sees it (ports in host order, the peer address IPv4-mapped for IPv4), the
+/// key of `TLS_ARRIVALS`: when its last segment with payload arrived. A TLS server's request
+/// starts then, as a cleartext one starts when its first segment arrives, rather than when the
+/// server's thread has woken up, read and decrypted it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ArrivalKey {
+    pub peer_addr: [u8; 16],
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub _pad: u32,
+}
+
+/// The IPv4-mapped IPv6 form of an IPv4 address (as `tcp:tcp_rcv_space_adjust` shows an IPv4
+/// socket's addresses).
+pub fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 
 /// Offsets of the fields of `tcp:tcp_rcv_space_adjust` the program reads (from its tracefs
