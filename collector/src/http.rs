@@ -55,6 +55,12 @@ pub struct HttpFlags {
     /// Do not capture HTTPS (no uprobes; the collector then also keeps no capability for them).
     #[arg(long = "no-collector.http.tls", overrides_with = "tls")]
     pub no_tls: bool,
+
+    /// How long the HTTPS uprobes stay on a file no process maps any more: a process that maps
+    /// it meanwhile is covered from its first call (attaching again right after a detach waits,
+    /// up to about a second, for the kernel to remove the previous probes).
+    #[arg(long = "collector.http.tls-detach-after", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub tls_detach_after: std::time::Duration,
 }
 
 /// `--collector.http.duration-buckets`, parsed.
@@ -342,7 +348,7 @@ impl Http {
             );
         }
         if !flags.no_tls && tracefs_ok {
-            start_tls(loader, procfs);
+            start_tls(loader, procfs, flags.tls_detach_after);
         }
         match exec.and(rename).map_err(anyhow::Error::msg).and_then(|()| name_processes(loader, procfs)) {
             Ok(n) => tracing::debug!(processes = n, "http: process names"),
@@ -379,14 +385,14 @@ impl Http {
 
 /// Starts the TLS capture (tls.rs) and attaches it to the TLS libraries processes map now; a
 /// failure leaves cleartext capture running.
-fn start_tls(loader: &mut Loader, procfs: &Path) {
-    match crate::tls::Capture::start(loader, procfs) {
+fn start_tls(loader: &mut Loader, procfs: &Path, detach_after: std::time::Duration) {
+    match crate::tls::Capture::start(loader, procfs, detach_after) {
         Ok(mut capture) => {
             let attached = capture.scan();
             tracing::info!(
                 files = attached.len(),
                 "http: HTTPS capture on: uprobes on OpenSSL's SSL_read/SSL_write in the files listed \
-                 above (and in any file that holds OpenSSL when a process maps it later, within a second)"
+                 above (and in any file that holds OpenSSL when a process opens or maps it later)"
             );
             let _ = crate::tls::CAPTURE.set(Arc::new(Mutex::new(capture)));
         }

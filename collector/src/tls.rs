@@ -31,6 +31,7 @@ use collector_common::{
     http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
     names::{map, program},
 };
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use crate::{
@@ -40,6 +41,29 @@ use crate::{
 
 /// How often the processes are looked at for new TLS libraries (and for files no longer used).
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long probes attached because a process opened the file stay without a process seen
+/// mapping it (the opener maps it right after opening; one that has exited by the next scan
+/// leaves nothing to keep them for).
+const OPEN_HOLD: Duration = Duration::from_secs(2);
+
+/// At most this many files are watched for opens (each is a TLS library or an executable
+/// holding one; a host has few).
+const MAX_WATCHED: usize = 512;
+
+/// Where the host's own TLS libraries are looked for at start-up (under `/proc/1/root`: the
+/// host's root when the collector shares the host's process namespace; else under `/`).
+const HOST_LIBRARY_DIRS: [&str; 9] = [
+    "usr/lib/x86_64-linux-gnu",
+    "usr/lib/aarch64-linux-gnu",
+    "usr/lib64",
+    "usr/lib",
+    "usr/local/lib",
+    "lib/x86_64-linux-gnu",
+    "lib/aarch64-linux-gnu",
+    "lib64",
+    "lib",
+];
 
 /// The probes of an OpenSSL-compatible library: (program, function, required).
 const ENTRY_PROBES: [(&str, &str, bool); 6] = [
@@ -90,6 +114,31 @@ struct Target {
     library: &'static str,
     links: Vec<(&'static str, UProbeLinkId)>,
     pids: usize,
+    /// Attached because a process opened the file: kept until then even when no process is
+    /// seen mapping it.
+    hold: Option<Instant>,
+    /// The first scan that saw no process mapping the file since one last did.
+    unused_since: Option<Instant>,
+}
+
+/// A file watched for opens.
+#[derive(Clone)]
+struct Watched {
+    id: FileId,
+    /// As `Target::path`.
+    path: String,
+    /// The file as this process reaches it.
+    file: PathBuf,
+}
+
+/// The files watched for opens (inotify `IN_OPEN`): every file the probes were attached to
+/// since start-up, and the host's own `libssl.so*`. A process that starts and finishes its TLS
+/// between two scans (curl, a script) opens its library first: the probes are attached then.
+struct Opens {
+    watches: Watches,
+    by_wd: HashMap<WatchDescriptor, Watched>,
+    ids: HashSet<FileId>,
+    full_logged: bool,
 }
 
 /// File identity: device and inode, as `/proc/<pid>/maps` shows them.
@@ -107,6 +156,12 @@ pub struct Capture {
     last_sweep: Instant,
     /// Attach failures by file, logged once.
     failed: HashSet<FileId>,
+    /// Open watches, when inotify is available; `inotify` is the instance, until [`run`] takes
+    /// it to read its events.
+    opens: Option<Opens>,
+    inotify: Option<Inotify>,
+    /// How long probes stay on a file no process maps (`--collector.http.tls-detach-after`).
+    detach_after: Duration,
 }
 
 /// The capture, once the HTTP collector started it: the scanning thread and the self metrics
@@ -119,7 +174,7 @@ pub struct Tls(pub Arc<Mutex<Capture>>);
 impl Capture {
     /// Loads the TLS programs and attaches the receive tracepoint; the uprobes are attached by
     /// [`Capture::scan`].
-    pub fn start(loader: &mut Loader, procfs: &Path) -> Result<Self, String> {
+    pub fn start(loader: &mut Loader, procfs: &Path, detach_after: Duration) -> Result<Self, String> {
         for (prog, func, _) in ENTRY_PROBES {
             loader.load_uprobe(prog, format!("uprobe:{func}"))?;
         }
@@ -131,7 +186,22 @@ impl Capture {
         loader.attach_tracepoint(program::TLS_RECV, "tcp", "tcp_rcv_space_adjust")?;
         let conns =
             loader.take_map(map::TLS_CONNS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
-        Ok(Self {
+        let (opens, inotify) = match Inotify::init() {
+            Ok(i) => {
+                let opens =
+                    Opens { watches: i.watches(), by_wd: HashMap::new(), ids: HashSet::new(), full_logged: false };
+                (Some(opens), Some(i))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "tls: no inotify: a process is attached at the first scan that sees it (within a second), \
+                     so one that finishes its TLS sooner is missed"
+                );
+                (None, None)
+            }
+        };
+        let mut capture = Self {
             ebpf: loader.ebpf.clone(),
             procfs: procfs.to_path_buf(),
             examined: HashMap::new(),
@@ -140,7 +210,12 @@ impl Capture {
             conns,
             last_sweep: Instant::now(),
             failed: HashSet::new(),
-        })
+            opens,
+            inotify,
+            detach_after,
+        };
+        capture.watch_host_libraries();
+        Ok(capture)
     }
 
     /// Looks at every process: attaches to TLS libraries not attached yet, detaches from files
@@ -169,24 +244,12 @@ impl Capture {
                     self.examined.insert(id, kind);
                 }
                 match &self.examined[&id] {
-                    kind @ (Kind::OpenSsl(offsets) | Kind::Go(offsets)) => {
+                    Kind::OpenSsl(_) | Kind::Go(_) => {
                         *users.entry(id).or_default() += 1;
                         if !self.targets.contains_key(&id) && !self.failed.contains(&id) {
-                            let (offsets, go) = (offsets.clone(), matches!(kind, Kind::Go(_)));
                             let file = self.file_of(pid, path, id.1);
-                            let api = if go { "Go crypto/tls" } else { "OpenSSL API" };
-                            match self.attach(&file, &offsets, !go) {
-                                Ok(links) => {
-                                    tracing::info!(path, pid, api, probes = links.len(), "tls: uprobes attached");
-                                    let library = if go { "go" } else { "openssl" };
-                                    let target = Target { path: path.to_owned(), library, links, pids: 0 };
-                                    self.targets.insert(id, target);
-                                    attached.push(path.to_owned());
-                                }
-                                Err(e) => {
-                                    tracing::warn!(path, pid, error = format!("{e:#}"), "tls: attaching failed");
-                                    self.failed.insert(id);
-                                }
+                            if self.attach_target(id, path, &file, Some(pid), None) {
+                                attached.push(path.to_owned());
                             }
                         }
                     }
@@ -205,8 +268,28 @@ impl Capture {
         // examined again.
         self.examined.retain(|id, _| mapped.contains(id));
         self.skipped.retain(|id, _| mapped.contains(id));
-        // Files no process maps any more: their probes go.
-        let gone: Vec<FileId> = self.targets.keys().filter(|id| !users.contains_key(id)).copied().collect();
+        // Files no process has mapped for `detach_after`: their probes go (those attached on an
+        // open not before their hold is over).
+        let now = Instant::now();
+        for (id, t) in self.targets.iter_mut() {
+            t.pids = users.get(id).copied().unwrap_or(0);
+            if t.pids > 0 {
+                t.hold = None;
+                t.unused_since = None;
+            } else {
+                t.unused_since.get_or_insert(now);
+            }
+        }
+        let gone: Vec<FileId> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| {
+                t.pids == 0
+                    && t.hold.is_none_or(|h| now >= h)
+                    && t.unused_since.is_some_and(|u| now.duration_since(u) >= self.detach_after)
+            })
+            .map(|(id, _)| *id)
+            .collect();
         for id in gone {
             if let Some(t) = self.targets.remove(&id) {
                 self.detach(t.links);
@@ -214,14 +297,124 @@ impl Capture {
             }
             self.failed.remove(&id);
         }
-        for (id, t) in self.targets.iter_mut() {
-            t.pids = users.get(id).copied().unwrap_or(0);
-        }
         if self.last_sweep.elapsed() >= Duration::from_secs(30) {
             self.last_sweep = Instant::now();
             self.sweep(&live);
         }
         attached
+    }
+
+    /// Attaches the probes of file `id` (examined already), reached at `file`, named `path`;
+    /// `pid`: the process seen mapping it, `hold`: for a file attached because it was opened.
+    /// Whether it is attached now; a failure is logged and not tried again while the file is
+    /// mapped.
+    fn attach_target(&mut self, id: FileId, path: &str, file: &Path, pid: Option<u32>, hold: Option<Instant>) -> bool {
+        let (offsets, go) = match &self.examined[&id] {
+            Kind::OpenSsl(o) => (o.clone(), false),
+            Kind::Go(o) => (o.clone(), true),
+            _ => return false,
+        };
+        let api = if go { "Go crypto/tls" } else { "OpenSSL API" };
+        let why = if hold.is_some() { "opened" } else { "mapped" };
+        match self.attach(file, &offsets, !go) {
+            Ok(links) => {
+                tracing::info!(path, pid, api, probes = links.len(), by = why, "tls: uprobes attached");
+                let library = if go { "go" } else { "openssl" };
+                let target = Target { path: path.to_owned(), library, links, pids: 0, hold, unused_since: None };
+                self.targets.insert(id, target);
+                self.watch(id, path, file);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path, pid, error = format!("{e:#}"), "tls: attaching failed");
+                self.failed.insert(id);
+                false
+            }
+        }
+    }
+
+    /// Watches `file` (identity `id`, named `path`) for opens, when this process reaches the
+    /// same file there as processes' maps name (not so through an overlay mount, whose files
+    /// have identities of their own).
+    fn watch(&mut self, id: FileId, path: &str, file: &Path) {
+        let Some(o) = self.opens.as_mut() else { return };
+        if o.ids.contains(&id) || std::fs::metadata(file).map(|m| file_id(&m)).ok() != Some(id) {
+            return;
+        }
+        if o.by_wd.len() >= MAX_WATCHED {
+            if !o.full_logged {
+                o.full_logged = true;
+                tracing::info!(
+                    max = MAX_WATCHED,
+                    path,
+                    "tls: no more files watched for opens (found by the scans only)"
+                );
+            }
+            return;
+        }
+        match o.watches.add(file, WatchMask::OPEN) {
+            Ok(wd) => {
+                o.by_wd.insert(wd, Watched { id, path: path.to_owned(), file: file.to_owned() });
+                o.ids.insert(id);
+            }
+            Err(e) => tracing::debug!(path, error = %e, "tls: watching for opens failed"),
+        }
+    }
+
+    /// Watches the host's own OpenSSL libraries (`libssl.so*` in the usual directories), so
+    /// that the first process to use one is attached when it opens it.
+    fn watch_host_libraries(&mut self) {
+        // The host's root as process 1 sees it; this process's own when that is not readable
+        // (a sandbox that hides process 1's files, even from root).
+        let init_root = self.procfs.join("1").join("root");
+        let root = if std::fs::read_dir(&init_root).is_ok() { init_root } else { PathBuf::from("/") };
+        for dir in HOST_LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str().filter(|n| n.starts_with("libssl.so")) else { continue };
+                // The library itself, not a link to it (`libssl.so` of the development package).
+                if e.file_type().is_ok_and(|t| t.is_symlink()) {
+                    continue;
+                }
+                let file = e.path();
+                let Ok(meta) = std::fs::metadata(&file) else { continue };
+                let id = file_id(&meta);
+                if self.opens.as_ref().is_none_or(|o| o.ids.contains(&id)) {
+                    continue;
+                }
+                let path = format!("/{dir}/{name}");
+                if matches!(examine(&file, &path, id.1), Kind::OpenSsl(_)) {
+                    self.watch(id, &path, &file);
+                }
+            }
+        }
+    }
+
+    /// A watched file was opened: attaches its probes now unless they are.
+    pub fn opened(&mut self, wd: &WatchDescriptor) {
+        let Some(w) = self.opens.as_ref().and_then(|o| o.by_wd.get(wd)).cloned() else { return };
+        let hold = Instant::now() + OPEN_HOLD;
+        if let Some(t) = self.targets.get_mut(&w.id) {
+            if t.pids == 0 {
+                t.hold = Some(hold);
+            }
+            return;
+        }
+        if self.failed.contains(&w.id) {
+            return;
+        }
+        self.examined.entry(w.id).or_insert_with(|| examine(&w.file, &w.path, w.id.1));
+        self.attach_target(w.id, &w.path, &w.file, None, Some(hold));
+    }
+
+    /// A watch the kernel removed (the file deleted, its file system unmounted).
+    fn unwatched(&mut self, wd: &WatchDescriptor) {
+        if let Some(o) = self.opens.as_mut()
+            && let Some(w) = o.by_wd.remove(wd)
+        {
+            o.ids.remove(&w.id);
+        }
     }
 
     /// Whether a uprobe attaches on this thread, detached at once; for
@@ -338,6 +531,13 @@ fn writable_segment_offset(file: &Path) -> Option<u64> {
         }
         _ => None,
     })
+}
+
+/// A file's identity as `/proc/<pid>/maps` writes it (device major and minor, inode).
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = m.dev();
+    ((libc::major(dev) as u64) << 32 | libc::minor(dev) as u64, m.ino())
 }
 
 /// File-backed executable mappings of a `/proc/<pid>/maps` text that may hold a TLS library:
@@ -568,6 +768,13 @@ impl Collector for Tls {
             skipped.add(&[("reason", reason)], n as f64);
         }
         out.push(skipped);
+        let mut watched = Family::gauge(
+            "collector_tls_watched_files",
+            "Files watched for opens (TLS libraries and binaries attached since start-up, the host's libssl): a \
+             process opening one is attached at once rather than at the next scan.",
+        );
+        watched.add(&[], c.opens.as_ref().map_or(0, |o| o.by_wd.len()) as f64);
+        out.push(watched);
         Ok(())
     }
 }
@@ -581,6 +788,28 @@ fn release(links: Vec<aya::programs::uprobe::UProbeLink>) {
             s.spawn(move || drop(l));
         }
     });
+}
+
+/// Reads the open events of the watched files, attaching at each (see [`Opens`]).
+fn read_opens(mut inotify: Inotify, capture: Arc<Mutex<Capture>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let events: Vec<(WatchDescriptor, EventMask)> = match inotify.read_events_blocking(&mut buf) {
+            Ok(events) => events.map(|e| (e.wd, e.mask)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "tls: reading open events failed: attaching at the scans only");
+                return;
+            }
+        };
+        let mut c = capture.lock().unwrap();
+        for (wd, mask) in events {
+            if mask.contains(EventMask::IGNORED) {
+                c.unwatched(&wd);
+            } else if mask.contains(EventMask::OPEN) {
+                c.opened(&wd);
+            }
+        }
+    }
 }
 
 /// Detaches every probe before the process exits (SIGTERM), in parallel (see [`release`]):
@@ -597,6 +826,13 @@ pub fn shutdown() {
 /// Runs the scans until the process exits (on a thread of its own, started after the
 /// capabilities were dropped to those the scans need).
 pub fn run(capture: Arc<Mutex<Capture>>) {
+    if let Some(inotify) = capture.lock().unwrap().inotify.take() {
+        let c = capture.clone();
+        let started = std::thread::Builder::new().name("tls-open".into()).spawn(move || read_opens(inotify, c));
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "tls: not watching for opens (thread)");
+        }
+    }
     loop {
         std::thread::sleep(SCAN_INTERVAL);
         capture.lock().unwrap().scan();

@@ -818,6 +818,57 @@ fn processes_started_after_the_collector() {
     assert_https_counts(&m, port1, &want1, &["server", "client"], "server attached by the scan");
 }
 
+/// Waits up to 15 s until the collector no longer reports the OpenSSL uprobes on `path`.
+fn wait_detached(c: &Collector, path: &str) {
+    let start = Instant::now();
+    while attached(&c.scrape()).iter().any(|p| p == path) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{path} still attached after 15 s with no process mapping it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clients that start after the collector and are done in a fraction of the scan interval are
+/// counted from their first request: a library attached once is watched for opens, and a
+/// process opening it is attached then, before its first TLS call; the host's own libssl is
+/// watched from start-up. Each client here uses a private copy of libssl that no other process
+/// maps, detached before it starts (a scan alone would catch it late or not at all; probes stay
+/// on a file no process maps for `--collector.http.tls-detach-after`, 0 here).
+#[test]
+fn short_lived_clients_are_counted_from_their_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let lib = private_libssl(d);
+    let copy = lib.join("libssl.so.3").display().to_string();
+    let c = Collector::start(&[FAST, &["--collector.http.tls-detach-after=0s"]].concat());
+    let watched = c.scrape().get("collector_tls_watched_files", &[]);
+    assert!(watched >= 1.0, "the host's libssl.so.3 is watched from start-up: {watched}");
+    let (srv, port) = python_server(d, &cert, None);
+    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    // A process that maps the copy, so that a scan attaches (and watches) it; then gone.
+    let holder = spawn_ready(
+        python(Some(&lib)).args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]),
+        "a process mapping the copy",
+    );
+    wait_attached(&c, &copy);
+    drop(holder);
+    let paths = ["/ok", "/missing", "/ok"];
+    let mut want = vec![("200", 0.0), ("404", 0.0)];
+    for _ in 0..3 {
+        wait_detached(&c, &copy);
+        // The kernel removes the previous probes meanwhile, and a new attach waits for that.
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        want = sum_counts(&want, &python_exchanges(d, port, "new", &paths, Some(&lib)));
+        eprintln!("a client with the copy ran for {:?}", started.elapsed());
+    }
+    let m = c.scrape();
+    assert_https_counts(&m, port, &want, &["server", "client"], "short-lived clients started after the collector");
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenSSL 1.1 and BoringSSL
 
