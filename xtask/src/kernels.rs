@@ -76,7 +76,8 @@ const TESTS: [(&str, &[&str]); 10] = [
     // library, in a static binary and on Go's return instructions, the receive tracepoint,
     // discovery of a process started later); on the host kernel only: what depends on the
     // library or the server rather than the kernel (OpenSSL 1.1 and BoringSSL, nginx, payloads,
-    // the flag, non-HTTP TLS), the timing comparisons, and the mount namespace test (the guest
+    // the flag, non-HTTP TLS), the timing comparisons (the late reader's too), the open watches
+    // (the daemon's side), and the mount namespace test (the guest
     // runs the tests chrooted, and a process in a mount namespace of its own then shows its
     // files in /proc/<pid>/maps by paths that are not under the chroot: a test artefact, as
     // containers pivot their root). Each test starts a collector, which takes about 20 s under
@@ -92,6 +93,8 @@ const TESTS: [(&str, &[&str]); 10] = [
             "https_payloads_never_reach_the_metrics",
             "no_tls_flag_turns_the_capture_off",
             "tls_that_is_not_http_makes_no_series",
+            "a_server_that_reads_its_request_late_counts_the_wait",
+            "short_lived_clients_are_counted_from_their_first_request",
         ],
     ),
     ("network", &[]),
