@@ -1041,6 +1041,13 @@ fn new_conn(
                 MIDSTREAM_TRIES
             };
             unsafe { *mark = if at_start { given_up } else { (*mark).saturating_add(1) } };
+            if at_start && given_up == MARK_TLS_SERVER {
+                // The connection's own first arrival, so that a request read before any later
+                // segment is noted never takes the time of an earlier connection with the same
+                // ports and peer (its entry is not deleted when it closes).
+                let ports = u32::from_be_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]);
+                tls::tls_arrived(skb, ports as u64, family as u64);
+            }
         }
         return None;
     }

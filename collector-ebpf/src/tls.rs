@@ -133,8 +133,9 @@ pub fn capturing() -> bool {
 /// A segment with payload arrived on a server socket whose stream started with a TLS handshake
 /// (the cleartext ingress program, which gives such sockets up at once, calls this for each):
 /// notes when, for `tls_recv`. `ports`: the TCP header's first four bytes (source and
-/// destination port, big-endian); `family`: 4 or 6. A global function, so that its frame is not
-/// in the ingress program's chain of calls.
+/// destination port, big-endian); `family`: 4 or 6. A global function, called from the entry
+/// program only: its locals are in a leaf frame of their own, not in the entry program's frame,
+/// which every chain of calls of the ingress program includes.
 // SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
 // is unique in the object.
 #[unsafe(no_mangle)]
