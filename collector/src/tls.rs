@@ -162,6 +162,8 @@ pub struct Capture {
     inotify: Option<Inotify>,
     /// How long probes stay on a file no process maps (`--collector.http.tls-detach-after`).
     detach_after: Duration,
+    /// Set by [`shutdown`]: nothing is attached any more.
+    shutting_down: bool,
 }
 
 /// The capture, once the HTTP collector started it: the scanning thread and the self metrics
@@ -213,27 +215,35 @@ impl Capture {
             opens,
             inotify,
             detach_after,
+            shutting_down: false,
         };
         capture.watch_host_libraries();
         Ok(capture)
     }
 
-    /// Looks at every process: attaches to TLS libraries not attached yet, detaches from files
-    /// no process maps any more, and now and then deletes the state of connections of exited
-    /// processes. Returns the files newly attached.
+    /// Looks at every process (see [`Capture::scan_maps`]). Returns the files newly attached.
     pub fn scan(&mut self) -> Vec<String> {
+        let maps = read_maps(&self.procfs);
+        self.scan_maps(maps)
+    }
+
+    /// Looks at every process's memory map (`maps`, from [`read_maps`]): attaches to TLS
+    /// libraries not attached yet, detaches from files no process has mapped for a while, and
+    /// now and then deletes the state of connections of exited processes. Returns the files
+    /// newly attached.
+    pub fn scan_maps(&mut self, maps: Option<Vec<(u32, Option<String>)>>) -> Vec<String> {
         let mut users: HashMap<FileId, usize> = HashMap::new();
         let mut attached = Vec::new();
-        let Ok(dir) = std::fs::read_dir(&self.procfs) else { return attached };
+        let Some(maps) = maps else { return attached };
         let mut live = HashSet::new();
         // Every candidate file some process maps, whatever it is.
         let mut mapped: HashSet<FileId> = HashSet::new();
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        for (pid, maps) in &maps {
+            let pid = *pid;
             live.insert(pid);
-            let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else { continue };
+            let Some(maps) = maps else { continue };
             let mut seen = HashSet::new();
-            for (id, path) in candidates(&maps) {
+            for (id, path) in candidates(maps) {
                 if !seen.insert(id) {
                     continue;
                 }
@@ -245,6 +255,13 @@ impl Capture {
                 }
                 match &self.examined[&id] {
                     Kind::OpenSsl(_) | Kind::Go(_) => {
+                        // Attached already under another identity of the same file (its probes
+                        // attached on an open: see `target_key`): the maps' identity from now on.
+                        if let Some(k) = self.target_key(id, path).filter(|k| *k != id)
+                            && let Some(t) = self.targets.remove(&k)
+                        {
+                            self.targets.insert(id, t);
+                        }
                         *users.entry(id).or_default() += 1;
                         if !self.targets.contains_key(&id) && !self.failed.contains(&id) {
                             let file = self.file_of(pid, path, id.1);
@@ -338,7 +355,15 @@ impl Capture {
     /// have identities of their own).
     fn watch(&mut self, id: FileId, path: &str, file: &Path) {
         let Some(o) = self.opens.as_mut() else { return };
-        if o.ids.contains(&id) || std::fs::metadata(file).map(|m| file_id(&m)).ok() != Some(id) {
+        if std::fs::metadata(file).map(|m| file_id(&m)).ok() != Some(id) {
+            return;
+        }
+        if o.ids.contains(&id) {
+            // Watched already: the path that reaches it now (an earlier one may go stale).
+            if let Some(w) = o.by_wd.values_mut().find(|w| w.id == id) {
+                w.file = file.to_owned();
+                w.path = path.to_owned();
+            }
             return;
         }
         if o.by_wd.len() >= MAX_WATCHED {
@@ -391,11 +416,25 @@ impl Capture {
         }
     }
 
+    /// The key of the target of file `id`, named `path`: `id`, or that of a target with the
+    /// same inode and path under another device number. Such a file was attached on an open,
+    /// with the identity `stat` gives, which is not always the one processes' maps show (btrfs
+    /// gives a subvolume's files a device number of their own).
+    fn target_key(&self, id: FileId, path: &str) -> Option<FileId> {
+        if self.targets.contains_key(&id) {
+            return Some(id);
+        }
+        self.targets.iter().find(|(k, t)| k.1 == id.1 && t.path == path).map(|(k, _)| *k)
+    }
+
     /// A watched file was opened: attaches its probes now unless they are.
     pub fn opened(&mut self, wd: &WatchDescriptor) {
+        if self.shutting_down {
+            return;
+        }
         let Some(w) = self.opens.as_ref().and_then(|o| o.by_wd.get(wd)).cloned() else { return };
         let hold = Instant::now() + OPEN_HOLD;
-        if let Some(t) = self.targets.get_mut(&w.id) {
+        if let Some(t) = self.target_key(w.id, &w.path).and_then(|k| self.targets.get_mut(&k)) {
             if t.pids == 0 {
                 t.hold = Some(hold);
             }
@@ -404,7 +443,19 @@ impl Capture {
         if self.failed.contains(&w.id) {
             return;
         }
-        self.examined.entry(w.id).or_insert_with(|| examine(&w.file, &w.path, w.id.1));
+        // The path the file was watched through can have gone stale (the root of a process
+        // that has exited): only the same file is examined, and only a TLS library is
+        // remembered (the scans examine what they find themselves).
+        if std::fs::metadata(&w.file).map(|m| file_id(&m)).ok() != Some(w.id) {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.examined.entry(w.id) {
+            let kind = examine(&w.file, &w.path, w.id.1);
+            if !matches!(kind, Kind::OpenSsl(_) | Kind::Go(_)) {
+                return;
+            }
+            e.insert(kind);
+        }
         self.attach_target(w.id, &w.path, &w.file, None, Some(hold));
     }
 
@@ -817,6 +868,7 @@ fn read_opens(mut inotify: Inotify, capture: Arc<Mutex<Capture>>) {
 pub fn shutdown() {
     let Some(capture) = CAPTURE.get() else { return };
     let mut c = capture.lock().unwrap();
+    c.shutting_down = true;
     let links: Vec<_> = c.targets.drain().flat_map(|(_, t)| t.links).collect();
     let owned = c.take_links(links);
     drop(c);
@@ -833,10 +885,29 @@ pub fn run(capture: Arc<Mutex<Capture>>) {
             tracing::warn!(error = %e, "tls: not watching for opens (thread)");
         }
     }
+    let procfs = capture.lock().unwrap().procfs.clone();
     loop {
         std::thread::sleep(SCAN_INTERVAL);
-        capture.lock().unwrap().scan();
+        // Read without the lock, which an open of a watched file waits for.
+        let maps = read_maps(&procfs);
+        let mut c = capture.lock().unwrap();
+        if c.shutting_down {
+            return;
+        }
+        c.scan_maps(maps);
     }
+}
+
+/// Every process's id and memory map (`/proc/<pid>/maps`; None when it cannot be read); None
+/// when procfs cannot be listed.
+fn read_maps(procfs: &Path) -> Option<Vec<(u32, Option<String>)>> {
+    let dir = std::fs::read_dir(procfs).ok()?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        out.push((pid, std::fs::read_to_string(entry.path().join("maps")).ok()));
+    }
+    Some(out)
 }
 
 #[cfg(test)]
