@@ -351,7 +351,15 @@ fn durations_agree_with_client_measurements() {
                 "{delay_ms} ms: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%",
                 err * 100.0
             );
-            assert!(err <= 0.05, "{side} mean {mean} vs client {client_mean} at {delay_ms} ms");
+            // Both histograms measure at the hooks (the request leaving or arriving, the
+            // response leaving or arriving), so the client's clock also holds the client's own
+            // send and receive path, which neither contains: at times 0.1 ms here (a CI run:
+            // server 1.284 vs client 1.396 ms at 1 ms, 8%), so 0.15 ms of it is allowed besides
+            // the 5%.
+            assert!(
+                (mean - client_mean).abs() <= 0.05 * client_mean + 0.15e-3,
+                "{side} mean {mean} vs client {client_mean} at {delay_ms} ms"
+            );
             // The median falls in the client median's bucket.
             let buckets = m.find(&format!("{name}_bucket"), &[("server_port", &port_s(srv.port))]);
             let bounds: Vec<f64> =
