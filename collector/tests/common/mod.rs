@@ -338,3 +338,52 @@ pub fn promtool_check(text: &str) -> String {
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     if out.status.success() { String::new() } else { s }
 }
+
+/// The noise model of every timing comparison in the tests: a histogram's mean against the
+/// mean a client measured around the same exchanges agrees when
+/// `|histogram - client| <= REL * client + slack`.
+///
+/// - `slack` is what the client's own clock holds beyond the hooks, measured in the same run:
+///   the client's mean for null exchanges (answered at once) with the same client, server and
+///   connection. The client's clock holds its own send and receive path (system calls,
+///   encryption, the language runtime's streams) and the server's reading and writing, which a
+///   histogram holds only in part; a null exchange holds all of that and nothing else, so its
+///   mean bounds it, on whatever machine the test runs.
+/// - [`REL`] bounds how much that part varies between the null and the measured exchanges
+///   (scheduling, wake-ups after a server's sleep), relative to the measured mean.
+pub const REL: f64 = 0.05;
+
+/// Count and sum of the samples of histogram `name` (`_count`, `_sum`) with labels `want`.
+pub fn histogram_totals(m: &Metrics, name: &str, want: &[(&str, &str)]) -> (f64, f64) {
+    let total = |suffix: &str| m.find(&format!("{name}_{suffix}"), want).iter().map(|s| s.value).sum::<f64>();
+    (total("count"), total("sum"))
+}
+
+/// The mean of the `n` exchanges a histogram gained between two scrapes (`before`, `after`).
+pub fn mean_between(before: &Metrics, after: &Metrics, name: &str, want: &[(&str, &str)], n: usize) -> f64 {
+    let (c0, s0) = histogram_totals(before, name, want);
+    let (c1, s1) = histogram_totals(after, name, want);
+    assert_eq!(c1 - c0, n as f64, "{name}{want:?}: exchanges counted between the two scrapes");
+    (s1 - s0) / n as f64
+}
+
+/// Asserts that `mean` (a histogram's) agrees with `client` (the client's own mean) under the
+/// noise model ([`REL`]), `null` being the client's mean for null exchanges; prints the figures.
+pub fn assert_agrees(what: &str, mean: f64, client: f64, null: f64) {
+    let bound = REL * client + null;
+    eprintln!(
+        "{what}: histogram mean {:.3} ms, client {:.3} ms, apart {:.3} ms ({:.2}%); bound {:.3} ms \
+         ({:.0}% + the client's null exchange, {:.3} ms)",
+        mean * 1e3,
+        client * 1e3,
+        (mean - client).abs() * 1e3,
+        (mean - client).abs() / client * 100.0,
+        bound * 1e3,
+        REL * 100.0,
+        null * 1e3
+    );
+    assert!(
+        (mean - client).abs() <= bound,
+        "{what}: histogram mean {mean} s vs the client's {client} s (null {null} s)"
+    );
+}
