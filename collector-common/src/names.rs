@@ -54,6 +54,30 @@ pub mod program {
     pub const GO_TLS_RET: &str = "go_tls_ret";
     pub const GO_TLS_CLOSE: &str = "go_tls_close";
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
+
+    /// The uprobe programs, each with a twin of the same code in a `uprobe.multi` section,
+    /// loaded instead where the kernel has uprobe_multi links (6.6): one link per program and
+    /// file, which the kernel removes after one grace period, where a probe per offset costs
+    /// one each (tens of milliseconds, one after the other).
+    pub const UPROBES: [(&str, &str); 11] = [
+        (TLS_READ, "tls_read_multi"),
+        (TLS_READ_EX, "tls_read_ex_multi"),
+        (TLS_WRITE, "tls_write_multi"),
+        (TLS_WRITE_EX, "tls_write_ex_multi"),
+        (TLS_RET, "tls_ret_multi"),
+        (TLS_FREE, "tls_free_multi"),
+        (GO_TLS_READ, "go_tls_read_multi"),
+        (GO_TLS_WRITE, "go_tls_write_multi"),
+        (GO_TLS_RET, "go_tls_ret_multi"),
+        (GO_TLS_CLOSE, "go_tls_close_multi"),
+        (TLS_HANDSHAKE, "tls_handshake_multi"),
+    ];
+
+    /// The uprobe_multi twin of uprobe program `p` (`p` itself if it has none).
+    pub fn multi_of(p: &'static str) -> &'static str {
+        UPROBES.iter().find(|(s, _)| *s == p).map_or(p, |(_, m)| m)
+    }
+
     pub const ALL: [&str; 23] = [
         BLOCK_RQ_ISSUE,
         BLOCK_RQ_COMPLETE,

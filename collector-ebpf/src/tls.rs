@@ -46,6 +46,34 @@ use crate::{
     process,
 };
 
+/// An entry probe program twice, under two names: attached a probe per offset (`uprobe`), and
+/// through uprobe_multi links (`uprobe.multi`, Linux 6.6; the daemon loads one of the two:
+/// `collector_common::names::program::UPROBES`).
+macro_rules! entry_probe {
+    ($(#[$doc:meta])* $single:ident, $multi:ident, |$ctx:ident: $ty:ty| $body:block) => {
+        $(#[$doc])*
+        #[uprobe]
+        pub fn $single($ctx: $ty) -> u32 $body
+
+        $(#[$doc])*
+        #[uprobe(multi)]
+        pub fn $multi($ctx: $ty) -> u32 $body
+    };
+}
+
+/// A return probe program twice (see `entry_probe`).
+macro_rules! return_probe {
+    ($(#[$doc:meta])* $single:ident, $multi:ident, |$ctx:ident: $ty:ty| $body:block) => {
+        $(#[$doc])*
+        #[uretprobe]
+        pub fn $single($ctx: $ty) -> u32 $body
+
+        $(#[$doc])*
+        #[uretprobe(multi)]
+        pub fn $multi($ctx: $ty) -> u32 $body
+    };
+}
+
 /// Offsets of the `tcp:tcp_rcv_space_adjust` fields `tls_recv` reads, from the tracepoint's
 /// format file (set by the daemon before load).
 // SAFETY: unmangled so that the daemon can set it by this name before load; the name is unique
@@ -468,47 +496,44 @@ fn enter(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
     0
 }
 
-#[uprobe]
-pub fn tls_read(ctx: ProbeContext) -> u32 {
+entry_probe!(tls_read, tls_read_multi, |ctx: ProbeContext| {
     enter(&ctx, false, false)
-}
+});
 
-#[uprobe]
-pub fn tls_read_ex(ctx: ProbeContext) -> u32 {
+entry_probe!(tls_read_ex, tls_read_ex_multi, |ctx: ProbeContext| {
     enter(&ctx, false, true)
-}
+});
 
-#[uprobe]
-pub fn tls_write(ctx: ProbeContext) -> u32 {
+entry_probe!(tls_write, tls_write_multi, |ctx: ProbeContext| {
     enter(&ctx, true, false)
-}
+});
 
-#[uprobe]
-pub fn tls_write_ex(ctx: ProbeContext) -> u32 {
+entry_probe!(tls_write_ex, tls_write_ex_multi, |ctx: ProbeContext| {
     enter(&ctx, true, true)
-}
+});
 
-/// Return of any of the four: the bytes the call moved go to the connection's framer.
-#[uretprobe]
-pub fn tls_ret(ctx: RetProbeContext) -> u32 {
-    let key = thread_key(bpf_get_current_pid_tgid());
-    // SAFETY: two fields read at once from this thread's entry (only this thread's probes use
-    // it, one at a time); plain integers.
-    let Some((ssl, count_at)) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { ((*c).ssl, (*c).count_at) }) else {
-        return 0;
-    };
-    // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
-    let ret = ctx.ret::<u64>() as u32 as i32;
-    let n = if count_at != 0 {
-        if ret == 1 { read_user::<u64>(count_at).unwrap_or(0) } else { 0 }
-    } else if ret > 0 {
-        ret as u64
-    } else {
+return_probe!(
+    /// Return of any of the four: the bytes the call moved go to the connection's framer.
+    tls_ret, tls_ret_multi, |ctx: RetProbeContext| {
+        let key = thread_key(bpf_get_current_pid_tgid());
+        // SAFETY: two fields read at once from this thread's entry (only this thread's probes use
+        // it, one at a time); plain integers.
+        let Some((ssl, count_at)) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { ((*c).ssl, (*c).count_at) }) else {
+            return 0;
+        };
+        // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
+        let ret = ctx.ret::<u64>() as u32 as i32;
+        let n = if count_at != 0 {
+            if ret == 1 { read_user::<u64>(count_at).unwrap_or(0) } else { 0 }
+        } else if ret > 0 {
+            ret as u64
+        } else {
+            0
+        };
+        feed_call(key, ssl, n);
         0
-    };
-    feed_call(key, ssl, n);
-    0
-}
+    }
+);
 
 /// The bytes the call `key` moved (`n`, 0 when it failed) go to its connection's framer: the
 /// bookkeeping in `tls_take`, then the parse in `tls_feed`, called one after the other so that
@@ -611,8 +636,7 @@ fn go_key(ctx: &ProbeContext) -> CallKey {
     CallKey { id: g, process: (bpf_get_current_pid_tgid() >> 32) | 1 << 63 }
 }
 
-#[uprobe]
-pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+entry_probe!(go_tls_read, go_tls_read_multi, |ctx: ProbeContext| {
     // SAFETY: as in `go_key`.
     let (conn, buf) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx) };
     let id = bpf_get_current_pid_tgid();
@@ -620,17 +644,16 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     let call = Call { ssl: conn, buf, count_at: 0, write: 0, _pad: 0, peer: Peer::default() };
     let _ = TLS_CALLS.insert(&go_key(&ctx), &call, 0);
     0
-}
+});
 
-#[uprobe]
-pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+entry_probe!(go_tls_write, go_tls_write_multi, |ctx: ProbeContext| {
     // SAFETY: as in `go_key`.
     let (conn, buf, len) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx) };
     let key = go_key(&ctx);
     go_write_call(key.id, conn, buf);
     feed_call(key, conn, len);
     0
-}
+});
 
 /// Notes a Go Write as a call of goroutine `g` of this process (as `tls_take` expects), in a
 /// frame of its own that is gone before the parse's frames are pushed.
@@ -647,45 +670,49 @@ pub extern "C" fn go_write_call(g: u64, conn: u64, buf: u64) -> i64 {
     0
 }
 
-/// A return instruction of `(*Conn).Read`: the first result (the byte count) is in RAX.
-#[uprobe]
-pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
-    let key = go_key(&ctx);
-    // SAFETY: one field read at once from this goroutine's entry (only its probes use it, one
-    // at a time); a plain integer.
-    let Some(ssl) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { (*c).ssl }) else { return 0 };
-    // SAFETY: as in `go_key`.
-    let n = unsafe { (*ctx.regs).rax } as i64;
-    feed_call(key, ssl, if n > 0 { n as u64 } else { 0 });
-    0
-}
-
-/// `(*Conn).Close`: the connection's state goes.
-#[uprobe]
-pub fn go_tls_close(ctx: ProbeContext) -> u32 {
-    // SAFETY: as in `go_key`.
-    tls_close(unsafe { (*ctx.regs).rax });
-    0
-}
-
-/// A handshake starting (`SSL_do_handshake`, Go's `(*Conn).handshakeContext`): marks the
-/// process as a TLS user, so that `tls_recv` notes the sockets its threads receive from from
-/// now on. The handshake's reads may take in the first request too (Go reads what is there):
-/// the first `Read` then receives nothing itself and takes the socket noted here.
-#[uprobe]
-pub fn tls_handshake(_ctx: ProbeContext) -> u32 {
-    let _ = TLS_PROCS.insert(&((bpf_get_current_pid_tgid() >> 32) as u32), &1, 0);
-    0
-}
-
-/// `SSL_free`: the connection's state goes.
-#[uprobe]
-pub fn tls_free(ctx: ProbeContext) -> u32 {
-    if let Some(ssl) = ctx.arg::<u64>(0) {
-        tls_close(ssl);
+entry_probe!(
+    /// A return instruction of `(*Conn).Read`: the first result (the byte count) is in RAX.
+    go_tls_ret, go_tls_ret_multi, |ctx: ProbeContext| {
+        let key = go_key(&ctx);
+        // SAFETY: one field read at once from this goroutine's entry (only its probes use it, one
+        // at a time); a plain integer.
+        let Some(ssl) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { (*c).ssl }) else { return 0 };
+        // SAFETY: as in `go_key`.
+        let n = unsafe { (*ctx.regs).rax } as i64;
+        feed_call(key, ssl, if n > 0 { n as u64 } else { 0 });
+        0
     }
-    0
-}
+);
+
+entry_probe!(
+    /// `(*Conn).Close`: the connection's state goes.
+    go_tls_close, go_tls_close_multi, |ctx: ProbeContext| {
+        // SAFETY: as in `go_key`.
+        tls_close(unsafe { (*ctx.regs).rax });
+        0
+    }
+);
+
+entry_probe!(
+    /// A handshake starting (`SSL_do_handshake`, Go's `(*Conn).handshakeContext`): marks the
+    /// process as a TLS user, so that `tls_recv` notes the sockets its threads receive from from
+    /// now on. The handshake's reads may take in the first request too (Go reads what is there):
+    /// the first `Read` then receives nothing itself and takes the socket noted here.
+    tls_handshake, tls_handshake_multi, |_ctx: ProbeContext| {
+        let _ = TLS_PROCS.insert(&((bpf_get_current_pid_tgid() >> 32) as u32), &1, 0);
+        0
+    }
+);
+
+entry_probe!(
+    /// `SSL_free`: the connection's state goes.
+    tls_free, tls_free_multi, |ctx: ProbeContext| {
+        if let Some(ssl) = ctx.arg::<u64>(0) {
+            tls_close(ssl);
+        }
+        0
+    }
+);
 
 /// `tcp:tcp_rcv_space_adjust`: a thread of a TLS-using process received from a TCP socket.
 #[tracepoint]

@@ -218,14 +218,25 @@ impl Loader {
         hook: String,
         attach: impl FnOnce(&mut aya::programs::Program) -> anyhow::Result<()>,
     ) -> Result<(), String> {
+        self.attach_with_as(program, program, hook, attach)
+    }
+
+    /// [`Loader::attach_with`] for the object's program `loaded`, recorded as `program`.
+    fn attach_with_as(
+        &mut self,
+        program: &'static str,
+        loaded: &'static str,
+        hook: String,
+        attach: impl FnOnce(&mut aya::programs::Program) -> anyhow::Result<()>,
+    ) -> Result<(), String> {
         let start = std::time::Instant::now();
         let mut ebpf = self.ebpf.lock().unwrap();
-        let result = ebpf.program_mut(program).context("program missing from the object").and_then(attach);
+        let result = ebpf.program_mut(loaded).context("program missing from the object").and_then(attach);
         if result.is_ok() {
             // What the verifier did (the count from 5.16 on), for the matrix and for users
             // wondering about start-up time on a slow machine.
             let verified =
-                ebpf.program(program).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
+                ebpf.program(loaded).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count());
             tracing::debug!(
                 program,
                 ms = start.elapsed().as_millis() as u64,
@@ -254,10 +265,11 @@ impl Loader {
         })
     }
 
-    /// Loads a uprobe program (attached later, per library, by the TLS capture) and records it
-    /// for `collector_bpf_program_attached` with `hook`.
-    pub fn load_uprobe(&mut self, program: &'static str, hook: String) -> Result<(), String> {
-        self.attach_with(program, hook, |p| {
+    /// Loads a uprobe program (attached later, per library, by the TLS capture): `program` as
+    /// `collector_bpf_program_attached` names it, `loaded` the one of the object (it or its
+    /// uprobe_multi twin), `hook` for the log.
+    pub fn load_uprobe(&mut self, program: &'static str, loaded: &'static str, hook: String) -> Result<(), String> {
+        self.attach_with_as(program, loaded, hook, |p| {
             let prog: &mut aya::programs::UProbe = p.try_into()?;
             prog.load().context("load")?;
             Ok(())
@@ -464,7 +476,8 @@ mod tests {
             needle.push(0);
             OBJECT.windows(needle.len()).any(|w| w == needle.as_slice())
         };
-        for name in names::map::ALL.iter().chain(&names::program::ALL).chain(&names::global::ALL) {
+        let multi = names::program::UPROBES.map(|(_, m)| m);
+        for name in names::map::ALL.iter().chain(&names::program::ALL).chain(&names::global::ALL).chain(&multi) {
             assert!(has(name), "{name} is not in the eBPF object");
         }
         assert!(!has("NO_SUCH_MAP"));

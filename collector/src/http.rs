@@ -56,11 +56,13 @@ pub struct HttpFlags {
     #[arg(long = "no-collector.http.tls", overrides_with = "tls")]
     pub no_tls: bool,
 
-    /// How long the HTTPS uprobes stay on a file no process maps any more: a process that maps
-    /// it meanwhile is covered from its first call (attaching again right after a detach waits,
-    /// up to about a second, for the kernel to remove the previous probes).
-    #[arg(long = "collector.http.tls-detach-after", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub tls_detach_after: std::time::Duration,
+    /// Files (TLS libraries, binaries) the HTTPS uprobes are attached to at most. Probes stay
+    /// on a file for as long as it exists, so that every process that maps it later is covered
+    /// from its first call; past this many, the least recently used file no process maps is
+    /// detached (counted in collector_tls_detached_files_total{reason="evicted"}).
+    #[arg(long = "collector.http.tls-max-files", default_value_t = crate::tls::DEFAULT_MAX_FILES,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub tls_max_files: u64,
 }
 
 /// `--collector.http.duration-buckets`, parsed.
@@ -348,7 +350,7 @@ impl Http {
             );
         }
         if !flags.no_tls && tracefs_ok {
-            start_tls(loader, procfs, flags.tls_detach_after);
+            start_tls(loader, procfs, flags.tls_max_files as usize);
         }
         match exec.and(rename).map_err(anyhow::Error::msg).and_then(|()| name_processes(loader, procfs)) {
             Ok(n) => tracing::debug!(processes = n, "http: process names"),
@@ -385,8 +387,8 @@ impl Http {
 
 /// Starts the TLS capture (tls.rs) and attaches it to the TLS libraries processes map now; a
 /// failure leaves cleartext capture running.
-fn start_tls(loader: &mut Loader, procfs: &Path, detach_after: std::time::Duration) {
-    match crate::tls::Capture::start(loader, procfs, detach_after) {
+fn start_tls(loader: &mut Loader, procfs: &Path, max_files: usize) {
+    match crate::tls::Capture::start(loader, procfs, max_files) {
         Ok(mut capture) => {
             let attached = capture.scan();
             tracing::info!(

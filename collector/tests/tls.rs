@@ -537,7 +537,8 @@ fn python_https_server_and_clients() {
 }
 
 /// 50 requests the Python server holds 10 ms each, on one TLS connection: the server and
-/// client histograms' means agree with the client's own measurement within 5%.
+/// client histograms' means agree with the client's own measurement under the tests' noise
+/// model (`common::assert_agrees`; the null exchanges: 20 of `/ok` by the same client).
 #[test]
 fn python_https_durations_agree_with_client_measurements() {
     let dir = tempfile::tempdir().unwrap();
@@ -546,23 +547,19 @@ fn python_https_durations_agree_with_client_measurements() {
     let c = Collector::start(FAST);
     let (srv, port) = python_server(d, &cert, None);
     wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    let null = mean_seconds(&python_client(d, port, "timed", &["/ok", "20"], None));
+    let before = c.scrape();
     let n = 50;
     let out = python_client(d, port, "timed", &["/delay", &n.to_string()], None);
-    let client_mean: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("mean "))
-        .unwrap_or_else(|| panic!("client output:\n{out}"))
-        .trim()
-        .parse()
-        .unwrap();
-    assert_means_agree(&c.scrape(), port, n, client_mean, "Python", 0.05);
+    assert_means_agree(&before, &c.scrape(), port, n, mean_seconds(&out), null, "Python");
 }
 
-/// A Python HTTPS server that is busy for 30 ms between the arrival of each request and its
-/// read of it (`PORT CERT KEY`; every request is answered `200 ok` at once after the read).
+/// A Python HTTPS server that is busy for DELAY seconds between the arrival of each request
+/// and its read of it (`PORT CERT KEY DELAY`; every request is answered `200 ok` at once after
+/// the read).
 const LATE_READER: &str = r#"
 import select, socket, ssl, sys, time
-port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, cert, key, delay = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 ls = socket.create_server(("127.0.0.1", port))
@@ -573,7 +570,7 @@ while True:
         while True:
             if not s.pending():
                 select.select([s], [], [])
-            time.sleep(0.03)
+            time.sleep(delay)
             data = s.recv(65536)
             if not data:
                 break
@@ -582,63 +579,81 @@ while True:
 
 /// A server that reads its requests 30 ms after they arrive: the server side counts the wait,
 /// as over cleartext (a TLS server's request starts when its bytes arrive at the host, not when
-/// the read returns them), and agrees with curl's clock on the same keep-alive connection.
+/// the read returns them), and agrees with curl's clock on the same keep-alive connection under
+/// the tests' noise model (the null exchanges: the same curl command against the same server
+/// reading at once).
 #[test]
 fn a_server_that_reads_its_request_late_counts_the_wait() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cert = make_cert(d);
     let c = Collector::start(FAST);
-    let port = free_port();
-    let srv = spawn_ready(
-        Command::new(PYTHON)
-            .arg(script(d, "late.py", LATE_READER))
-            .arg(port.to_string())
-            .arg(&cert.cert)
-            .arg(&cert.key),
-        "the late-reading server",
-    );
-    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    let late = script(d, "late.py", LATE_READER);
     const N: usize = 11;
-    let mut cmd = Command::new(CURL);
-    cmd.args(["-sS", "-k", "--http1.1", "-w", "%{http_code} %{size_download} %{time_total}\\n"]);
-    for _ in 0..N {
-        cmd.arg("-o").arg("/dev/null").arg(format!("https://127.0.0.1:{port}/x"));
-    }
-    let out = run_ok(&mut cmd);
-    assert_eq!(out.lines().filter(|l| l.starts_with("200 2 ")).count(), N, "curl output:\n{out}");
-    // The first request's time includes the connection and the handshake: not compared.
-    let later = out.lines().skip(1).collect::<Vec<_>>().join("\n");
+    // curl's seconds per request after the first (which holds the connection and the
+    // handshake), N requests on one connection to a server reading each `delay` after it came.
+    let curl = |delay: &str| -> (u16, KillOnDrop, String) {
+        let port = free_port();
+        let srv = spawn_ready(
+            Command::new(PYTHON).arg(&late).arg(port.to_string()).arg(&cert.cert).arg(&cert.key).arg(delay),
+            "the late-reading server",
+        );
+        wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+        let mut cmd = Command::new(CURL);
+        cmd.args(["-sS", "-k", "--http1.1", "-w", "%{http_code} %{size_download} %{time_total}\\n"]);
+        for _ in 0..N {
+            cmd.arg("-o").arg("/dev/null").arg(format!("https://127.0.0.1:{port}/x"));
+        }
+        let out = run_ok(&mut cmd);
+        assert_eq!(out.lines().filter(|l| l.starts_with("200 2 ")).count(), N, "curl output:\n{out}");
+        (port, srv, out.lines().skip(1).collect::<Vec<_>>().join("\n"))
+    };
+    let (_, null_srv, null_out) = curl("0");
+    drop(null_srv);
+    let before = c.scrape();
+    let (port, _srv, later) = curl("0.03");
     let client_mean = mean_seconds(&later);
     assert!(client_mean >= 0.03, "curl: {client_mean} s per request, the server waits 30 ms");
-    assert_means_agree(&c.scrape(), port, N, client_mean, "a late-reading Python server", 0.05);
+    // All N exchanges are counted; the first is left out of the means, as of curl's.
+    assert_eq!(https_count(&c.scrape(), "server", port, "200"), N as f64);
+    let m = c.scrape();
+    for side in ["server", "client"] {
+        let p = port.to_string();
+        let mut want = labels(side, &p, "https", "200");
+        want.push(("http_request_method", "GET"));
+        let name = format!("http_{side}_request_duration_seconds");
+        let (count, sum) = common::histogram_totals(&m, &name, &want);
+        let (c0, s0) = common::histogram_totals(&before, &name, &want);
+        assert_eq!(count - c0, N as f64, "{side} count");
+        // The mean of the N, against curl's mean of the N - 1 after the first: the first's
+        // handshake is before its request starts on either side, so it is not in the sum.
+        let mean = (sum - s0) / N as f64;
+        common::assert_agrees(
+            &format!("a late-reading Python server, {side} side"),
+            mean,
+            client_mean,
+            mean_seconds(&null_out),
+        );
+    }
 }
 
-/// The server and client histograms of `port` (GET, 200) hold `n` requests each, with means
-/// within 5% of `client_mean`, what the client measured (the server's within `server_within`).
-fn assert_means_agree(m: &Metrics, port: u16, n: usize, client_mean: f64, what: &str, server_within: f64) {
-    for (side, within) in [("server", server_within), ("client", 0.05)] {
-        let mean = histogram_mean(m, side, port, "https", n, what);
-        let err = (mean - client_mean).abs() / client_mean;
-        eprintln!(
-            "{what} over TLS: {side} histogram mean {mean:.6} s, client mean {client_mean:.6} s, error {:.2}%",
-            err * 100.0
-        );
-        assert!(err <= within, "{what}: {side} mean {mean} vs client {client_mean}");
+/// Both sides' histograms of `port` (GET, 200, https) gained `n` exchanges between the scrapes
+/// `before` and `after`, whose means agree with `client_mean` (what the client measured) under
+/// the tests' noise model, `null` being the same client's mean for null exchanges.
+fn assert_means_agree(before: &Metrics, after: &Metrics, port: u16, n: usize, client_mean: f64, null: f64, what: &str) {
+    for side in ["server", "client"] {
+        let mean = histogram_mean(before, after, side, port, "https", n);
+        common::assert_agrees(&format!("{what} over TLS, {side} side"), mean, client_mean, null);
     }
 }
 
 /// The mean of `side`'s durations of the `n` GET exchanges with status 200 on server port
-/// `port` over `scheme` (the count must be `n`).
-fn histogram_mean(m: &Metrics, side: &str, port: u16, scheme: &str, n: usize, what: &str) -> f64 {
+/// `port` over `scheme` counted between the scrapes `before` and `after`.
+fn histogram_mean(before: &Metrics, after: &Metrics, side: &str, port: u16, scheme: &str, n: usize) -> f64 {
     let p = port.to_string();
     let mut want = labels(side, &p, scheme, "200");
     want.push(("http_request_method", "GET"));
-    let name = format!("http_{side}_request_duration_seconds");
-    let count: f64 = m.find(&format!("{name}_count"), &want).iter().fold(0.0, |a, s| a + s.value);
-    let sum: f64 = m.find(&format!("{name}_sum"), &want).iter().fold(0.0, |a, s| a + s.value);
-    assert_eq!(count, n as f64, "{what}: {side} count over {scheme}");
-    sum / count
+    common::mean_between(before, after, &format!("http_{side}_request_duration_seconds"), &want, n)
 }
 
 /// The mean of the clients' per-request seconds (the last field of each output line).
@@ -818,24 +833,40 @@ fn processes_started_after_the_collector() {
     assert_https_counts(&m, port1, &want1, &["server", "client"], "server attached by the scan");
 }
 
-/// Waits up to 15 s until the collector no longer reports the OpenSSL uprobes on `path`.
-fn wait_detached(c: &Collector, path: &str) {
+/// Waits up to 15 s until `cond` holds of a scrape (`what` for the failure).
+fn wait_for(c: &Collector, what: &str, cond: impl Fn(&Metrics) -> bool) {
     let start = Instant::now();
-    while attached(&c.scrape()).iter().any(|p| p == path) {
+    loop {
+        let m = c.scrape();
+        if cond(&m) {
+            return;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(15),
-            "{path} still attached after 15 s with no process mapping it"
+            "not within 15 s: {what}; attached: {:?}; log:\n{}",
+            attached(&m),
+            c.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// Processes mapping the attached file `path`, at the collector's last scan.
+fn processes_of(m: &Metrics, path: &str) -> f64 {
+    m.get_or_zero("collector_tls_processes", &[("library", "openssl"), ("path", path)])
+}
+
+/// Files detached for `reason` (deleted, replaced, evicted).
+fn detached_for(m: &Metrics, reason: &str) -> f64 {
+    m.get("collector_tls_detached_files_total", &[("reason", reason)])
+}
+
 /// Clients that start after the collector and are done in a fraction of the scan interval are
-/// counted from their first request: a library attached once is watched for opens, and a
-/// process opening it is attached then, before its first TLS call; the host's own libssl is
-/// watched from start-up. Each client here uses a private copy of libssl that no other process
-/// maps, detached before it starts (a scan alone would catch it late or not at all; probes stay
-/// on a file no process maps for `--collector.http.tls-detach-after`, 0 here).
+/// counted from their first request, every time: the host's libssl is attached at start-up,
+/// whether or not a process maps it, and a library attached once keeps its probes while it
+/// exists, used or not, so that a process mapping it later runs into them from its first call
+/// (no attach races the client). Each client here uses a private copy of libssl, attached while
+/// a first process mapped it and then mapped by none.
 #[test]
 fn short_lived_clients_are_counted_from_their_first_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -843,31 +874,263 @@ fn short_lived_clients_are_counted_from_their_first_request() {
     let cert = make_cert(d);
     let lib = private_libssl(d);
     let copy = lib.join("libssl.so.3").display().to_string();
-    let c = Collector::start(&[FAST, &["--collector.http.tls-detach-after=0s"]].concat());
-    let watched = c.scrape().get("collector_tls_watched_files", &[]);
-    assert!(watched >= 1.0, "the host's libssl.so.3 is watched from start-up: {watched}");
+    let c = Collector::start(FAST);
+    // The host's libssl.so.3, before any scan: attached at start-up.
+    let host = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libssl.so.3").unwrap();
+    let now = attached(&c.scrape());
+    assert!(now.iter().any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(&host)), "{now:?}");
     let (srv, port) = python_server(d, &cert, None);
     wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
-    // A process that maps the copy, so that a scan attaches (and watches) it; then gone.
+    // Short-lived clients with the host's library.
+    let paths = ["/ok", "/missing", "/ok"];
+    let mut want = vec![("200", 0.0), ("404", 0.0)];
+    for _ in 0..3 {
+        want = sum_counts(&want, &python_exchanges(d, port, "new", &paths, None));
+    }
+    // A process that maps the copy, so that a scan attaches it; then gone, and the probes stay.
     let holder = spawn_ready(
         python(Some(&lib)).args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]),
         "a process mapping the copy",
     );
     wait_attached(&c, &copy);
     drop(holder);
-    let paths = ["/ok", "/missing", "/ok"];
-    let mut want = vec![("200", 0.0), ("404", 0.0)];
-    for _ in 0..3 {
-        wait_detached(&c, &copy);
-        // The kernel removes the previous probes meanwhile, and a new attach waits for that.
-        std::thread::sleep(Duration::from_millis(1500));
+    wait_for(&c, "no process maps the copy", |m| processes_of(m, &copy) == 0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(attached(&c.scrape()).contains(&copy), "the probes stay on a file no process maps");
+    for _ in 0..6 {
         let started = Instant::now();
         want = sum_counts(&want, &python_exchanges(d, port, "new", &paths, Some(&lib)));
         eprintln!("a client with the copy ran for {:?}", started.elapsed());
     }
     let m = c.scrape();
     assert_https_counts(&m, port, &want, &["server", "client"], "short-lived clients started after the collector");
+    assert_eq!(detached_for(&m, "evicted") + detached_for(&m, "deleted") + detached_for(&m, "replaced"), 0.0);
 }
+
+/// Probes leave a file once it is gone and no process maps it: deleted (while a process maps
+/// it, it stays attached and shows as `PATH (deleted)`), replaced by another file under its
+/// name (an upgrade: the new file is attached at once, before any process maps it), and past
+/// `--collector.http.tls-max-files` the least recently used file that no process maps is
+/// evicted (the host's libraries are not); a process opening an evicted file has it attached
+/// again. Each is counted.
+#[test]
+fn attached_files_leave_when_deleted_replaced_or_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The host's libssl plus three (and what else a running process maps: cargo, which has
+    // OpenSSL linked in).
+    let c = Collector::start(&[FAST, &["--collector.http.tls-max-files=4"]].concat());
+    let host = host_libssl(&c);
+    let others = attached(&c.scrape()).len() - 1;
+    assert!(others <= 1, "{:?}", attached(&c.scrape()));
+    let copy = |name: &str| {
+        let lib = d.join(name);
+        std::fs::create_dir(&lib).unwrap();
+        std::fs::copy(&host, lib.join("libssl.so.3")).unwrap();
+        (lib.clone(), lib.join("libssl.so.3").display().to_string())
+    };
+    let hold = |lib: &Path| {
+        spawn_ready(
+            python(Some(lib)).args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]),
+            "a process mapping a copy",
+        )
+    };
+    // Deleted while mapped: kept (and named as maps name it) until the process exits.
+    let (a_dir, a) = copy("a");
+    let holder = hold(&a_dir);
+    wait_attached(&c, &a);
+    std::fs::remove_file(&a).unwrap();
+    let a_deleted = format!("{a} (deleted)");
+    wait_for(&c, "the deleted copy shown as deleted", |m| attached(m).contains(&a_deleted));
+    assert_eq!(processes_of(&c.scrape(), &a_deleted), 1.0);
+    drop(holder);
+    wait_for(&c, "the deleted copy detached", |m| detached_for(m, "deleted") == 1.0);
+    assert!(!attached(&c.scrape()).iter().any(|p| p.starts_with(&a)));
+    // Replaced under its name (written beside it, renamed over it, as package managers do):
+    // the new file is attached before any process maps it; the old one goes with its process.
+    let (b_dir, b) = copy("b");
+    let holder = hold(&b_dir);
+    wait_attached(&c, &b);
+    let new = b_dir.join("libssl.so.3.new");
+    std::fs::copy(&host, &new).unwrap();
+    std::fs::rename(&new, &b).unwrap();
+    let b_deleted = format!("{b} (deleted)");
+    wait_for(&c, "the old file shown as deleted, the new one attached", |m| {
+        let now = attached(m);
+        now.contains(&b_deleted) && now.contains(&b)
+    });
+    assert_eq!(processes_of(&c.scrape(), &b), 0.0, "the new file is attached before a process maps it");
+    drop(holder);
+    wait_for(&c, "the replaced file detached", |m| detached_for(m, "replaced") == 1.0);
+    assert!(attached(&c.scrape()).contains(&b));
+    // Past the limit (cargo's place taken by another copy where no cargo is running): host, b
+    // and c, then d evicts the least recently used file no process maps (b), never a host
+    // library.
+    let extra = (others == 0).then(|| {
+        let (x_dir, x) = copy("x");
+        let holder = hold(&x_dir);
+        wait_attached(&c, &x);
+        drop(holder);
+    });
+    let (c_dir, c_lib) = copy("c");
+    let holder = hold(&c_dir);
+    wait_attached(&c, &c_lib);
+    drop(holder);
+    wait_for(&c, "no process maps c", |m| processes_of(m, &c_lib) == 0.0);
+    let (d_dir, d_lib) = copy("d");
+    let d_holder = hold(&d_dir);
+    wait_attached(&c, &d_lib);
+    let m = c.scrape();
+    assert_eq!(detached_for(&m, "evicted"), 1.0, "attached: {:?}", attached(&m));
+    let now = attached(&m);
+    assert_eq!(now.len(), 4, "{now:?}");
+    assert!(now.contains(&d_lib) && now.contains(&host), "{now:?}");
+    let evicted: Vec<&String> = [&b, &c_lib].into_iter().filter(|p| !now.contains(p)).collect();
+    assert_eq!(evicted.len(), 1, "{now:?}");
+    // An evicted file opened again: attached again at the open (its watch stays).
+    let evicted_dir = Path::new(evicted[0]).parent().unwrap().to_owned();
+    let reopened = hold(&evicted_dir);
+    wait_attached(&c, evicted[0]);
+    assert_eq!(detached_for(&c.scrape(), "evicted"), 2.0, "d is in use, so one of the others made room");
+    drop((reopened, d_holder, extra));
+}
+
+/// With probes that stay on every file, the exit must not grow with the files attached: on a
+/// kernel with uprobe_multi links (6.6, as this one), one link per program and file, closed
+/// together, shares the kernel's wait for a grace period. The host's libssl and four copies
+/// attached, SIGTERM: the collector is gone within 2 s (a probe per offset took about 0.8 s per
+/// file, one after the other).
+#[test]
+fn sigterm_with_many_attached_files_exits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut c = Collector::start(FAST);
+    let m = c.scrape();
+    assert_eq!(
+        m.get("collector_bpf_program_attached", &[("program", "tls_ret")]),
+        1.0,
+        "{:?}",
+        m.find("collector_bpf_program_attached", &[])
+    );
+    let multi =
+        m.find("collector_bpf_program_attached", &[("program", "tls_ret")])[0].labels["hook"].contains(".multi");
+    let host = host_libssl(&c);
+    for i in 0..4 {
+        let lib = d.join(format!("l{i}"));
+        std::fs::create_dir(&lib).unwrap();
+        std::fs::copy(&host, lib.join("libssl.so.3")).unwrap();
+        let holder = spawn_ready(
+            python(Some(&lib)).args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]),
+            "a process mapping a copy",
+        );
+        wait_attached(&c, &lib.join("libssl.so.3").display().to_string());
+        drop(holder);
+    }
+    let n = attached(&c.scrape()).len();
+    let t = Instant::now();
+    assert_eq!(unsafe { libc::kill(c.pid() as i32, libc::SIGTERM) }, 0);
+    let status = c.child.wait().unwrap();
+    let took = t.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with {n} files attached (uprobe_multi links: {multi})");
+    assert!(status.success(), "{status:?}");
+    if multi {
+        assert!(took < Duration::from_secs(2), "{took:?} to exit with {n} files attached");
+    }
+}
+
+/// The host's libssl.so.3 as the collector names it (attached at start-up).
+fn host_libssl(c: &Collector) -> String {
+    let now = attached(&c.scrape());
+    now.iter().find(|p| p.ends_with("/libssl.so.3")).unwrap_or_else(|| panic!("no host libssl.so.3: {now:?}")).clone()
+}
+
+/// A library no process used before, at a path the collector does not watch, is attached
+/// within the scan interval of its first open: the one race left, measured here. 100 first
+/// opens, each of a copy of libssl.so.3 of its own in a directory of its own, each timed by the
+/// process that opens it from just before `dlopen` to the moment the breakpoint of a probe shows
+/// in its own copy of `SSL_write` (the kernel writes 0xcc there when it attaches one), in four
+/// workers that wait a random part of a second between opens, so that opens fall anywhere in
+/// the scan's period. Then 100 copies written into a directory the collector watches (that of
+/// a library it attached): attached when written, before they are opened. Asserted: every open
+/// is attached within two scan intervals (the guarantee); the figures are reported.
+#[test]
+fn first_opens_of_libraries_never_seen_are_attached_within_two_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = Collector::start(FAST);
+    let host = host_libssl(&c);
+    let harness = script(d, "first_open.py", FIRST_OPEN);
+    let unwatched = d.join("unwatched");
+    std::fs::create_dir(&unwatched).unwrap();
+    // A directory the collector watches: that of a copy it attached.
+    let watched = d.join("watched");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::copy(&host, watched.join("libssl.so.3")).unwrap();
+    let holder = spawn_ready(
+        python(Some(&watched)).args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]),
+        "a process mapping the first copy",
+    );
+    wait_attached(&c, &watched.join("libssl.so.3").display().to_string());
+    drop(holder);
+    let mut report = String::new();
+    for (what, base, dirs) in [("unwatched", &unwatched, "dirs"), ("watched", &watched, "files")] {
+        let out = run_ok(Command::new(PYTHON).arg(&harness).arg(&host).arg(base).arg(dirs).arg("100"));
+        let mut ms: Vec<f64> = out.lines().filter_map(|l| l.strip_prefix("attached ")?.trim().parse().ok()).collect();
+        assert_eq!(ms.len(), 100, "harness output:\n{out}");
+        ms.sort_by(f64::total_cmp);
+        let (median, p99, max) = (ms[49], ms[98], ms[99]);
+        report += &format!(
+            "first open to probes attached, {what} directory: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms \
+             (before the open: {})\n",
+            ms.iter().filter(|m| **m == 0.0).count()
+        );
+        assert!(max < 2000.0, "{what}: an open waited {max} ms for its probes");
+    }
+    eprint!("{report}");
+}
+
+/// The first-open harness (see the test above): `LIB BASE dirs|files N`: N copies of LIB under
+/// BASE (each in a directory of its own, or side by side), each loaded and timed until the
+/// first byte of its `SSL_write` is a breakpoint; prints `attached MS` per copy (0 when it was
+/// one at the first look). Four workers for `dirs`, which wait a random part of a second
+/// between opens; one for `files`.
+const FIRST_OPEN: &str = r#"
+import ctypes, os, random, shutil, sys, threading, time
+lib, base, how, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+keep, lock = [], threading.Lock()
+def one(i):
+    if how == "dirs":
+        d = os.path.join(base, f"d{i}")
+        os.mkdir(d)
+        path = os.path.join(d, "libssl.so.3")
+        shutil.copy(lib, path)
+    else:
+        path = os.path.join(base, f"libssl.so.3.{i}")
+        shutil.copy(lib, path)
+    t = time.monotonic()
+    h = ctypes.CDLL(path)
+    at = ctypes.cast(h.SSL_write, ctypes.c_void_p).value
+    first = True
+    while ctypes.string_at(at, 1) != b"\xcc":
+        first = False
+        if time.monotonic() - t > 10:
+            print("timeout", path, flush=True)
+            return
+        time.sleep(0.0002)
+    ms = 0.0 if first else (time.monotonic() - t) * 1e3
+    with lock:
+        keep.append(h)
+        print("attached", ms, flush=True)
+def worker(ids):
+    for i in ids:
+        if how == "dirs":
+            time.sleep(random.random())
+        one(i)
+workers = 4 if how == "dirs" else 1
+ts = [threading.Thread(target=worker, args=(range(w, n, workers),)) for w in range(workers)]
+for t in ts: t.start()
+for t in ts: t.join()
+"#;
 
 // ---------------------------------------------------------------------------------------------
 // OpenSSL 1.1 and BoringSSL
@@ -1061,10 +1324,12 @@ fn openssl_1_1_and_boringssl_through_their_libssl() {
 
 /// 10 ms server delays, 30 requests on one keep-alive connection, for each other library and
 /// runtime with both its server and its client (Python has its own test above): Node.js, Go,
-/// OpenSSL 1.1, BoringSSL, and nginx with curl. The server and client histograms' means are
-/// within 5% of what the client measured around each request (the servers of Node.js: 10%,
-/// and of Go: 6%, see below); Node.js's server as far below its client's clock over TLS as over
-/// cleartext (within 3% of the client's mean).
+/// OpenSSL 1.1, BoringSSL, and nginx with curl. The server and client histograms' means agree
+/// with what the client measured around each request under the tests' noise model
+/// (`common::assert_agrees`; the null exchanges: 20 of `/ok` by the same client on its own
+/// connection first). Node.js's server misses as much of its client's clock over TLS as over
+/// cleartext, measured at the wire, under the same model (the slack: how much more the TLS
+/// client's clock holds for a null exchange than the cleartext one's).
 #[test]
 fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringssl() {
     let dir = tempfile::tempdir().unwrap();
@@ -1076,7 +1341,7 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
     let node_client = script(d, "timed.js", NODE_TIMED);
     let c = Collector::start(FAST);
     const N: usize = 30;
-    let delays = vec!["/delay"; N];
+    const NULL: usize = 20;
     for what in ["Node.js", "Go", "OpenSSL 1.1", "BoringSSL"] {
         let port = free_port();
         let ps = port.to_string();
@@ -1085,32 +1350,49 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
             "BoringSSL" => Some(fetched_lib("boringssl", "libssl.so.0")),
             _ => None,
         };
-        let ctypes = |lib: &Path| ctypes_python(&harness, lib);
-        let (server, client): (Command, Command) = match (what, &lib) {
+        // The server, and the client sending `n` requests for `path` on one connection (each
+        // prints `status length seconds` per request).
+        let mut server = match (what, &lib) {
             ("Node.js", _) => {
                 let mut s = Command::new("node");
                 s.arg(&node_server).arg(&ps).arg(&cert.cert).arg(&cert.key);
-                let mut c = Command::new("node");
-                c.arg(&node_client).arg(&ps).arg("/delay").arg(N.to_string());
-                (s, c)
+                s
             }
             ("Go", _) => {
                 let mut s = Command::new(&go);
                 s.arg("server").arg(&ps).arg(&cert.cert).arg(&cert.key);
-                let mut c = Command::new(&go);
-                c.arg("timed").arg(&ps).arg("/delay").arg(N.to_string());
-                (s, c)
+                s
             }
             (_, Some(lib)) => {
-                let mut s = ctypes(lib);
+                let mut s = ctypes_python(&harness, lib);
                 s.arg("server").arg(lib).arg(&ps).arg(&cert.cert).arg(&cert.key);
-                let mut c = ctypes(lib);
-                c.arg("client").arg(lib).arg(&ps).arg("keepalive").args(vec!["/delay"; N]);
-                (s, c)
+                s
             }
             _ => unreachable!(),
         };
-        let (mut server, mut client) = (server, client);
+        let client = |path: &str, n: usize| -> String {
+            let mut c = match (what, &lib) {
+                ("Node.js", _) => {
+                    let mut c = Command::new("node");
+                    c.arg(&node_client).arg(&ps).arg(path).arg(n.to_string());
+                    c
+                }
+                ("Go", _) => {
+                    let mut c = Command::new(&go);
+                    c.arg("timed").arg(&ps).arg(path).arg(n.to_string());
+                    c
+                }
+                (_, Some(lib)) => {
+                    let mut c = ctypes_python(&harness, lib);
+                    c.arg("client").arg(lib).arg(&ps).arg("keepalive").args(vec![path; n]);
+                    c
+                }
+                _ => unreachable!(),
+            };
+            let out = run_ok(&mut c);
+            check_exchanges(&out, &vec![path; n]);
+            out
+        };
         let srv = spawn_ready(&mut server, &format!("the {what} server"));
         // The file the probes go into: the library, or the executable that holds the TLS code.
         let file = match &lib {
@@ -1119,49 +1401,44 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
         };
         let library = if what == "Go" { "go" } else { "openssl" };
         wait_attached_as(&c, library, &file);
-        let out = run_ok(&mut client);
-        check_exchanges(&out, &delays);
-        // Two servers get bounds of their own (figures from an idle machine; OpenSSL servers:
-        // 1-4% below the client). Node.js's own client clock runs about 0.4 ms ahead of its
-        // TLS calls (JavaScript streams; the client side is 3.5-4% below it), which no server
-        // side measure contains: its server 7.3-8.5% below (over cleartext, below, 6-7.5%). Go:
-        // the response is taken at the start of `Write`, before its encryption and send
-        // (3.3-4.4% below; see docs/metrics.md).
-        let server_within = match what {
-            "Node.js" => 0.10,
-            "Go" => 0.06,
-            _ => 0.05,
-        };
+        let null = mean_seconds(&client("/ok", NULL));
+        let before = c.scrape();
+        let out = client("/delay", N);
         let m = c.scrape();
-        assert_means_agree(&m, port, N, mean_seconds(&out), what, server_within);
+        assert_means_agree(&before, &m, port, N, mean_seconds(&out), null, what);
         drop(srv);
         if what == "Node.js" {
             // The same server and client over cleartext, measured at the wire: the server side
             // misses as much of the client's clock there as over TLS (the TLS exchanges take
             // longer, the encryption on both sides, so the means themselves differ).
-            let tls_gap = mean_seconds(&out) - histogram_mean(&m, "server", port, "https", N, what);
+            let tls_gap = mean_seconds(&out) - histogram_mean(&before, &m, "server", port, "https", N);
             let plain_port = free_port();
             let pp = plain_port.to_string();
             let mut plain = Command::new("node");
             plain.arg(&node_server).arg(&pp).arg(&cert.cert).arg(&cert.key).arg("plain");
             let plain_srv = spawn_ready(&mut plain, "the Node.js cleartext server");
-            let mut cmd = Command::new("node");
-            cmd.arg(&node_client).arg(&pp).arg("/delay").arg(N.to_string()).arg("plain");
-            let plain_out = run_ok(&mut cmd);
-            check_exchanges(&plain_out, &delays);
+            let plain_client = |path: &str, n: usize| {
+                let mut cmd = Command::new("node");
+                cmd.arg(&node_client).arg(&pp).arg(path).arg(n.to_string()).arg("plain");
+                let out = run_ok(&mut cmd);
+                check_exchanges(&out, &vec![path; n]);
+                out
+            };
+            let plain_null = mean_seconds(&plain_client("/ok", NULL));
+            let before = c.scrape();
+            let plain_out = plain_client("/delay", N);
             let plain_gap =
-                mean_seconds(&plain_out) - histogram_mean(&c.scrape(), "server", plain_port, "http", N, what);
-            let diff = (tls_gap - plain_gap).abs() / mean_seconds(&out);
+                mean_seconds(&plain_out) - histogram_mean(&before, &c.scrape(), "server", plain_port, "http", N);
             eprintln!(
-                "Node.js server, 10 ms: below the client's clock by {:.3} ms over TLS, {:.3} ms over cleartext \
-                 (difference {:.2}% of the client's mean)",
+                "Node.js server, 10 ms: below the client's clock by {:.3} ms over TLS, {:.3} ms over cleartext",
                 tls_gap * 1e3,
                 plain_gap * 1e3,
-                diff * 100.0
             );
-            assert!(
-                diff <= 0.03,
-                "Node.js server: {tls_gap} s below the client over TLS, {plain_gap} s over cleartext"
+            common::assert_agrees(
+                "Node.js server's gap to its client, TLS against cleartext",
+                mean_seconds(&out) - tls_gap + plain_gap,
+                mean_seconds(&out),
+                (null - plain_null).abs(),
             );
             drop(plain_srv);
         }
@@ -1182,6 +1459,8 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
                upstream up {{ server 127.0.0.1:{up}; keepalive 4; }}\n\
                server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
                  location = /missing {{ return 404; }}\n\
+                 location = /ok {{ proxy_pass http://up/d?delay_ms=0&size=2; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; }}\n\
                  location = /delay {{ proxy_pass http://up/d?delay_ms=10&size=7; proxy_http_version 1.1;\n\
                    proxy_set_header Connection \"\"; }} }} }}\n",
             d = d.display(),
@@ -1194,15 +1473,22 @@ fn durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringss
     let nginx = KillOnDrop(Command::new(NGINX).arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"));
     wait_port(port);
     wait_attached(&c, &mapped_file(nginx.id(), "libssl.so.3"));
-    let mut cmd = Command::new(CURL);
-    cmd.args(["-sS", "-k", "--http1.1", "-w", "%{http_code} %{size_download} %{time_total}\\n"]);
-    for p in std::iter::once("/missing").chain(delays.iter().copied()) {
-        cmd.arg("-o").arg("/dev/null").arg(format!("https://127.0.0.1:{port}{p}"));
-    }
-    let out = run_ok(&mut cmd);
-    let timed = out.lines().skip(1).collect::<Vec<_>>().join("\n");
-    check_exchanges(&timed, &delays);
-    assert_means_agree(&c.scrape(), port, N, mean_seconds(&timed), "nginx and curl", 0.05);
+    // curl's `status length seconds` of each request after a first 404.
+    let curl = |path: &str, n: usize| -> String {
+        let mut cmd = Command::new(CURL);
+        cmd.args(["-sS", "-k", "--http1.1", "-w", "%{http_code} %{size_download} %{time_total}\\n"]);
+        for p in std::iter::once("/missing").chain(std::iter::repeat_n(path, n)) {
+            cmd.arg("-o").arg("/dev/null").arg(format!("https://127.0.0.1:{port}{p}"));
+        }
+        let out = run_ok(&mut cmd);
+        let timed = out.lines().skip(1).collect::<Vec<_>>().join("\n");
+        check_exchanges(&timed, &vec![path; n]);
+        timed
+    };
+    let null = mean_seconds(&curl("/ok", NULL));
+    let before = c.scrape();
+    let timed = curl("/delay", N);
+    assert_means_agree(&before, &c.scrape(), port, N, mean_seconds(&timed), null, "nginx and curl");
 }
 
 /// A TLS server speaking a PostgreSQL-like protocol: the SSLRequest in cleartext, answered

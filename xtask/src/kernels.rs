@@ -76,8 +76,9 @@ const TESTS: [(&str, &[&str]); 10] = [
     // library, in a static binary and on Go's return instructions, the receive tracepoint,
     // discovery of a process started later); on the host kernel only: what depends on the
     // library or the server rather than the kernel (OpenSSL 1.1 and BoringSSL, nginx, payloads,
-    // the flag, non-HTTP TLS), the timing comparisons (the late reader's too), the open watches
-    // (the daemon's side), and the mount namespace test (the guest
+    // the flag, non-HTTP TLS), the timing comparisons (the late reader's too), what the daemon
+    // does with files (probes that stay, files deleted, replaced and evicted, first opens
+    // timed, the exit with many files), and the mount namespace test (the guest
     // runs the tests chrooted, and a process in a mount namespace of its own then shows its
     // files in /proc/<pid>/maps by paths that are not under the chroot: a test artefact, as
     // containers pivot their root). Each test starts a collector, which takes about 20 s under
@@ -95,6 +96,9 @@ const TESTS: [(&str, &[&str]); 10] = [
             "tls_that_is_not_http_makes_no_series",
             "a_server_that_reads_its_request_late_counts_the_wait",
             "short_lived_clients_are_counted_from_their_first_request",
+            "attached_files_leave_when_deleted_replaced_or_evicted",
+            "first_opens_of_libraries_never_seen_are_attached_within_two_scans",
+            "sigterm_with_many_attached_files_exits_promptly",
         ],
     ),
     ("network", &[]),

@@ -1,0 +1,286 @@
+//! What a file holds, for the TLS capture: an OpenSSL-compatible library or executable (the file
+//! offsets of the functions the uprobes go on), Go's crypto/tls (its functions, decoded for their
+//! return instructions and the end of their stack check), another TLS library (skipped, with the
+//! reason), or nothing. ELF symbols through `object`, x86-64 machine code through `iced-x86`.
+use std::{collections::HashMap, path::Path};
+
+use aya::programs::uprobe::UProbeAttachLocation;
+use collector_common::names::program;
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+/// The probes of an OpenSSL-compatible library: (program, function, required).
+pub const ENTRY_PROBES: [(&str, &str, bool); 6] = [
+    (program::TLS_READ, "SSL_read", true),
+    (program::TLS_WRITE, "SSL_write", true),
+    (program::TLS_READ_EX, "SSL_read_ex", false),
+    (program::TLS_WRITE_EX, "SSL_write_ex", false),
+    (program::TLS_FREE, "SSL_free", true),
+    (program::TLS_HANDSHAKE, "SSL_do_handshake", false),
+];
+
+/// What a file is, for the capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// OpenSSL's API: the file offsets of the probed functions (absent `_ex` ones: None).
+    OpenSsl(Vec<(&'static str, u64)>),
+    /// Go's crypto/tls: entry probes (program, file offset) on `(*Conn).Read`, `Write` and
+    /// `Close`, and `go_tls_ret` on each return instruction of Read and Write.
+    Go(Vec<(&'static str, u64)>),
+    /// A TLS implementation the capture does not follow (the reason).
+    Skipped(&'static str),
+    /// No TLS library.
+    None,
+}
+
+/// The file offset of the first writable loadable segment of an ELF file with file content.
+pub fn writable_segment_offset(file: &Path) -> Option<u64> {
+    use object::ObjectSegment as _;
+    let f = std::fs::File::open(file).ok()?;
+    // SAFETY: a read-only private mapping of this process's own executable, only parsed.
+    let data = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let obj = object::File::parse(&*data).ok()?;
+    obj.segments().find_map(|seg| match seg.flags() {
+        object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_W.0 != 0 => {
+            seg.file_range().1.gt(&0).then_some(seg.file_range().0)
+        }
+        _ => None,
+    })
+}
+
+/// Names of TLS libraries the capture does not follow.
+const OTHER_LIBRARIES: [(&str, &str); 5] = [
+    ("libgnutls.so", "GnuTLS is not captured"),
+    ("libssl3.so", "NSS is not captured"),
+    ("libnss3.so", "NSS is not captured"),
+    ("libwolfssl.so", "wolfSSL is not captured"),
+    ("libmbedtls.so", "mbed TLS is not captured"),
+];
+
+/// Looks at one file: an OpenSSL-compatible library or binary, a skipped TLS library, or
+/// nothing of interest. `inode` guards against a file replaced since it was mapped.
+pub fn examine(file: &Path, path: &str, inode: u64) -> Kind {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if let Some((_, reason)) = OTHER_LIBRARIES.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+        return Kind::Skipped(reason);
+    }
+    let Ok(f) = std::fs::File::open(file) else { return Kind::None };
+    use std::os::unix::fs::MetadataExt as _;
+    if f.metadata().map(|m| m.ino()).ok() != Some(inode) {
+        return Kind::None;
+    }
+    // SAFETY: a read-only private mapping of a file opened for reading; the bytes are only
+    // parsed. A file truncated meanwhile by another process could fault on access: libraries and
+    // executables a process maps are not rewritten in place (installers replace them).
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&f) }) else { return Kind::None };
+    let Ok(obj) = object::File::parse(&*data) else { return Kind::None };
+    let libssl = name.starts_with("libssl.so");
+    let mut found: HashMap<&str, u64> = HashMap::new();
+    let mut go: HashMap<&str, (u64, u64)> = HashMap::new();
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        let Ok(n) = sym.name() else { continue };
+        if !sym.is_definition() {
+            continue;
+        }
+        if let Some((_, f)) = GO_FUNCTIONS.iter().find(|(_, f)| *f == n)
+            && let Some(off) = file_offset(&obj, &sym)
+        {
+            go.insert(f, (off, sym.size()));
+        }
+        if let Some((_, f, _)) = ENTRY_PROBES.iter().find(|(_, f, _)| *f == n)
+            && !found.contains_key(f)
+            && let Some(off) = file_offset(&obj, &sym)
+        {
+            found.insert(f, off);
+        }
+    }
+    let complete = ENTRY_PROBES.iter().all(|(_, f, required)| !required || found.contains_key(f));
+    if complete {
+        let offsets = ENTRY_PROBES.iter().filter_map(|(prog, f, _)| found.get(f).map(|o| (*prog, *o))).collect();
+        return Kind::OpenSsl(offsets);
+    }
+    if !go.is_empty() {
+        return go_probes(&obj, &data, &go);
+    }
+    if obj.section_by_name(".go.buildinfo").is_some() && obj.symbols().next().is_none() {
+        return Kind::Skipped("stripped Go binary (no symbols to find crypto/tls in)");
+    }
+    if libssl {
+        return Kind::Skipped("no SSL_read/SSL_write/SSL_free symbols");
+    }
+    Kind::None
+}
+
+/// The functions of Go's crypto/tls that are probed: (program, symbol).
+pub const GO_FUNCTIONS: [(&str, &str); 4] = [
+    (program::GO_TLS_READ, "crypto/tls.(*Conn).Read"),
+    (program::GO_TLS_WRITE, "crypto/tls.(*Conn).Write"),
+    (program::GO_TLS_CLOSE, "crypto/tls.(*Conn).Close"),
+    (program::TLS_HANDSHAKE, "crypto/tls.(*Conn).handshakeContext"),
+];
+
+/// The file offset of a symbol's address.
+fn file_offset(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
+    let sec = obj.section_by_index(sym.section_index()?).ok()?;
+    let (sec_off, _) = sec.file_range()?;
+    match UProbeAttachLocation::from_virtual_address(sym.address(), sec.address(), sec_off) {
+        Ok(UProbeAttachLocation::AbsoluteOffset(off)) => Some(off),
+        _ => None,
+    }
+}
+
+/// The Go toolchain version a binary was built with (its minor version: 21 for go1.21.5), from
+/// the build information Go 1.18 and later embed inline (`.go.buildinfo`).
+fn go_minor(obj: &object::File<'_>) -> Option<u32> {
+    let data = obj.section_by_name(".go.buildinfo")?.data().ok()?;
+    // A 14-byte magic, pointer size, flags (bit 1: inline strings), then at 32 the version as
+    // a varint-prefixed string.
+    if data.len() < 33 || !data.starts_with(b"\xff Go buildinf:") || data[15] & 2 == 0 {
+        return None;
+    }
+    let len = data[32] as usize;
+    let v = std::str::from_utf8(data.get(33..33 + len)?).ok()?;
+    v.strip_prefix("go1.")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The probes of a Go binary that uses crypto/tls (`funcs`: file offset and size of each
+/// function found), or why it is skipped.
+fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u64)>) -> Kind {
+    if obj.architecture() != object::Architecture::X86_64 {
+        return Kind::Skipped("Go crypto/tls is captured on x86-64 only");
+    }
+    // The register ABI (arguments and results in registers, g in R14) from Go 1.17; the build
+    // information that tells the version is inline from 1.18.
+    if !go_minor(obj).is_some_and(|m| m >= 18) {
+        return Kind::Skipped("Go before 1.18 is not captured");
+    }
+    let mut out = Vec::new();
+    for (prog, name) in GO_FUNCTIONS {
+        let Some(&(off, size)) = funcs.get(name) else {
+            if prog == program::TLS_HANDSHAKE {
+                continue;
+            }
+            return Kind::Skipped("crypto/tls functions not found");
+        };
+        let Some(code) = data.get(off as usize..(off + size) as usize).filter(|c| !c.is_empty()) else {
+            return Kind::Skipped("crypto/tls function outside the file");
+        };
+        match prog {
+            program::GO_TLS_WRITE => out.push((prog, off + after_stack_check(code))),
+            program::GO_TLS_READ => {
+                out.push((prog, off));
+                let rets = return_offsets(code);
+                if rets.is_empty() {
+                    return Kind::Skipped("no return instruction found in crypto/tls");
+                }
+                out.extend(rets.into_iter().map(|r| (program::GO_TLS_RET, off + r)));
+            }
+            _ => out.push((prog, off)),
+        }
+    }
+    Kind::Go(out)
+}
+
+/// Where a Go function's body starts: after the stack check of its prologue (`cmp rsp,
+/// [r14+16]` or, for a large frame, a `lea` and a `cmp` on it, then a conditional jump to the
+/// stack growth at the end), which a goroutine whose stack grew passes again from the top. 0
+/// for a function without one. Nothing before it touches the argument registers.
+fn after_stack_check(code: &[u8]) -> u64 {
+    let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
+    let mut ins = iced_x86::Instruction::default();
+    let mut compared = false;
+    for _ in 0..4 {
+        if !d.can_decode() {
+            break;
+        }
+        d.decode_out(&mut ins);
+        match ins.mnemonic() {
+            iced_x86::Mnemonic::Cmp if ins.memory_base() == iced_x86::Register::R14 => compared = true,
+            iced_x86::Mnemonic::Jbe | iced_x86::Mnemonic::Jb if compared => return d.position() as u64,
+            iced_x86::Mnemonic::Lea | iced_x86::Mnemonic::Cmp => {}
+            _ => break,
+        }
+    }
+    0
+}
+
+/// Offsets of the return instructions in a function's machine code (x86-64).
+fn return_offsets(code: &[u8]) -> Vec<u64> {
+    let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
+    let mut out = Vec::new();
+    let mut ins = iced_x86::Instruction::default();
+    while d.can_decode() {
+        let at = d.position() as u64;
+        d.decode_out(&mut ins);
+        if ins.is_invalid() {
+            break;
+        }
+        if ins.mnemonic() == iced_x86::Mnemonic::Ret {
+            out.push(at);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_instructions() {
+        // push rbp; mov rbp,rsp; test eax,eax; je +2; pop rbp; ret; xor eax,eax; pop rbp; ret
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x85, 0xc0, 0x74, 0x02, 0x5d, 0xc3, 0x31, 0xc0, 0x5d, 0xc3];
+        assert_eq!(return_offsets(&code), vec![9, 13]);
+        // 0xc3 inside an instruction is not a return: mov eax, 0xc3c3c3c3; ret
+        assert_eq!(return_offsets(&[0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3]), vec![5]);
+    }
+
+    #[test]
+    fn this_executable_has_a_writable_segment() {
+        let off = writable_segment_offset(Path::new("/proc/self/exe")).unwrap();
+        assert!(off > 0);
+    }
+
+    #[test]
+    fn go_prologue() {
+        // cmp rsp,[r14+0x10]; jbe +0x40; push rbp
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
+        assert_eq!(after_stack_check(&code), 6);
+        // lea r12,[rsp-0x100]; cmp r12,[r14+0x10]; jbe +0x40; push rbp
+        let code = [0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
+        assert_eq!(after_stack_check(&code), 14);
+        // No stack check: push rbp; ...
+        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5]), 0);
+    }
+
+    #[test]
+    fn examines_this_hosts_libssl_and_others() {
+        // Debian's libssl3 (a dependency of the test machine's curl and nginx).
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata(lib).unwrap().ino();
+        match examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino) {
+            Kind::OpenSsl(offsets) => {
+                let progs: Vec<&str> = offsets.iter().map(|(p, _)| *p).collect();
+                assert_eq!(
+                    progs,
+                    [
+                        program::TLS_READ,
+                        program::TLS_WRITE,
+                        program::TLS_READ_EX,
+                        program::TLS_WRITE_EX,
+                        program::TLS_FREE,
+                        program::TLS_HANDSHAKE
+                    ]
+                );
+                assert!(offsets.iter().all(|(_, o)| *o > 0));
+            }
+            k => panic!("{k:?}"),
+        }
+        // A binary without TLS, and a wrong inode.
+        let sh = Path::new("/bin/sh");
+        let ino = std::fs::metadata(sh).unwrap().ino();
+        assert_eq!(examine(sh, "/bin/sh", ino), Kind::None);
+        assert_eq!(examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino), Kind::None);
+        assert_eq!(examine(sh, "/usr/lib/libgnutls.so.30", ino), Kind::Skipped("GnuTLS is not captured"));
+    }
+}
