@@ -20,25 +20,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData},
-    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeLinkId, uprobe::UProbeScope},
+    programs::uprobe::UProbeLinkId,
 };
 use collector_common::{
     http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
     names::{map, program},
 };
 
-use crate::{
-    bpf::{self, Loader},
-    metrics::{Collector, Family, Out},
-};
+use crate::bpf::{self, Loader};
 
 mod elf;
 mod files;
+mod metrics;
 mod opens;
+mod probes;
 
 use elf::{ENTRY_PROBES, GO_FUNCTIONS, Kind, examine};
 use files::{FileId, Stamp, file_id};
@@ -609,28 +607,6 @@ impl Capture {
         }
     }
 
-    /// Whether a uprobe attaches on this thread, detached at once; for
-    /// [`crate::caps::uprobes_need_sys_admin`]. It goes on this executable, at the start of
-    /// its writable segment in the file: the kernel installs breakpoints only in mappings that
-    /// may execute and are not writable, so this one is installed nowhere (a probe on the ELF
-    /// header would write a breakpoint into this process's read-only mapping of it).
-    pub fn try_attach(&self) -> bool {
-        let Some(off) = elf::writable_segment_offset(Path::new("/proc/self/exe")) else { return false };
-        let prog = self.prog(program::TLS_FREE);
-        let mut ebpf = self.ebpf.lock().unwrap();
-        let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from) else { return false };
-        match p.attach([UProbeAttachLocation::AbsoluteOffset(off)], "/proc/self/exe", UProbeScope::AllProcesses) {
-            Ok(link) => {
-                let _ = p.detach(link);
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "tls: a uprobe without CAP_SYS_ADMIN");
-                false
-            }
-        }
-    }
-
     /// The file a process maps at `path` (inode `inode`): the path itself when it names that
     /// file here too (a process sharing this one's mounts), else the path through
     /// `/proc/<pid>/root`, which resolves in the process's own mounts (a container).
@@ -642,71 +618,6 @@ impl Capture {
         self.procfs.join(pid.to_string()).join("root").join(path.trim_start_matches('/'))
     }
 
-    /// Attaches each program to its offsets in `file` (one link per program: a uprobe_multi
-    /// link, or a probe per offset), and with `returns` the return probe on OpenSSL's read and
-    /// write functions.
-    fn attach(
-        &mut self,
-        file: &Path,
-        offsets: &[(&'static str, u64)],
-        returns: bool,
-    ) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
-        let mut by_prog: Vec<(&'static str, Vec<u64>)> = Vec::new();
-        let mut add = |prog: &'static str, off: u64| match by_prog.iter_mut().find(|(p, _)| *p == prog) {
-            Some((_, offs)) => offs.push(off),
-            None => by_prog.push((prog, vec![off])),
-        };
-        for (prog, off) in offsets {
-            add(self.prog(prog), *off);
-            if returns && ![program::TLS_FREE, program::TLS_HANDSHAKE].contains(prog) {
-                add(self.prog(program::TLS_RET), *off);
-            }
-        }
-        let mut ebpf = self.ebpf.lock().unwrap();
-        let mut links = Vec::new();
-        let mut result = Ok(());
-        for (prog, offs) in by_prog {
-            let r = (|| -> anyhow::Result<()> {
-                let p: &mut UProbe = ebpf.program_mut(prog).context("program missing")?.try_into()?;
-                let at = offs.iter().map(|o| UProbeAttachLocation::AbsoluteOffset(*o));
-                links.push((prog, p.attach(at, file, UProbeScope::AllProcesses).with_context(|| prog.to_string())?));
-                Ok(())
-            })();
-            if r.is_err() {
-                result = r;
-                break;
-            }
-        }
-        drop(ebpf);
-        if let Err(e) = result {
-            self.detach(links);
-            return Err(e);
-        }
-        Ok(links)
-    }
-
-    /// Detaches probes, without waiting: the kernel waits for a grace period per link (or,
-    /// before uprobe_multi links, per probe) it removes, so the links are closed on a thread of
-    /// their own (see [`release`]), and no scrape waits for it.
-    fn detach(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
-        let owned = self.take_links(links);
-        let _ = std::thread::Builder::new().name("tls-detach".into()).spawn(move || release(owned));
-    }
-
-    /// Takes the links out of their programs, to close them outside the lock.
-    fn take_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) -> Vec<aya::programs::uprobe::UProbeLink> {
-        let mut ebpf = self.ebpf.lock().unwrap();
-        let mut out = Vec::new();
-        for (prog, link) in links {
-            if let Some(Ok(p)) = ebpf.program_mut(prog).map(<&mut UProbe>::try_from)
-                && let Ok(l) = p.take_link(link)
-            {
-                out.push(l);
-            }
-        }
-        out
-    }
-
     /// Deletes the connections of processes that are gone.
     fn sweep(&mut self, live: &HashSet<u32>) {
         let dead: Vec<TlsKey> = self.conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
@@ -714,88 +625,6 @@ impl Capture {
             let _ = self.conns.remove(&k);
         }
     }
-}
-
-impl Collector for Tls {
-    fn name(&self) -> &'static str {
-        "tls"
-    }
-
-    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let c = self.0.lock().unwrap();
-        let mut attached = Family::gauge(
-            "collector_tls_attached",
-            "Files (TLS libraries, binaries with OpenSSL linked in) the TLS uprobes are attached to, one \
-             series per file, with the processes mapping it at the last scan in collector_tls_processes.",
-        );
-        let mut procs = Family::gauge(
-            "collector_tls_processes",
-            "Processes mapping a file the TLS uprobes are attached to, at the last scan.",
-        );
-        // A file that lost its name shows as maps show it: `PATH (deleted)`; files with the same
-        // name (two deleted versions of a library, both still in use) add up.
-        let mut by_path: std::collections::BTreeMap<(&str, String), (f64, f64)> = Default::default();
-        for t in c.targets.values() {
-            let path = if t.unlinked.is_some() { format!("{} (deleted)", t.path) } else { t.path.clone() };
-            let e = by_path.entry((t.library, path)).or_default();
-            e.0 += 1.0;
-            e.1 += t.pids as f64;
-        }
-        for ((library, path), (n, pids)) in &by_path {
-            attached.add(&[("library", library), ("path", path)], *n);
-            procs.add(&[("library", library), ("path", path)], *pids);
-        }
-        out.push(attached);
-        out.push(procs);
-        let mut detached = Family::counter(
-            "collector_tls_detached_files_total",
-            "Files the TLS uprobes left: deleted or replaced (once no process maps them any more), or evicted \
-             (the least recently used file no process maps, past --collector.http.tls-max-files).",
-        );
-        for (g, n) in Gone::ALL.iter().zip(c.detached) {
-            detached.add(&[("reason", g.label())], n as f64);
-        }
-        out.push(detached);
-        let mut full = Family::counter(
-            "collector_tls_files_over_limit_total",
-            "TLS libraries not attached because --collector.http.tls-max-files files were attached and all in use.",
-        );
-        full.add(&[], c.full as f64);
-        out.push(full);
-        let mut skipped = Family::gauge(
-            "collector_tls_skipped_files",
-            "Files holding a TLS implementation the capture does not follow, by reason (each logged once).",
-        );
-        let mut by_reason: HashMap<&str, usize> = HashMap::new();
-        for (_, reason) in c.skipped.values() {
-            *by_reason.entry(reason).or_default() += 1;
-        }
-        let mut reasons: Vec<_> = by_reason.into_iter().collect();
-        reasons.sort();
-        for (reason, n) in reasons {
-            skipped.add(&[("reason", reason)], n as f64);
-        }
-        out.push(skipped);
-        let mut watched = Family::gauge(
-            "collector_tls_watched_files",
-            "Files and directories watched (inotify): the files attached since start-up, for opens and \
-             changes; the directories of OpenSSL libraries, for libraries written into them.",
-        );
-        watched.add(&[], c.opens.as_ref().map_or(0, |o| o.count()) as f64);
-        out.push(watched);
-        Ok(())
-    }
-}
-
-/// Closes uprobe links all at once, one thread each, and returns when all are closed: the
-/// kernel's wait for a grace period after removing a probe is then shared by all of them where
-/// it can be (uprobe_multi links; the kernel removes perf-event probes one after the other).
-fn release(links: Vec<aya::programs::uprobe::UProbeLink>) {
-    std::thread::scope(|s| {
-        for l in links {
-            s.spawn(move || drop(l));
-        }
-    });
 }
 
 /// Detaches every probe before the process exits (SIGTERM), in parallel (see [`release`]):
@@ -807,7 +636,7 @@ pub fn shutdown() {
     let links: Vec<_> = c.targets.drain().flat_map(|(_, t)| t.links).collect();
     let owned = c.take_links(links);
     drop(c);
-    release(owned);
+    probes::release(owned);
 }
 
 /// Runs the scans until the process exits (on a thread of its own, started after the
