@@ -4,6 +4,7 @@
 //! kernel programs compile in and that the host tests and the fuzz target drive (`http::sim`).
 #![cfg_attr(not(test), no_std)]
 
+pub mod capture;
 pub mod disk;
 pub mod http;
 pub mod names;

@@ -18,13 +18,9 @@ pub fn count(reason: u32) {
 #[inline(always)]
 pub fn add(reason: u32, n: u64) {
     if let Some(p) = DROPS.get_ptr_mut(reason) {
-        // SAFETY: `p` is this CPU's slot of entry `reason` of `DROPS`, from a lookup that returns
-        // Some only for an index below the array's size: array memory, aligned and valid as long
-        // as the map, which the program holds. No other CPU writes this slot. Programs can nest
-        // on one CPU, though (a softirq's cgroup_skb run can interrupt a process-context egress
-        // run): a nested count of the same reason between this load and store is then lost, a
-        // miscount of a drop counter, never an access outside the slot.
-        unsafe { *p += n };
+        // This CPU's slot of entry `reason` of `DROPS` (array memory, valid as long as the map):
+        // atomic, as a program nesting on this CPU may count the same reason meanwhile.
+        crate::atomic::add(p, n);
     }
 }
 

@@ -2,17 +2,21 @@
 //! for `bpfel-unknown-none`; the daemon embeds the object and loads it.
 #![no_std]
 #![no_main]
-// Atomic adds on shared map values (see http.rs); the build enables it via RUSTC_BOOTSTRAP.
+// Atomic adds on shared map values (see capture/record.rs); the build enables it via
+// RUSTC_BOOTSTRAP.
 #![feature(core_intrinsics)]
 // Constant-offset loads from tracepoint records (see disk.rs).
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
+mod atomic;
+mod capture;
 mod disk;
 mod drops;
-mod http;
+mod http1;
 mod network;
 mod process;
+mod skb;
 mod tls;
 
 #[cfg(not(test))]

@@ -46,21 +46,21 @@ pub fn count(ctx: &SkBuffContext, egress: bool) {
     let Some(c) = lookup_or_init(&CGROUP_NET, &cgroup_id, &ZERO, drop::CGROUP_NET_FULL) else {
         return;
     };
-    // SAFETY: `c` is this CPU's slot of the `CGROUP_NET` value for `cgroup_id`, looked up in
-    // this run: preallocated map memory, aligned and valid until the program returns, even if
-    // the daemon deletes the expired entry meanwhile (these counts are then lost with it). No
-    // other CPU writes this slot. A program nesting on this CPU (ingress in a softirq during a
-    // process-context egress run) can add to the same slot between a load and its store, and
-    // one of the adds is then lost: a miscount, never an access outside the slot.
-    unsafe {
+    // `c` is this CPU's slot of the `CGROUP_NET` value for `cgroup_id`, looked up in this run:
+    // preallocated map memory, aligned and valid until the program returns, even if the daemon
+    // deletes the expired entry meanwhile (these counts are then lost with it). Atomic adds: a
+    // program nesting on this CPU (ingress in a softirq during a process-context egress run)
+    // may add to the same slot meanwhile.
+    // SAFETY: field addresses of the slot (no access is made here).
+    let (bytes, packets) = unsafe {
         if egress {
-            (*c).tx_bytes += len;
-            (*c).tx_packets += 1;
+            (&raw mut (*c).tx_bytes, &raw mut (*c).tx_packets)
         } else {
-            (*c).rx_bytes += len;
-            (*c).rx_packets += 1;
+            (&raw mut (*c).rx_bytes, &raw mut (*c).rx_packets)
         }
-    }
+    };
+    crate::atomic::add(bytes, len);
+    crate::atomic::add(packets, 1);
 }
 
 static ZERO: NetCounters = NetCounters { rx_bytes: 0, rx_packets: 0, tx_bytes: 0, tx_packets: 0 };

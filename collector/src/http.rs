@@ -13,10 +13,10 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use collector_common::capture::stash::{Block, BlockKey};
 use collector_common::http::{
     ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SCHEME_HTTP, SCHEME_NAMES,
     SIDE_CLIENT, SIDE_SERVER, SIZE_BOUNDS, SIZE_BUCKETS, method,
-    stash::{Block, BlockKey},
 };
 use collector_common::names::{global, map, program};
 use collector_common::process::{MAX_PROCESSES, NO_FIELD, RenameOffsets};

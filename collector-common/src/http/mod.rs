@@ -12,10 +12,15 @@
 //!   aggregated histograms `HttpKey`/`HttpHist`, with the daemon's duration bounds and the
 //!   fixed size bounds, and the server-side in-flight gauge `ActiveKey`), and the method table.
 
+mod bytes;
 pub mod framer;
+mod parse;
+mod stream;
+
+pub use bytes::le;
+pub use parse::known_method;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
-pub mod stash;
 #[cfg(test)]
 mod tests_framer;
 pub mod tls;
@@ -165,7 +170,15 @@ pub fn size_bucket(n: u64) -> usize {
     idx as usize
 }
 
-crate::impl_pod!(HttpKey, HttpHist, ActiveKey, stash::BlockKey, stash::Block, tls::TlsKey, tls::Peer);
+crate::impl_pod!(
+    HttpKey,
+    HttpHist,
+    ActiveKey,
+    crate::capture::stash::BlockKey,
+    crate::capture::stash::Block,
+    tls::TlsKey,
+    tls::Peer
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,13 @@ extern crate std;
 
 use std::{collections::HashMap, vec::Vec};
 
-use super::{
-    framer::{Exchange, Pending, S_IGNORE, S_LOST, SF_RECEIVED, Sink, WINDOW_WORDS, after, needs_bytes, skippable},
-    stash::{self, BLOCK, Block},
+use super::framer::{
+    Exchange, Pending, S_IGNORE, S_LOST, SF_RECEIVED, Sink, WINDOW_WORDS, after, needs_bytes, skippable,
 };
-use crate::drop;
+use crate::{
+    capture::stash::{self, BLOCK, Block},
+    drop,
+};
 
 /// One finished exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,13 +185,13 @@ impl Conn {
                 if let Some((p, n)) = self.ex.dir(is_req).needs_window(seg_end) {
                     let from = p.wrapping_sub(self.base[i]) as usize;
                     let bytes = &self.streams[i][from..from + n as usize];
-                    let d = self.ex.dir_mut(is_req);
-                    d.win = [0; WINDOW_WORDS];
+                    let w = &mut self.ex.dir_mut(is_req).w;
+                    w.buf = [0; WINDOW_WORDS];
                     for (k, b) in bytes.iter().enumerate() {
-                        d.win[k / 8] |= (*b as u64) << (8 * (k % 8));
+                        w.buf[k / 8] |= (*b as u64) << (8 * (k % 8));
                     }
-                    d.win_base = p;
-                    d.win_len = n;
+                    w.base = p;
+                    w.len = n;
                 }
                 steps += 1;
                 if self.ex.step(is_req, seg_end, now, &mut self.sink) {
@@ -255,7 +257,7 @@ impl Conn {
                 steps += 1;
                 let d = self.ex.dir_mut(is_req);
                 if let Some((p, _)) = d.needs_window(end) {
-                    block.fill_window(d, start, p, end);
+                    block.fill_window(&mut d.w, start, p, end);
                 }
                 if self.ex.step(is_req, end, now, &mut self.sink) || steps >= 4096 {
                     break;

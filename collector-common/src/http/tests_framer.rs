@@ -460,7 +460,7 @@ fn needed_bytes_lost_for_good_cost_only_the_message_in_flight() {
     }
     c.segment(false, lost.0, lost.1, false, 22);
     assert!(c.sink.done.is_empty());
-    assert!(c.max_blocks <= (super::stash::SPAN / super::stash::BLOCK) as usize + 1);
+    assert!(c.max_blocks <= (crate::capture::stash::SPAN / crate::capture::stash::BLOCK) as usize + 1);
     // The next exchange: its response segment reveals that the bytes were taken (the
     // receiver's in-order point passed them).
     let o = c.len(true);
@@ -514,7 +514,7 @@ fn loss_and_reordering_with_chunks_and_pipelining() {
                     check_exact(&c, &ex);
                     // Blocks behind a direction's position are forgotten as it moves on.
                     for (is_req, index) in c.stash.keys() {
-                        let floor = super::stash::index_of(c.ex.dir(*is_req).pos);
+                        let floor = crate::capture::stash::index_of(c.ex.dir(*is_req).pos);
                         assert!(!super::framer::after(floor, *index), "{fault:?}: a block left behind");
                     }
                 }

@@ -1,4 +1,4 @@
-//! The reorder stash: bytes of a received stream that arrive out of order while the framer
+//! The reorder stash: bytes of a received stream that arrive out of order while the protocol
 //! waits for a byte it needs (a start line, a header, a chunk size lost on the way), kept in
 //! blocks so that the framer can parse them once the missing bytes arrive. The socket takes
 //! such segments into its out-of-order queue and delivers them later without passing the
@@ -10,7 +10,7 @@
 //! `HashMap`, both through the functions here. Only bytes within `SPAN` of the position the
 //! framer waits at are kept, and blocks behind it are deleted as it moves on.
 
-use super::framer::{Dir, WINDOW, WINDOW_WORDS, after};
+use super::{WINDOW, WINDOW_WORDS, Window, after};
 
 /// Stream bytes per block.
 pub const BLOCK: u32 = 1024;
@@ -94,22 +94,22 @@ impl Block {
         BLOCK
     }
 
-    /// Loads the direction's window from this block (which starts at stream position `start`)
+    /// Loads a direction's window from this block (which starts at stream position `start`)
     /// for parsing at `pos`, up to `end` (the end of the run held from `pos`): whole words from
     /// the word holding `pos`, so the window starts up to 7 bytes before it.
     #[inline(always)]
-    pub fn fill_window(&self, d: &mut Dir, start: u32, pos: u32, end: u32) {
+    pub fn fill_window(&self, w: &mut Window, start: u32, pos: u32, end: u32) {
         let first = (pos.wrapping_sub(start) >> 3) & (BLOCK_WORDS as u32 - 1);
         let mut k = 0u32;
         while k < WINDOW_WORDS as u32 {
             // Words past the block are whatever the slack holds; the length below excludes them.
-            d.win[(k as usize) & (WINDOW_WORDS - 1)] = self.data[((first + k) as usize) & (2 * BLOCK_WORDS - 1)];
+            w.buf[(k as usize) & (WINDOW_WORDS - 1)] = self.data[((first + k) as usize) & (2 * BLOCK_WORDS - 1)];
             k += 1;
         }
         let base = start.wrapping_add(first * 8);
         let len = end.wrapping_sub(base);
-        d.win_base = base;
-        d.win_len = if len < WINDOW { len } else { WINDOW };
+        w.base = base;
+        w.len = if len < WINDOW { len } else { WINDOW };
     }
 }
 

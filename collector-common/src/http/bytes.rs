@@ -1,0 +1,122 @@
+//! Word-at-a-time helpers over a direction's window (`framer::Window`): little-endian words,
+//! byte search, ASCII digits. Shaped for the BPF verifier: indices into the window go through
+//! memory so that the masks the verifier needs stay (see `word_at`).
+
+use super::framer::WINDOW_WORDS;
+
+/// Little-endian word of up to 8 bytes.
+pub const fn le(b: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        v |= (b[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// 0x20 in every byte that holds a letter of `b` (so only letters are folded to lower case).
+pub(super) const fn letters(b: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_lowercase() {
+            v |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    v
+}
+
+/// The top bit of every byte of `w` that is not an ASCII digit (exact for every byte).
+#[inline(always)]
+pub(super) fn non_digits(w: u64) -> u64 {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let low = w & !HI;
+    // Above '9' once 0x46 is added; below '0' unless 0x50 is added; no carry between bytes.
+    let above = low + 0x4646_4646_4646_4646;
+    let not_below = low + 0x5050_5050_5050_5050;
+    (above | !not_below | w) & HI
+}
+
+/// The first `n` (1..=8) bytes of `w` (digits) right-aligned behind ASCII zeros.
+#[inline(always)]
+pub(super) fn pad8(w: u64, n: u32) -> u64 {
+    let n = if n > 8 {
+        8
+    } else if n == 0 {
+        1
+    } else {
+        n
+    };
+    (w << (8 * (8 - n))) | ((0x3030_3030_3030_3030u64 >> (8 * n - 1)) >> 1)
+}
+
+/// Eight ASCII digits (the first in the low byte) as a number.
+#[inline(always)]
+pub(super) fn parse8(w: u64) -> u64 {
+    const MASK: u64 = 0x0000_00ff_0000_00ff;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let v = w.wrapping_sub(0x3030_3030_3030_3030);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    ((v & MASK).wrapping_mul(MUL1).wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2))) >> 32
+}
+
+/// Word `j` of the window. The index goes through memory so that LLVM, which may prove it
+/// below 16 from the caller's checks, cannot drop the mask the verifier needs to see.
+#[inline(always)]
+pub(super) fn word_at(buf: &[u64; WINDOW_WORDS], j: usize) -> u64 {
+    // SAFETY: reads a local.
+    buf[unsafe { core::ptr::read_volatile(&j) } & (WINDOW_WORDS - 1)]
+}
+
+/// Byte `i` (0..WINDOW) of the window.
+#[inline(always)]
+pub fn byte_at(buf: &[u64; WINDOW_WORDS], i: u32) -> u8 {
+    (word_at(buf, (i >> 3) as usize) >> ((i & 7) * 8)) as u8
+}
+
+/// The 8 bytes starting at byte `p` of the window, little-endian (bytes past the window are
+/// whatever it holds; callers mask them off).
+#[inline(always)]
+pub fn window8(buf: &[u64; WINDOW_WORDS], p: u32) -> u64 {
+    let j = (p >> 3) as usize;
+    let s = (p & 7) * 8;
+    let first = word_at(buf, j);
+    if s == 0 { first } else { (first >> s) | (word_at(buf, j + 1) << (64 - s)) }
+}
+
+/// Index of the first '\n' at or after byte `i` among the first `len` bytes of the window;
+/// `len` when there is none. A doubtful match returns `i`, which sends the byte through the
+/// exact per-byte parser.
+#[inline(always)]
+pub(super) fn find_newline(buf: &[u64; WINDOW_WORDS], i: u32, len: u32) -> u32 {
+    let mut j = (i >> 3) as usize;
+    let mut mask = !0u64 << ((i & 7) * 8);
+    while j < WINDOW_WORDS {
+        if (j as u32) * 8 >= len {
+            return len;
+        }
+        let w = word_at(buf, j);
+        let bits = byte_bits(w, b'\n') & mask;
+        if bits != 0 {
+            let k = j as u32 * 8 + bits.trailing_zeros() / 8;
+            if k >= len {
+                return len;
+            }
+            return if (w >> ((k & 7) * 8)) as u8 == b'\n' { k } else { i };
+        }
+        mask = !0;
+        j += 1;
+    }
+    len
+}
+
+/// Bytes equal to `c` in `w` get their top bit set (exact for the lowest such byte; a byte
+/// above a match may be flagged falsely).
+#[inline(always)]
+pub(super) fn byte_bits(w: u64, c: u8) -> u64 {
+    let x = w ^ (0x0101_0101_0101_0101 * c as u64);
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
+}

@@ -1,0 +1,269 @@
+//! Connections: who a connection's exchanges are counted for (`Ident`), a TCP connection's
+//! state in its socket's local storage (`Conn`, around a protocol's state), the one-byte mark
+//! of a socket that is not (or not yet) followed, the process that created each socket, and
+//! the claim that lets one program at a time change a connection.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_SK_STORAGE_GET_F_CREATE, bpf_sock, bpf_spin_lock},
+    btf_maps::SkStorage,
+    helpers::generated::{
+        bpf_sk_storage_delete, bpf_sk_storage_get, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
+    },
+    macros::{btf_map, map},
+    maps::Array,
+};
+use collector_common::drop;
+
+use crate::drops;
+
+// Connection roles (set when the connection state is created).
+pub const ROLE_SERVER: u8 = 1;
+pub const ROLE_CLIENT: u8 = 2;
+
+/// Who the connection's requests are counted for (the histogram key fields it contributes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ident {
+    // The byte arrays sit at 8-byte offsets so that copying them into a key is two word moves
+    // (an unaligned copy becomes a call to a byte-wise memcpy).
+    /// Name of the process that created the socket (or its listening socket), NUL-padded; all
+    /// zero when the socket existed before the collector started.
+    pub comm: [u8; 16],
+    pub addr: [u8; 16],
+    pub cgroup_id: u64,
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub family: u8,
+    pub role: u8,
+    /// `SCHEME_HTTP`, or `SCHEME_HTTPS` for a TLS connection (plain.rs).
+    pub scheme: u8,
+    pub _pad: u8,
+    /// The socket's cookie (keys of its stash blocks).
+    pub cookie: u64,
+}
+
+impl Ident {
+    pub const ZERO: Ident = Ident {
+        comm: [0; 16],
+        addr: [0; 16],
+        cgroup_id: 0,
+        local_port: 0,
+        peer_port: 0,
+        family: 0,
+        role: 0,
+        scheme: 0,
+        _pad: 0,
+        cookie: 0,
+    };
+}
+
+/// Where the bytes a parse step of a TCP connection reads lie: the steps are global functions
+/// verified once, which cannot take pointers on every kernel, so they find this through the
+/// socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Seg {
+    /// Stream position of the first byte, and one past the last.
+    pub seq: u32,
+    pub end: u32,
+    /// In the packet (`SRC_PACKET`): offset of the first payload byte.
+    pub payload: u32,
+    /// `SRC_PACKET`, or `SRC_STASH` for a run of bytes held in the reorder stash.
+    pub src: u32,
+    pub now: u64,
+}
+
+pub const SRC_PACKET: u32 = 0;
+pub const SRC_STASH: u32 = 1;
+
+/// The blocks of the reorder stash a direction holds: indices `[lo, hi)` (empty when equal).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Held {
+    pub lo: u32,
+    pub hi: u32,
+}
+
+/// A TCP connection followed by protocol `P` (`collector_common::capture::Stream`), in its
+/// socket's local storage: created zeroed on the first segment that starts a message (see
+/// `skb.rs`), freed by the kernel with the socket (or deleted earlier: when both streams have
+/// ended, on RST, or by the close hook).
+#[repr(C)]
+pub struct Conn<P> {
+    /// Guards `busy` (see `claim`).
+    pub lock: bpf_spin_lock,
+    /// Set while a program follows the connection. Segments of one socket can reach the hooks
+    /// on two CPUs at once (a veth or loopback peer hands each segment to the receiving stack
+    /// on the CPU that sent it; a response may leave while a request arrives), and the
+    /// protocol's state must be changed by one at a time.
+    pub busy: u32,
+    /// The protocol's state.
+    pub p: P,
+    /// The current segment of the request and of the response direction.
+    pub seg: [Seg; 2],
+    /// Stash blocks of the request and of the response direction.
+    pub held: [Held; 2],
+    pub id: Ident,
+}
+
+/// Index of a direction in `seg` and `held`.
+#[inline(always)]
+pub fn di(is_req: bool) -> usize {
+    if is_req { 0 } else { 1 }
+}
+
+/// Entry 0 is set to 1 by the daemon once both packet programs are attached. The two hooks
+/// are attached one after the other: a connection whose request passed the first while the
+/// second was not yet attached would have its response missed and every later response paired
+/// with the request before it. Until then the programs only count packets.
+#[map]
+static HTTP_ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether the packet programs follow connections yet (see `HTTP_ARMED`).
+#[inline(always)]
+pub fn armed() -> bool {
+    HTTP_ARMED.get(0).is_some_and(|a| *a != 0)
+}
+
+/// Sockets that are not (or not yet) followed, one byte each so other protocols cost no
+/// connection state: `MIDSTREAM_TRIES` once the socket is known not to carry a protocol
+/// followed (and is not looked at again), below it the segments seen from the middle of its
+/// stream that started no message.
+#[btf_map]
+static HTTP_NOT_HTTP: SkStorage<u8> = SkStorage::new();
+
+/// Segments of a connection seen from the middle of its stream that may pass without starting
+/// a message before the connection is taken for something no protocol here follows.
+pub const MIDSTREAM_TRIES: u8 = 64;
+
+/// The mark of a socket given up because its received stream started with a TLS handshake
+/// record, while HTTPS is captured: its segments with payload still note when they arrived
+/// (`arrivals.rs`), where a TLS server's request starts.
+pub const MARK_TLS_SERVER: u8 = MIDSTREAM_TRIES + 1;
+
+/// The process that created a socket (see `http_sock_create`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Owner {
+    pub comm: [u8; 16],
+}
+
+/// A socket-storage map whose values are copied to the sockets a listening socket accepts
+/// (`BPF_F_CLONE`): a server's connections carry the owner of its listening socket. aya's
+/// `SkStorage` has no flag for it; this is the same BTF map definition with the flag.
+#[repr(C)]
+pub struct CloneSkStorage<T> {
+    r#type: *const [i32; aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (aya_ebpf::bindings::BPF_F_NO_PREALLOC | aya_ebpf::bindings::BPF_F_CLONE) as usize],
+}
+
+// SAFETY: a map definition, not data: the fields are null pointers whose types alone describe
+// the map in BTF (type, key, value, flags), and no code reads or writes through them. The
+// static's address is used only as the map reference the loader rewrites into the map, so
+// sharing it between CPUs shares nothing that could race. (A static must be `Sync`, which raw
+// pointer fields are not by themselves.)
+unsafe impl<T> Sync for CloneSkStorage<T> {}
+
+#[btf_map]
+static HTTP_OWNER: CloneSkStorage<Owner> = CloneSkStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// The socket's value in a socket-storage map (`create`: a zeroed one if it has none).
+#[inline(always)]
+pub fn sk_storage<T>(map: *const c_void, sk: *mut bpf_sock, create: bool) -> *mut T {
+    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE as u64 } else { 0 };
+    // SAFETY: `map` is one of this object's socket-storage maps (a protocol's connections,
+    // `not_followed`, `owners`: the address of its definition, which the loader rewrites into
+    // the map) and `sk` a socket the verifier accepts for this helper (a full socket from
+    // `bpf_sk_fullsock` or `bpf_sock_ops.sk`, or the cgroup/sock_create context); it refuses
+    // the program otherwise. The helper only looks the socket's value up (with `create`:
+    // allocates a zeroed one) and returns null or a pointer to it, valid until the program
+    // returns (values are freed only after an RCU grace period). Every caller pairs a map with
+    // its value type as `T` (`Conn<P>`, `u8`, `Owner`), so the cast names the value's real type.
+    unsafe { bpf_sk_storage_get(map as *mut c_void, sk as *mut c_void, core::ptr::null_mut(), flags) as *mut T }
+}
+
+/// Deletes the socket's value in a socket-storage map.
+#[inline(always)]
+pub fn sk_storage_delete(map: *const c_void, sk: *mut bpf_sock) {
+    // SAFETY: `map` is one of this object's socket-storage maps and `sk` a socket the verifier
+    // accepts for the helper, as in `sk_storage`. The helper unlinks the socket's value, whose
+    // memory is freed only after an RCU grace period: a reference a caller still holds stays
+    // valid until the program returns, and no caller uses one after the delete (each returns
+    // at once, and the packet programs skip `release` when the state was deleted).
+    unsafe { bpf_sk_storage_delete(map as *mut c_void, sk as *mut c_void) };
+}
+
+/// The map of the one-byte marks of sockets not followed.
+#[inline(always)]
+pub fn not_followed() -> *const c_void {
+    &HTTP_NOT_HTTP as *const SkStorage<u8> as *const c_void
+}
+
+/// The map of the sockets' creating processes.
+#[inline(always)]
+pub fn owners() -> *const c_void {
+    &HTTP_OWNER as *const CloneSkStorage<Owner> as *const c_void
+}
+
+/// Rounds a program waits for a connection another CPU is following (a round is a lock and an
+/// unlock, tens of nanoseconds, up to a hundred when the other CPU holds the line: tens of
+/// microseconds in all, more than a segment's parse takes). The verifier bounds the branches
+/// a program may keep pending (8192), which bounds this.
+pub const CLAIM_ROUNDS: u32 = 1024;
+
+/// Takes the connection for this program run if no other CPU holds it (one round of `claim`).
+#[inline(always)]
+pub fn try_claim<P>(conn: &mut Conn<P>) -> bool {
+    // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's connection value, reached
+    // through a reference valid for this run (see `sk_storage`), and the map's BTF declares the
+    // lock, which the helper requires (the verifier refuses it otherwise). The kernel takes the
+    // lock word atomically, so CPUs taking it at once do not race. It is held only around the
+    // two accesses to `busy` below, with no call in between, and released on every path, as
+    // the verifier requires.
+    unsafe { spin_lock(&mut conn.lock) };
+    let free = conn.busy == 0;
+    if free {
+        conn.busy = 1;
+    }
+    // SAFETY: as above: releases the lock just taken.
+    unsafe { spin_unlock(&mut conn.lock) };
+    free
+}
+
+/// Takes the connection for this program run: waits while another CPU holds it, up to `rounds`
+/// rounds. False when it stayed busy (the segment is then not followed, and counted).
+#[inline(always)]
+pub fn claim<P>(conn: &mut Conn<P>, rounds: u32) -> bool {
+    let mut k = 0;
+    while k < rounds {
+        if try_claim(conn) {
+            return true;
+        }
+        k += 1;
+    }
+    drops::count(drop::HTTP_BUSY);
+    false
+}
+
+/// Gives the connection back (the lock orders the state's stores before it).
+#[inline(always)]
+pub fn release<P>(conn: &mut Conn<P>) {
+    // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's connection value, reached
+    // through a reference valid for this run, and declared in the map's BTF as the helper
+    // requires. The kernel takes it atomically; it is held around one store to `busy`, with no
+    // call in between, and released just below, as the verifier requires.
+    unsafe { spin_lock(&mut conn.lock) };
+    conn.busy = 0;
+    // SAFETY: as above: releases the lock just taken.
+    unsafe { spin_unlock(&mut conn.lock) };
+}

@@ -1,0 +1,392 @@
+//! The plaintext driver: bytes a TLS library hands to the application or takes from it (the
+//! uprobes of `tls.rs`), in order, one byte stream per direction of each TLS connection, handed
+//! to the connection's protocol as the packet driver hands segments (`segment.rs`). What it
+//! does for every protocol:
+//! - the library calls in progress (`TLS_CALLS`, entry probe to return) and the processes that
+//!   use the library (`TLS_PROCS`);
+//! - which socket a connection uses (its ports and peer address: `TLS_RECV`, the socket each
+//!   thread received from last, from `tcp:tcp_rcv_space_adjust`), and when a server's request
+//!   arrived (`arrivals.rs`);
+//! - the place of each call's bytes in its stream (`TlsConn::seg`, `next`), the window loads
+//!   from the application's buffer, the bookkeeping around the parse, and the end of a
+//!   connection (`SSL_free`, Go's `Close`).
+//!
+//! No plaintext byte leaves the kernel: the protocols keep at most their window of a message.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    macros::map,
+    maps::LruHashMap,
+};
+use collector_common::{
+    capture::{Pending, Sink, Stream, WINDOW},
+    drop,
+    http::tls::{MAX_TLS_CONNS, Peer, TlsKey},
+};
+
+use super::{
+    conn::{Ident, MIDSTREAM_TRIES, ROLE_SERVER, di},
+    record::active_add,
+};
+use crate::drops;
+
+/// The bytes of one direction handed over by the current library call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSeg {
+    /// Stream position of the first byte, and one past the last.
+    pub seq: u32,
+    pub end: u32,
+    /// The application's buffer (in the traced process).
+    pub buf: u64,
+    pub now: u64,
+}
+
+/// A TLS connection followed by protocol `P`, in the protocol's map of TLS connections (keyed
+/// by process and the library's connection object): created on its first bytes that start a
+/// message, deleted when the library frees the connection, or by the daemon's sweep once its
+/// process exited.
+#[repr(C)]
+pub struct TlsConn<P> {
+    pub p: P,
+    /// The current call's bytes, of the request and of the response direction.
+    pub seg: [TlsSeg; 2],
+    /// Stream position of the next byte of each direction.
+    pub next: [u32; 2],
+    /// Nonzero once `id`'s ports and address come from a read of the connection (see
+    /// `name`).
+    pub exact: u32,
+    pub _pad: u32,
+    pub id: Ident,
+}
+
+/// A library call in progress on a thread, from its entry probe to its return probe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `SSL_read_ex`/`SSL_write_ex`: where the library stores the byte count (0 otherwise).
+    pub count_at: u64,
+    pub write: u32,
+    pub _pad: u32,
+    /// The socket the thread received from during the call, if it did.
+    pub peer: Peer,
+}
+
+/// Calls in progress, by thread (`bpf_get_current_pid_tgid`). LRU: the entry of a thread that
+/// died inside a call (its return probe never ran) makes room for others.
+#[map]
+pub static TLS_CALLS: LruHashMap<CallKey, Call> = LruHashMap::with_max_entries(16384, 0);
+
+/// Key of a call in progress: a thread (`bpf_get_current_pid_tgid`, and 0), or a goroutine
+/// (its `g`, and the process id with the top bit set: two Go processes running the same binary
+/// allocate their goroutines at the same addresses).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CallKey {
+    pub id: u64,
+    pub process: u64,
+}
+
+#[inline(always)]
+pub fn thread_key(pid_tgid: u64) -> CallKey {
+    CallKey { id: pid_tgid, process: 0 }
+}
+
+/// The socket each thread of a TLS-using process received from last.
+#[map]
+pub static TLS_RECV: LruHashMap<u64, Peer> = LruHashMap::with_max_entries(16384, 0);
+
+/// Processes seen calling the library: `tls_recv` does nothing for the others.
+#[map]
+pub static TLS_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// Notes the current process as a TLS user (see `TLS_PROCS`).
+#[inline(always)]
+pub fn note_process(pid_tgid: u64) {
+    let _ = TLS_PROCS.insert(&((pid_tgid >> 32) as u32), &1, 0);
+}
+
+/// The key of connection `ssl` of the current process.
+#[inline(always)]
+pub fn key_of(ssl: u64) -> TlsKey {
+    TlsKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, _pad: 0, ssl }
+}
+
+/// Reads a `T` from the traced process's memory.
+#[inline(always)]
+pub fn read_user<T>(addr: u64) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the destination is the local `v`, exactly size_of::<T>() bytes; the helper reads
+    // user memory of the current task and fails (rather than faults) on an unmapped address.
+    let r =
+        unsafe { bpf_probe_read_user(v.as_mut_ptr() as *mut _, core::mem::size_of::<T>() as u32, addr as *const _) };
+    // SAFETY: success means all bytes of `v` were written; every `T` read here is an integer or
+    // a byte array, valid for any bytes.
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
+}
+
+/// A protocol's global functions over its TLS connections (http1.rs): each finds the
+/// connection by key and runs the function of this file of the same name.
+pub trait Globals {
+    /// One parse step ([`step`]).
+    fn step(ssl: u64, is_req: u64) -> i64;
+    /// Records one exchange of the connection.
+    fn record(ssl: u64, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64;
+}
+
+/// Records a protocol's events for one TLS connection.
+pub struct TlsRec<G> {
+    pub ssl: u64,
+    pub id: *const Ident,
+    pub g: core::marker::PhantomData<G>,
+}
+
+impl<G> TlsRec<G> {
+    #[inline(always)]
+    pub fn new(ssl: u64, id: &Ident) -> Self {
+        Self { ssl, id, g: core::marker::PhantomData }
+    }
+}
+
+impl<G: Globals> Sink for TlsRec<G> {
+    #[inline(always)]
+    fn request_started(&mut self) {
+        // SAFETY: `id` points at the `Ident` of the connection the caller holds, valid for
+        // this run, only read.
+        active_add(unsafe { &*self.id }, 1);
+    }
+
+    #[inline(always)]
+    fn abandoned(&mut self, n: u64) {
+        drops::add(drop::HTTP_ABANDONED, n);
+        // SAFETY: as above.
+        active_add(unsafe { &*self.id }, n.wrapping_neg());
+    }
+
+    #[inline(always)]
+    fn dropped(&mut self, reason: u32) {
+        drops::count(reason);
+    }
+
+    #[inline(always)]
+    fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
+        let what = (p.method as u64) << 8 | (status as u64) << 16;
+        G::record(self.ssl, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
+    }
+}
+
+/// Parse steps per call's bytes.
+pub const MAX_STEPS: u32 = super::segment::MAX_STEPS;
+
+/// One parse step of the current call's bytes of direction `is_req`: loads the bytes the
+/// protocol needs into its window from the application's buffer and runs one step. Nonzero
+/// when the bytes need no more steps.
+#[inline(always)]
+pub fn step<P: Stream, G: Globals>(conn: &mut TlsConn<P>, ssl: u64, is_req: bool) -> i64 {
+    let (seq, end, buf, now) = {
+        let s = &conn.seg[di(is_req)];
+        (s.seq, s.end, s.buf, s.now)
+    };
+    if let Some((p, n)) = conn.p.needs_window(is_req, end) {
+        if n == 0 || n > WINDOW {
+            return 1;
+        }
+        // 1..=WINDOW in a form every verifier bounds (see `segment::step`).
+        // SAFETY: reads a temporary local through a reference; volatile only so LLVM keeps the
+        // mask the verifier needs.
+        let len = (unsafe { core::ptr::read_volatile(&(n as u64 - 1)) } & (WINDOW as u64 - 1)) + 1;
+        let src = buf.wrapping_add(p.wrapping_sub(seq) as u64);
+        let w = conn.p.window(is_req);
+        // SAFETY: the destination is the direction's window, WINDOW bytes inside this
+        // connection's value, and 1 <= len <= WINDOW; the helper reads the traced process's
+        // memory and fails rather than faults.
+        let r = unsafe { bpf_probe_read_user(w.buf.as_mut_ptr() as *mut _, len as u32, src as *const _) };
+        if r != 0 {
+            return 1;
+        }
+        w.base = p;
+        w.len = n;
+    }
+    let mut rec = TlsRec::<G>::new(ssl, &conn.id);
+    conn.p.step(is_req, end, now, &mut rec) as i64
+}
+
+/// The bookkeeping before the current call's bytes of direction `is_req` are parsed, as the
+/// packet driver's for a segment: everything before them has arrived in order (plaintext comes
+/// in order), then the protocol's `arrive`. Whether to parse them ([`parse`]).
+#[inline(always)]
+pub fn arrive<P: Stream, G: Globals>(conn: &mut TlsConn<P>, ssl: u64, is_req: bool) -> bool {
+    // Scalars, not a copy of the segment: the frames of the parse's chain of calls are small.
+    let (seq, end, now) = {
+        let s = &conn.seg[di(is_req)];
+        (s.seq, s.end, s.now)
+    };
+    let received = conn.id.role == ROLE_SERVER;
+    let upto = if is_req == received { seq } else { conn.next[di(received)] };
+    let mut rec = TlsRec::<G>::new(ssl, &conn.id);
+    conn.p.received_upto(received, upto, now, &mut rec);
+    conn.p.arrive(is_req, seq, end.wrapping_sub(seq), seq, now, &mut rec)
+}
+
+/// Up to `MAX_STEPS` parse steps of the current call's bytes of direction `is_req`.
+#[inline(always)]
+pub fn parse<G: Globals>(ssl: u64, is_req: u64) {
+    let mut i = 0;
+    while i < MAX_STEPS {
+        if G::step(ssl, is_req) != 0 {
+            break;
+        }
+        i += 1;
+    }
+}
+
+/// After the current call's bytes of direction `is_req`: what is known of bytes before them.
+#[inline(always)]
+pub fn settle<P: Stream, G: Globals>(conn: &mut TlsConn<P>, ssl: u64, is_req: bool) {
+    let now = conn.seg[di(is_req)].now;
+    let mut rec = TlsRec::<G>::new(ssl, &conn.id);
+    conn.p.settle(is_req, now, &mut rec);
+}
+
+/// A connection freed: a response that ends with the connection ends, the rest of what waits
+/// is given up (the caller deletes the state).
+#[inline(always)]
+pub fn close<P: Stream, G: Globals>(conn: &mut TlsConn<P>, ssl: u64) {
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut rec = TlsRec::<G>::new(ssl, &conn.id);
+    let received = conn.id.role == ROLE_SERVER;
+    let end = conn.next[di(!received)];
+    conn.p.fin(!received, end, now, &mut rec);
+    let end = conn.next[di(received)];
+    conn.p.fin(received, end, now, &mut rec);
+    conn.p.flush(&mut rec);
+    conn.p.abandon_all(&mut rec);
+}
+
+/// When the socket `p` last received TLS bytes, if it is the connection `id`'s (0 otherwise).
+#[inline(always)]
+pub fn arrival_of(p: &Peer, id: &Ident) -> u64 {
+    if p.local_port == id.local_port && p.peer_port == id.peer_port { p.arrived } else { 0 }
+}
+
+/// Sets the connection's ports and peer address from a socket the thread received from.
+#[inline(always)]
+pub fn name_conn(id: &mut Ident, peer: &Peer) {
+    id.local_port = peer.local_port;
+    id.peer_port = peer.peer_port;
+    let a = &peer.peer_addr;
+    let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+    if mapped {
+        id.family = 4;
+        id.addr = [0; 16];
+        id.addr[..4].copy_from_slice(&a[12..16]);
+    } else {
+        id.family = 6;
+        id.addr = *a;
+    }
+}
+
+/// The bytes a call moved (`n`) are the next of their direction of `conn`: names the
+/// connection's socket if not done yet, places them in their stream, and takes their time (a
+/// server's request from its arrival). Returns the direction (`is_req`).
+#[inline(always)]
+pub fn place<P>(conn: &mut TlsConn<P>, call: &Call, n: u64) -> bool {
+    // Which socket: the one received from within this call; else, for a read, the one this
+    // thread received from last (just before: the caller fed the library, or Go's Read read it
+    // on this thread); a write's last socket is only a guess (a client may write from another
+    // thread than it reads on), kept until a read names the connection. Exchanges are recorded
+    // at the end of a response, which on both sides is after a read of the connection.
+    let id = bpf_get_current_pid_tgid();
+    let write = call.write != 0;
+    if conn.exact == 0 {
+        if call.peer.set != 0 {
+            name_conn(&mut conn.id, &call.peer);
+            conn.exact = 1;
+        } else if !write || conn.id.local_port == 0 {
+            // SAFETY: the value is copied out at once; `Peer` is plain data.
+            if let Some(p) = unsafe { TLS_RECV.get(&id) }.copied() {
+                name_conn(&mut conn.id, &p);
+                conn.exact = !write as u32;
+            }
+        }
+    }
+    let is_req = (conn.id.role == ROLE_SERVER) != write;
+    let seq = conn.next[di(is_req)];
+    let end = seq.wrapping_add(n as u32);
+    conn.next[di(is_req)] = end;
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let mut now = unsafe { bpf_ktime_get_ns() };
+    // A server's request bytes count from when they arrived (as cleartext ones do): the last
+    // arrival on the socket the bytes were read from, when the ingress program noted it.
+    if is_req && conn.id.role == ROLE_SERVER {
+        let arrived = if call.peer.set != 0 {
+            arrival_of(&call.peer, &conn.id)
+        } else {
+            // SAFETY: a field read at once from this thread's entry; a plain integer.
+            TLS_RECV.get_ptr(&id).map_or(0, |p| arrival_of(unsafe { &*p }, &conn.id))
+        };
+        if arrived != 0 && arrived < now {
+            now = arrived;
+        }
+    }
+    conn.seg[di(is_req)] = TlsSeg { seq, end, buf: call.buf, now };
+    is_req
+}
+
+/// TLS connections not (or not yet) followed: the number of calls whose bytes started no
+/// message of a protocol followed, up to `MIDSTREAM_TRIES` (then the connection is taken for
+/// another protocol).
+#[map]
+static TLS_TRIES: LruHashMap<TlsKey, u8> = LruHashMap::with_max_entries(MAX_TLS_CONNS, 0);
+
+/// The class of a TLS connection's new bytes (`call`'s `n` bytes): a request or a response
+/// starts there (Some(response)), or None, counted as one more try (the connection is given
+/// up after `MIDSTREAM_TRIES`). Plaintext may be seen from the middle of its stream (a process
+/// attached mid-connection), so a request starts only with a known method.
+#[inline(always)]
+pub fn classify(key: &TlsKey, call: &Call, n: u64) -> Option<bool> {
+    // SAFETY: the value is copied out at once; any byte is a valid u8.
+    let tries = unsafe { TLS_TRIES.get(key) }.copied().unwrap_or(0);
+    if tries >= MIDSTREAM_TRIES {
+        return None;
+    }
+    let mut head = read_user::<u64>(call.buf).unwrap_or(0);
+    if n < 8 {
+        head &= (1u64 << (8 * n)) - 1;
+    }
+    match super::detect::classify(head, false) {
+        super::detect::Class::Request => Some(false),
+        super::detect::Class::Response => Some(true),
+        _ => {
+            let _ = TLS_TRIES.insert(key, &(tries + 1), 0);
+            None
+        }
+    }
+}
+
+/// Forgets the tries of a connection that ends.
+#[inline(always)]
+pub fn forget_tries(key: &TlsKey) {
+    let _ = TLS_TRIES.remove(key);
+}
+
+/// Sets up a new TLS connection of the current process whose first bytes (`call`) start a
+/// request (`response` false) or a response: its role, the protocol's starting positions and
+/// its `Ident`.
+#[inline(always)]
+pub fn start<P: Stream>(conn: &mut TlsConn<P>, call: &Call, response: bool) {
+    let write = call.write != 0;
+    let role = if write != response { super::conn::ROLE_CLIENT } else { ROLE_SERVER };
+    conn.p.start(role == ROLE_SERVER, true, 0, Some(0));
+    let id = &mut conn.id;
+    id.role = role;
+    id.scheme = collector_common::http::SCHEME_HTTPS;
+    // SAFETY: takes no argument; returns the current task's cgroup v2 id.
+    id.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    if let Some(c) = crate::process::current_process_name().or_else(|| aya_ebpf::helpers::bpf_get_current_comm().ok())
+    {
+        id.comm = c;
+    }
+}
