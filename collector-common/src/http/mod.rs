@@ -23,6 +23,8 @@ pub use parse::known_method;
 pub mod sim;
 #[cfg(test)]
 mod tests_framer;
+#[cfg(test)]
+mod tests_httparse;
 pub mod tls;
 
 /// Upper bounds (ns) of the duration histogram come from userspace (`DURATION_BOUNDS_NS`);
