@@ -43,7 +43,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Test binaries run in the guest, with what each skips there.
-const TESTS: [(&str, &[&str]); 11] = [
+const TESTS: [(&str, &[&str]); 12] = [
     // On the host kernel only: the timing comparison (software emulation distorts it), and
     // message framing variants that the pure framer's host tests cover and that exercise
     // nothing of the kernel the other tests here do not (each test starts a collector, about
@@ -76,25 +76,26 @@ const TESTS: [(&str, &[&str]); 11] = [
     // library, in a static binary and on Go's return instructions, the receive tracepoint,
     // discovery of a process started later); on the host kernel only: what depends on the
     // library or the server rather than the kernel (OpenSSL 1.1 and BoringSSL, nginx, payloads,
-    // the flag, non-HTTP TLS), the timing comparisons (the late reader's too), what the daemon
-    // does with files (probes that stay, files deleted, replaced and evicted, first opens
-    // timed, the exit with many files), and the mount namespace test (the guest
-    // runs the tests chrooted, and a process in a mount namespace of its own then shows its
-    // files in /proc/<pid>/maps by paths that are not under the chroot: a test artefact, as
-    // containers pivot their root). Each test starts a collector, which takes about 20 s under
-    // emulation.
+    // the flag, non-HTTP TLS), the timing comparisons (tls_timing, not in the matrix), what the
+    // daemon does with files (probes that stay, files deleted, replaced and evicted, first
+    // opens timed, the exit with many files), and the mount namespace test (the guest runs the
+    // tests chrooted, and a process in a mount namespace of its own then shows its files in
+    // /proc/<pid>/maps by paths that are not under the chroot: a test artefact, as containers
+    // pivot their root). Each test starts a collector, which takes about 20 s under emulation.
     (
         "tls",
         &[
-            "python_https_durations_agree_with_client_measurements",
-            "durations_agree_with_client_measurements_for_node_go_openssl_1_1_and_boringssl",
             "a_server_in_its_own_mount_namespace",
             "openssl_1_1_and_boringssl_through_their_libssl",
             "nginx_and_curl_over_tls",
             "https_payloads_never_reach_the_metrics",
             "no_tls_flag_turns_the_capture_off",
             "tls_that_is_not_http_makes_no_series",
-            "a_server_that_reads_its_request_late_counts_the_wait",
+        ],
+    ),
+    (
+        "tls_files",
+        &[
             "short_lived_clients_are_counted_from_their_first_request",
             "attached_files_leave_when_deleted_replaced_or_evicted",
             "first_opens_of_libraries_never_seen_are_attached_within_two_scans",

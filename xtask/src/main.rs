@@ -249,7 +249,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     );
     build_ebpf()?;
     // promtool checks the exposition; nginx is a real server for the HTTP tests; prometheus and
-    // docker-compose check the deployment stack (collector/tests/deploy.rs); bpftool looks into
+    // docker-compose check the deployment stack (collector/tests/deploy*.rs); bpftool looks into
     // the kernel's maps for the fault tests; ethtool turns segmentation offloads off on the loss
     // tests' veth pairs; curl, openssl and golang-go are HTTPS clients, certificates and a Go
     // crypto/tls server and client for the TLS tests (Node.js comes with the machine).
@@ -299,7 +299,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// TLS libraries other than the system's OpenSSL 3 for the HTTPS tests (collector/tests/tls.rs),
+/// TLS libraries other than the system's OpenSSL 3 for the HTTPS tests (collector/tests/tls*.rs),
 /// extracted from Debian's packages into target/tls-libs/NAME: OpenSSL 1.1 (Debian 11's
 /// `libssl1.1`) and BoringSSL (`android-libboringssl`), each directory with its libssl and the
 /// libcrypto it needs. Fetched once, through an apt of its own (the system's sources stay as
