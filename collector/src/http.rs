@@ -260,7 +260,7 @@ pub struct Labels {
 
 pub struct Http {
     /// Behind locks: expired entries are deleted (needs `&mut`).
-    hist: Mutex<BpfHashMap<MapData, HttpKey, HttpHist>>,
+    hist: Mutex<PerCpuHashMap<MapData, HttpKey, HttpHist>>,
     /// Per CPU: a request usually starts on one CPU and ends on another; the sum is the gauge.
     active: Mutex<PerCpuHashMap<MapData, ActiveKey, u64>>,
     cgroups: Arc<Resolver>,
@@ -364,10 +364,13 @@ impl Http {
             // HTTP_ARMED in collector-ebpf/src/http.rs).
             let mut armed: Array<_, u32> = Array::try_from(loader.take_map(map::HTTP_ARMED)?)?;
             armed.set(0, &1, 0).context("arming the HTTP programs")?;
-            let mut hist: BpfHashMap<_, HttpKey, HttpHist> = BpfHashMap::try_from(loader.take_map(map::HTTP_HIST)?)?;
+            let mut hist: PerCpuHashMap<_, HttpKey, HttpHist> =
+                PerCpuHashMap::try_from(loader.take_map(map::HTTP_HIST)?)?;
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting the possible CPUs")?;
             for side in [SIDE_SERVER, SIDE_CLIENT] {
                 let key = HttpKey { method: OVERFLOW_METHOD, side, ..HttpKey::default() };
-                hist.insert(&key, &HttpHist::ZERO, 0).context("creating the HTTP overflow entry")?;
+                let zeros = aya::maps::PerCpuValues::try_from(vec![HttpHist::ZERO; cpus.get() as usize])?;
+                hist.insert(&key, zeros, 0).context("creating the HTTP overflow entry")?;
             }
             let stash = BpfHashMap::try_from(loader.take_map(map::HTTP_STASH)?)?;
             Ok((hist, PerCpuHashMap::try_from(loader.take_map(map::HTTP_ACTIVE)?)?, stash))
@@ -439,7 +442,10 @@ impl Collector for Http {
         let mut active_map = self.active.lock().unwrap();
         let mut entries = Vec::new();
         for e in hist.iter() {
-            let (k, h) = e.context("reading the HTTP_HIST map")?;
+            let (k, per_cpu) = e.context("reading the HTTP_HIST map")?;
+            // A slot per CPU (see collector-ebpf/src/capture/record.rs).
+            let mut h = HttpHist::ZERO;
+            sum_per_cpu(&per_cpu, |x| add(&mut h, x));
             entries.push((k, h));
         }
         let mut active_entries = Vec::new();

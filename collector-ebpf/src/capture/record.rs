@@ -4,9 +4,9 @@
 //! up (`collector_common::capture::Sink`); the drivers call in here with the connection's
 //! `Ident`.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
-    maps::{HashMap, PerCpuHashMap},
+    maps::PerCpuHashMap,
 };
 use collector_common::{
     drop,
@@ -47,9 +47,13 @@ static SIZE_BOUNDS_B: [u64; SIZE_BOUNDS.len()] = SIZE_BOUNDS;
 
 static ZERO_HIST: HttpHist = HttpHist::ZERO;
 
-/// Aggregated histograms. Shared by all CPUs (atomic adds): one entry per label set.
+/// Aggregated histograms, one entry per label set, a slot per CPU (the daemon sums them): with
+/// one slot shared by all CPUs, every exchange of a label set moved its cache lines between the
+/// CPUs recording it (six atomic adds each), a cost that grows with the cores. Not preallocated
+/// (a slot is 512 bytes, per CPU): an entry takes memory when its label set first records.
+/// Atomic adds all the same: programs nest on a CPU.
 #[map]
-static HTTP_HIST: HashMap<HttpKey, HttpHist> = HashMap::with_max_entries(8192, 0);
+static HTTP_HIST: PerCpuHashMap<HttpKey, HttpHist> = PerCpuHashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
 
 /// Server requests in flight per (cgroup, port): +1 when a request starts, -1 when its response
 /// ends or it is abandoned (two's complement adds, summed over the CPUs by the daemon). Per CPU
@@ -182,11 +186,12 @@ pub fn record(id: &Ident, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) 
     let d = bucket(&raw const DURATION_BOUNDS_NS, dur) as usize;
     let r = bucket(&raw const SIZE_BOUNDS_B, req_bytes) as usize;
     let s = bucket(&raw const SIZE_BOUNDS_B, resp_bytes) as usize;
-    // SAFETY: `h` is this run's lookup result in `HTTP_HIST`: preallocated map memory, aligned
-    // and valid until the program returns (an entry the daemon deletes meanwhile only loses
-    // these adds). Every index is checked against its array (the lengths are constants, read
-    // from no memory), and each access only takes one word's address for `atomic_add`, so the
-    // adds of other CPUs to the same entry do not race with it.
+    // SAFETY: `h` is this run's lookup result in `HTTP_HIST`, this CPU's slot: aligned and valid
+    // until the program returns (an entry the daemon deletes meanwhile is freed only after an
+    // RCU grace period, and only loses these adds). Every index is checked against its array
+    // (the lengths are constants, read from no memory), and each access only takes one word's
+    // address for `atomic_add`, so a program nesting on this CPU adding to the slot meanwhile
+    // does not race with it.
     unsafe {
         if d < (*h).duration.len() {
             atomic_add(&mut (*h).duration[d], 1);
