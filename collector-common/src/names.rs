@@ -115,7 +115,8 @@ pub mod global {
     pub const HTTP_BENCH_STAGE: &str = "HTTP_BENCH_STAGE";
     pub const NET_IN_HTTP: &str = "NET_IN_HTTP";
     pub const RECV_OFFSETS: &str = "RECV_OFFSETS";
-    pub const ALL: [&str; 8] = [
+    pub const HTTP_TEST_DEFER: &str = "HTTP_TEST_DEFER";
+    pub const ALL: [&str; 9] = [
         RQ_ISSUE_OFFSETS,
         RQ_COMPLETE_OFFSETS,
         BIO_QUEUE_OFFSETS,
@@ -124,5 +125,6 @@ pub mod global {
         HTTP_BENCH_STAGE,
         NET_IN_HTTP,
         RECV_OFFSETS,
+        HTTP_TEST_DEFER,
     ];
 }

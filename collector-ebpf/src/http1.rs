@@ -41,7 +41,7 @@ use crate::{
 const _: () = {
     use core::mem::{offset_of, size_of};
     // docs/metrics.md quotes the socket storage a followed connection takes.
-    assert!(size_of::<Conn<Exchange>>() == 1104 && offset_of!(Conn<Exchange>, id) % 8 == 0);
+    assert!(size_of::<Conn<Exchange>>() == 1112 && offset_of!(Conn<Exchange>, id) % 8 == 0);
     assert!(size_of::<TlsConn<Exchange>>() == TLS_CONN_SIZE && offset_of!(TlsConn<Exchange>, id) % 8 == 0);
     assert!(size_of::<Window>() == 8 + 8 * collector_common::capture::WINDOW_WORDS);
 };

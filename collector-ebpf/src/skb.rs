@@ -29,8 +29,8 @@ use crate::{
     capture::{
         arrivals, backlog,
         conn::{
-            MARK_TLS_SERVER, MIDSTREAM_TRIES, Owner, armed, claim, not_followed, owners, release, sk_storage,
-            try_claim,
+            MARK_TLS_SERVER, MIDSTREAM_TRIES, Owner, armed, claim, held_here, not_followed, owners, release,
+            sk_storage, try_claim,
         },
         detect::{Class, classify},
         packet::{
@@ -53,6 +53,23 @@ use crate::{
 // the object has the name, so nothing else is bound to it.
 #[unsafe(no_mangle)]
 static HTTP_BENCH_STAGE: u32 = 0;
+
+/// Tests only (set by the daemon from `COLLECTOR_TEST_HTTP_DEFER`): every received segment with
+/// payload of a connection followed goes the way of one that nested on the CPU of the program
+/// holding its connection (`segment::defer`, then the holder's parse of it), which the tests
+/// cannot bring about on loopback (the receiving softirq runs after the sending program there).
+/// A read-only global, as `HTTP_BENCH_STAGE`: the branch is dropped from the loaded program.
+// SAFETY: unmangled so that the daemon can set it by this name before load; no other symbol in
+// the object has the name, so nothing else is bound to it.
+#[unsafe(no_mangle)]
+static HTTP_TEST_DEFER: u32 = 0;
+
+/// Whether `HTTP_TEST_DEFER` is set.
+#[inline(always)]
+fn test_defer() -> bool {
+    // SAFETY: as in `bench_stop`: an immutable static, read volatile.
+    unsafe { core::ptr::read_volatile(&raw const HTTP_TEST_DEFER) != 0 }
+}
 
 /// Whether the program returns at benchmark stage `stage` (see `HTTP_BENCH_STAGE`).
 #[inline(always)]
@@ -225,10 +242,22 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     }
     let conn = match http1::conn_of(sk, false) {
         Some(c) => {
-            // One round here (the common case: nobody else holds it), the waiting loop in a
-            // global function of its own only when another CPU does.
-            if !try_claim(c) && http1::http_claim(skb) == 0 {
-                return;
+            // One round here (the common case: nobody else holds it); when the holder runs on
+            // this CPU, suspended under this program, the segment is left to it; the waiting
+            // loop, in a global function of its own, only when another CPU holds it.
+            if !try_claim(c) {
+                if held_here(c) {
+                    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the
+                    // program.
+                    let now = unsafe { bpf_ktime_get_ns() };
+                    if !segment::defer::<_, Http1>(c, skb, egress, seq, plen, payload, flags, now) {
+                        drops::count(drop::HTTP_BUSY);
+                    }
+                    return;
+                }
+                if http1::http_claim(skb) == 0 {
+                    return;
+                }
             }
             c
         }
@@ -268,6 +297,11 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     }
     // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
     let now = unsafe { bpf_ktime_get_ns() };
+    if test_defer() && segment::defer::<_, Http1>(conn, skb, egress, seq, plen, payload, flags, now) {
+        // Tests only: left for the holder, which this program is too (see `HTTP_TEST_DEFER`).
+        segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, 0, payload, flags, now);
+        return;
+    }
     segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, plen, payload, flags, now);
 }
 

@@ -98,6 +98,13 @@ pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::
         );
         globals.push((global::HTTP_BENCH_STAGE, stage.to_ne_bytes().to_vec()));
     }
+    if std::env::var_os("COLLECTOR_TEST_HTTP_DEFER").is_some_and(|v| v == "1") {
+        tracing::warn!(
+            "COLLECTOR_TEST_HTTP_DEFER is set: every received HTTP segment goes the way of one that \
+             nested on the CPU of the program holding its connection (tests only)"
+        );
+        globals.push((global::HTTP_TEST_DEFER, 1u32.to_ne_bytes().to_vec()));
+    }
     Ok(globals)
 }
 

@@ -123,4 +123,7 @@ pub trait Stream {
     /// Whether the direction stopped following its stream (lost its place, or nothing more to
     /// follow): bytes kept for it are of no use.
     fn stopped(&self, is_req: bool) -> bool;
+    /// Whether the direction lost its place and waits for bytes that start a message (which
+    /// [`Stream::step`] looks for).
+    fn resyncs(&self, is_req: bool) -> bool;
 }

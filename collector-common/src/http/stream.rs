@@ -91,4 +91,9 @@ impl crate::capture::Stream for Exchange {
         let s = self.dir(is_req).state;
         s == S_LOST || s == S_IGNORE
     }
+
+    #[inline(always)]
+    fn resyncs(&self, is_req: bool) -> bool {
+        self.dir(is_req).state == S_LOST
+    }
 }

@@ -8,7 +8,8 @@ use aya_ebpf::{
     bindings::{BPF_SK_STORAGE_GET_F_CREATE, bpf_sock, bpf_spin_lock},
     btf_maps::SkStorage,
     helpers::generated::{
-        bpf_sk_storage_delete, bpf_sk_storage_get, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
+        bpf_get_smp_processor_id, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_spin_lock as spin_lock,
+        bpf_spin_unlock as spin_unlock,
     },
     macros::{btf_map, map},
     maps::Array,
@@ -93,10 +94,10 @@ pub struct Held {
 pub struct Conn<P> {
     /// Guards `busy` (see `claim`).
     pub lock: bpf_spin_lock,
-    /// Set while a program follows the connection. Segments of one socket can reach the hooks
-    /// on two CPUs at once (a veth or loopback peer hands each segment to the receiving stack
-    /// on the CPU that sent it; a response may leave while a request arrives), and the
-    /// protocol's state must be changed by one at a time.
+    /// Nonzero while a program follows the connection: 1 + the CPU it runs on. Segments of one
+    /// socket can reach the hooks on two CPUs at once (a veth or loopback peer hands each
+    /// segment to the receiving stack on the CPU that sent it; a response may leave while a
+    /// request arrives), and the protocol's state must be changed by one at a time.
     pub busy: u32,
     /// The protocol's state.
     pub p: P,
@@ -104,6 +105,10 @@ pub struct Conn<P> {
     pub seg: [Seg; 2],
     /// Stash blocks of the request and of the response direction.
     pub held: [Held; 2],
+    /// Nonzero when a segment of the direction was kept in the stash by a program that nested,
+    /// on the CPU of the one holding the connection (see `skb.rs`): parsed by the holder before
+    /// it lets go, or by the next program that takes the connection.
+    pub deferred: [u32; 2],
     pub id: Ident,
 }
 
@@ -221,9 +226,28 @@ pub fn owners() -> *const c_void {
 /// a program may keep pending (8192), which bounds this.
 pub const CLAIM_ROUNDS: u32 = 1024;
 
+/// This CPU's mark in `Conn::busy`: 1 + its number.
+#[inline(always)]
+pub fn this_cpu() -> u32 {
+    // SAFETY: takes no argument; returns the number of the CPU the program runs on.
+    unsafe { bpf_get_smp_processor_id() }.wrapping_add(1)
+}
+
+/// Whether the program holding the connection runs on this CPU: this program interrupted it
+/// (a softirq's ingress run nesting in a process-context egress run of the same socket), and
+/// waiting for it would be waiting for itself.
+#[inline(always)]
+pub fn held_here<P>(conn: &Conn<P>) -> bool {
+    // A plain read: only a program holding the connection writes `busy` (under the lock), and
+    // the one that matters here, on this CPU, is suspended under this one.
+    conn.busy == this_cpu()
+}
+
 /// Takes the connection for this program run if no other CPU holds it (one round of `claim`).
 #[inline(always)]
 pub fn try_claim<P>(conn: &mut Conn<P>) -> bool {
+    // Before the lock: no helper may be called while it is held.
+    let me = this_cpu();
     // SAFETY: `conn.lock` is the `bpf_spin_lock` of this socket's connection value, reached
     // through a reference valid for this run (see `sk_storage`), and the map's BTF declares the
     // lock, which the helper requires (the verifier refuses it otherwise). The kernel takes the
@@ -233,7 +257,7 @@ pub fn try_claim<P>(conn: &mut Conn<P>) -> bool {
     unsafe { spin_lock(&mut conn.lock) };
     let free = conn.busy == 0;
     if free {
-        conn.busy = 1;
+        conn.busy = me;
     }
     // SAFETY: as above: releases the lock just taken.
     unsafe { spin_unlock(&mut conn.lock) };

@@ -232,6 +232,8 @@ pub fn follow<P: Stream, G: Globals>(
         sk_storage_delete(map, sk);
         return;
     }
+    // What a program nesting on the holder's CPU left (see `defer`), before this segment.
+    run_deferred::<P, G>(conn, skb);
     // Requests flow in on servers and out on clients.
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let packet = Seg { seq, end: seq.wrapping_add(plen), payload, src: super::conn::SRC_PACKET, now };
@@ -260,7 +262,75 @@ pub fn follow<P: Stream, G: Globals>(
     // The connection's state is deleted once both streams have ended (then nothing is left to
     // give back).
     if G::finish(skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0 {
+        run_deferred::<P, G>(conn, skb);
         release(conn);
+    }
+}
+
+/// Keeps a segment of direction `egress` that reached the hooks while the program holding its
+/// connection runs on this CPU (`conn::held_here`): this one interrupted it (a softirq's
+/// ingress run nesting in a process-context egress run of the same socket) and cannot wait
+/// for it. The segment's bytes go to the stash, its place and time to the direction's `seg`,
+/// and the direction is marked: the holder parses them before it lets go (or the next program
+/// that takes the connection does, when this came after the holder's last look), with that
+/// time. The holder changes only its own direction meanwhile, so only a received segment
+/// (ingress: the interrupted holder sends) is kept, without a FIN or RST; false otherwise (the
+/// segment is then not followed, counted as `http_busy`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn defer<P: Stream, G: Globals>(
+    conn: &mut Conn<P>,
+    skb: *mut __sk_buff,
+    egress: bool,
+    seq: u32,
+    plen: u32,
+    payload: u32,
+    flags: u8,
+    now: u64,
+) -> bool {
+    if egress || plen == 0 || flags & (TCP_FIN | TCP_RST) != 0 {
+        return false;
+    }
+    let is_req = conn.id.role == ROLE_SERVER;
+    let d = di(is_req);
+    let end = seq.wrapping_add(plen);
+    // The segments left so far, as one range (they continue each other, or the bookkeeping
+    // will find the gap) and one time: a request's start (a server's received stream) is its
+    // first segment's, a response's end (a client's) its last segment's.
+    let (lo, hi, when) = if conn.deferred[d] != 0 {
+        let old = conn.seg[d];
+        let lo = if after(old.seq, seq) { seq } else { old.seq };
+        let hi = if after(end, old.end) { end } else { old.end };
+        (lo, hi, if is_req { old.now } else { now })
+    } else {
+        (seq, end, now)
+    };
+    // This segment's bytes to the stash (`keep` copies the direction's current segment).
+    conn.seg[d] = Seg { seq, end, payload, src: super::conn::SRC_PACKET, now };
+    let pos = conn.p.position(is_req);
+    let from = if after(pos, seq) { pos } else { seq };
+    G::keep_all(skb, 0, collector_common::capture::stash::index_of(from) as u64);
+    conn.seg[d] = Seg { seq: lo, end: hi, payload, src: super::conn::SRC_PACKET, now: when };
+    conn.deferred[d] = 1;
+    true
+}
+
+/// Follows what nested programs left (see `defer`), direction by direction: the positional
+/// bookkeeping of their range, then the parse of their bytes from the stash, with the time they
+/// noted.
+#[inline(always)]
+fn run_deferred<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) {
+    let mut d = 0;
+    while d < 2 {
+        if conn.deferred[d] != 0 {
+            conn.deferred[d] = 0;
+            let is_req = d == 0;
+            let egress = ((conn.id.role == ROLE_SERVER) != is_req) as u64;
+            if G::arrive(skb, egress) != ARRIVE_NONE {
+                G::parse(skb, egress);
+            }
+        }
+        d += 1;
     }
 }
 

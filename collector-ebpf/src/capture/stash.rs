@@ -56,7 +56,13 @@ pub fn run<P: Stream>(conn: &mut Conn<P>, egress: bool) -> i64 {
     let held = conn.held[di(is_req)];
     let pos = conn.p.position(is_req);
     let index = stash::index_of(pos);
-    if held.lo == held.hi || after(held.lo, index) || !after(held.hi, index) || !conn.p.takes_bytes(is_req) {
+    // A direction that lost its place looks at them too, for a message's start (bytes left by a
+    // nested program, `segment::defer`: a lost direction's own blocks are deleted).
+    if held.lo == held.hi
+        || after(held.lo, index)
+        || !after(held.hi, index)
+        || !(conn.p.takes_bytes(is_req) || conn.p.resyncs(is_req))
+    {
         return 1;
     }
     let key = BlockKey { cookie: conn.id.cookie, index, is_req: is_req as u32 };
