@@ -256,7 +256,12 @@ fn segments_left_by_a_nested_program_are_followed_by_the_holder() {
         let (c1, _) = common::histogram_totals(&m, &name, &[("server_port", &port)]);
         assert_eq!(c1 - c0, n as f64, "{side} exchanges");
         let mean = common::mean_between(&mid, &m, &name, &[("server_port", &port)], 20);
-        common::assert_agrees(&format!("{side} side, every received segment left"), mean, lat.iter().sum::<f64>() / 20.0, null);
+        common::assert_agrees(
+            &format!("{side} side, every received segment left"),
+            mean,
+            lat.iter().sum::<f64>() / 20.0,
+            null,
+        );
     }
     let bodies = |side: &str, which: &str| {
         common::histogram_totals(&m, &format!("http_{side}_{which}_body_size_bytes"), &[("server_port", &port)]).1

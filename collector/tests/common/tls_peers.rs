@@ -12,11 +12,11 @@ use crate::{common::process::run_ok, tls_util::PYTHON};
 /// A Node.js HTTPS server: same paths as the Python one. Prints `ready` once it listens.
 /// `PORT CERT KEY [plain]`: with `plain`, the same handler over cleartext HTTP.
 pub const NODE_SERVER: &str = r#"
-pub const https = require('https');
-pub const fs = require('fs');
-pub const [port, cert, key, plain] = process.argv.slice(2);
-pub const big = Buffer.alloc(10 << 20, 120);
-pub const handle = (req, res) => {
+const https = require('https');
+const fs = require('fs');
+const [port, cert, key, plain] = process.argv.slice(2);
+const big = Buffer.alloc(10 << 20, 120);
+const handle = (req, res) => {
   const send = (status, body) => {
     res.writeHead(status, { 'Content-Type': 'text/plain', 'Content-Length': body.length });
     res.end(body);
@@ -26,7 +26,7 @@ pub const handle = (req, res) => {
   else if (req.url === '/big') send(200, big);
   else send(404, Buffer.from('not found'));
 };
-pub const server = plain === 'plain'
+const server = plain === 'plain'
   ? require('http').createServer(handle)
   : https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, handle);
 server.keepAliveTimeout = 30000;
@@ -36,9 +36,9 @@ server.listen(Number(port), '127.0.0.1', () => console.log('ready'));
 /// A Node.js HTTPS client, certificate unverified: `PORT PATH...`, one request after the other
 /// through an agent with keepAlive (one socket); prints `status body-length reused` each.
 pub const NODE_CLIENT: &str = r#"
-pub const https = require('https');
-pub const [port, ...paths] = process.argv.slice(2);
-pub const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+const https = require('https');
+const [port, ...paths] = process.argv.slice(2);
+const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
 function get(path) {
   return new Promise((resolve, reject) => {
     const req = https.get({ host: '127.0.0.1', port: Number(port), path, agent, rejectUnauthorized: false }, (res) => {
@@ -62,10 +62,10 @@ function get(path) {
 /// timed from just before it is written to the data event that completes its response; prints
 /// `status body-length seconds` each.
 pub const NODE_TIMED: &str = r#"
-pub const [port, path, n, plain] = process.argv.slice(2);
-pub const opts = { host: '127.0.0.1', port: Number(port), rejectUnauthorized: false };
-pub const connect = (ready) => plain === 'plain' ? require('net').connect(opts, ready) : require('tls').connect(opts, ready);
-pub const sock = connect(async () => {
+const [port, path, n, plain] = process.argv.slice(2);
+const opts = { host: '127.0.0.1', port: Number(port), rejectUnauthorized: false };
+const connect = (ready) => plain === 'plain' ? require('net').connect(opts, ready) : require('tls').connect(opts, ready);
+const sock = connect(async () => {
   sock.setNoDelay(true);
   let buf = Buffer.alloc(0);
   let wake = null;
