@@ -10,11 +10,21 @@ mod tls_util;
 use std::{
     path::Path,
     process::Command,
+    sync::RwLock,
     time::{Duration, Instant},
 };
 
 use common::{Collector, FAST, Metrics, process::run_ok};
 use tls_util::*;
+
+/// The eviction test counts the files attached besides its own: the other tests here, which
+/// attach copies of their own, hold this shared while it holds it alone.
+static FILES: RwLock<()> = RwLock::new(());
+
+/// A share of [`FILES`] (a failed test leaves it poisoned, which does not matter here).
+fn files_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    FILES.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Processes started after the collector, with a private copy of libssl.so.3 that no process
 /// mapped before: the collector finds the first server's copy by scanning /proc and attaches
@@ -22,6 +32,7 @@ use tls_util::*;
 /// at once (no waiting).
 #[test]
 fn processes_started_after_the_collector() {
+    let _files = files_shared();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cert = make_cert(d);
@@ -82,6 +93,7 @@ fn detached_for(m: &Metrics, reason: &str) -> f64 {
 /// a first process mapped it and then mapped by none.
 #[test]
 fn short_lived_clients_are_counted_from_their_first_request() {
+    let _files = files_shared();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cert = make_cert(d);
@@ -128,6 +140,7 @@ fn short_lived_clients_are_counted_from_their_first_request() {
 /// again. Each is counted.
 #[test]
 fn attached_files_leave_when_deleted_replaced_or_evicted() {
+    let _files = FILES.write().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // What is attached without this test's files (the host's libssl, and what running
@@ -214,6 +227,7 @@ fn attached_files_leave_when_deleted_replaced_or_evicted() {
 /// file, one after the other).
 #[test]
 fn sigterm_with_many_attached_files_exits_promptly() {
+    let _files = files_shared();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut c = Collector::start(FAST);
@@ -267,6 +281,7 @@ fn host_libssl(c: &Collector) -> String {
 /// is attached within two scan intervals (the guarantee); the figures are reported.
 #[test]
 fn first_opens_of_libraries_never_seen_are_attached_within_two_scans() {
+    let _files = files_shared();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let c = Collector::start(FAST);
