@@ -52,7 +52,7 @@ pub mod drop {
     /// (then counted as `http_out_of_order` too).
     pub const HTTP_STASH_FULL: u32 = 11;
     /// A segment whose connection another CPU kept busy (following an earlier segment) for
-    /// longer than a program waits: not followed, which may cost an exchange. Also a close
+    /// longer than a program waits (1 ms): not followed, which may cost an exchange. Also a close
     /// that the close hook (`http_sock_close`) could not settle for the same reason.
     pub const HTTP_BUSY: u32 = 12;
     /// A TLS connection's state could not be created (`TLS_CONNS` full, 16384 connections

@@ -28,7 +28,7 @@ use collector_common::{
 
 use crate::{
     capture::{
-        conn::{CLAIM_ROUNDS, Conn, Ident, claim, sk_storage},
+        conn::{CLAIM_ROUNDS, Conn, Ident, claim, claim_rounds, sk_storage},
         backlog,
         packet::{load, socket_of, tcp_sock},
         plain::{self, Call, TlsConn, TlsSeg},
@@ -129,8 +129,9 @@ impl plain::Globals for Http1 {
 // exported) so that it stays a global function, verified once; the names are unique in the
 // object.
 
-/// Takes the connection of `skb` (see `capture::conn::claim`); nonzero when it did: the
-/// waiting loop is verified once.
+/// Takes the connection of `skb`, waiting up to `CLAIM_ROUNDS` rounds while another CPU holds it
+/// (see `capture::conn::claim_rounds`; nothing counted: `capture::conn::wait` calls it again or
+/// counts); nonzero when it did. The waiting loop is verified once.
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -139,7 +140,7 @@ pub extern "C" fn http_claim(skb: *mut __sk_buff) -> i64 {
     // Another CPU may be changing the rest of the value: `claim` touches only `lock` (through
     // the helper, atomically) and `busy`, under that lock.
     match conn_of(sk, false) {
-        Some(conn) => claim(conn, CLAIM_ROUNDS) as i64,
+        Some(conn) => claim_rounds(conn, CLAIM_ROUNDS) as i64,
         None => 0,
     }
 }

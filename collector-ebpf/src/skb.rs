@@ -30,7 +30,7 @@ use crate::{
         arrivals, backlog,
         conn::{
             MARK_TLS_SERVER, MIDSTREAM_TRIES, Owner, armed, claim, held_here, not_followed, owners, release,
-            sk_storage, try_claim,
+            sk_storage, try_claim, wait,
         },
         detect::{Class, classify},
         packet::{
@@ -168,7 +168,7 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
         drops::count(drop::HTTP_CONN_STORAGE);
         return NEW_NONE;
     };
-    if http1::http_claim(skb) == 0 {
+    if !wait(|| http1::http_claim(skb) != 0) {
         return NEW_NONE;
     }
     if conn.id.role == 0 {
@@ -244,7 +244,8 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         Some(c) => {
             // One round here (the common case: nobody else holds it); when the holder runs on
             // this CPU, suspended under this program, the segment is left to it; the waiting
-            // loop, in a global function of its own, only when another CPU holds it.
+            // loop, in a global function of its own (called again while the wait lasts, see
+            // `conn::wait`), only when another CPU holds it.
             if !try_claim(c) {
                 if held_here(c) {
                     // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the
@@ -255,7 +256,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
                     }
                     return;
                 }
-                if http1::http_claim(skb) == 0 {
+                if !wait(|| http1::http_claim(skb) != 0) {
                     return;
                 }
             }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{BPF_SK_STORAGE_GET_F_CREATE, bpf_sock, bpf_spin_lock},
     btf_maps::SkStorage,
     helpers::generated::{
-        bpf_get_smp_processor_id, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_spin_lock as spin_lock,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_sk_storage_delete, bpf_sk_storage_get, bpf_spin_lock as spin_lock,
         bpf_spin_unlock as spin_unlock,
     },
     macros::{btf_map, map},
@@ -220,11 +220,45 @@ pub fn owners() -> *const c_void {
     &HTTP_OWNER as *const CloneSkStorage<Owner> as *const c_void
 }
 
-/// Rounds a program waits for a connection another CPU is following (a round is a lock and an
-/// unlock, tens of nanoseconds, up to a hundred when the other CPU holds the line: tens of
-/// microseconds in all, more than a segment's parse takes). The verifier bounds the branches
-/// a program may keep pending (8192), which bounds this.
+/// Rounds of one call of a protocol's claim function (`http1::http_claim`): a round is a lock
+/// and an unlock, tens of nanoseconds, up to a hundred when the other CPU holds the line. The
+/// verifier bounds the branches one function may keep pending (8192), which bounds this; a
+/// segment that waits longer calls the function again (`wait`).
 pub const CLAIM_ROUNDS: u32 = 1024;
+
+/// How long a segment waits in all for a connection another CPU holds. A program holding a
+/// connection runs for microseconds as a rule, but one that keeps a 64 KiB segment in the reorder
+/// stash and parses it from there (64 blocks) holds it for longer than `CLAIM_ROUNDS` rounds
+/// take on a two-CPU machine (measured: one wait in about 30 runs of the nested-program test
+/// needed a second call); only a CPU that stalls (a virtual CPU the host deschedules) holds it
+/// past this bound.
+pub const CLAIM_WAIT_NS: u64 = 1_000_000;
+
+/// Calls of the claim function at most in one wait (a bound for the verifier; `CLAIM_WAIT_NS`
+/// ends the wait first: 64 × 1024 rounds take well over a millisecond).
+pub const CLAIM_CALLS: u32 = 64;
+
+/// Waits for a connection another CPU holds: calls `once` (a protocol's claim function, up to
+/// `CLAIM_ROUNDS` rounds) until it takes the connection or `CLAIM_WAIT_NS` have passed. False
+/// when it stayed busy (the segment is then not followed, and counted).
+#[inline(always)]
+pub fn wait(mut once: impl FnMut() -> bool) -> bool {
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let start = unsafe { bpf_ktime_get_ns() };
+    let mut i = 0;
+    while i < CLAIM_CALLS {
+        if once() {
+            return true;
+        }
+        // SAFETY: as above.
+        if unsafe { bpf_ktime_get_ns() }.wrapping_sub(start) >= CLAIM_WAIT_NS {
+            break;
+        }
+        i += 1;
+    }
+    drops::count(drop::HTTP_BUSY);
+    false
+}
 
 /// This CPU's mark in `Conn::busy`: 1 + its number.
 #[inline(always)]
@@ -265,15 +299,24 @@ pub fn try_claim<P>(conn: &mut Conn<P>) -> bool {
 }
 
 /// Takes the connection for this program run: waits while another CPU holds it, up to `rounds`
-/// rounds. False when it stayed busy (the segment is then not followed, and counted).
+/// rounds. False when it stayed busy (nothing counted: see `claim` and `wait`).
 #[inline(always)]
-pub fn claim<P>(conn: &mut Conn<P>, rounds: u32) -> bool {
+pub fn claim_rounds<P>(conn: &mut Conn<P>, rounds: u32) -> bool {
     let mut k = 0;
     while k < rounds {
         if try_claim(conn) {
             return true;
         }
         k += 1;
+    }
+    false
+}
+
+/// `claim_rounds`, and a failure counted (the segment or close is then not followed).
+#[inline(always)]
+pub fn claim<P>(conn: &mut Conn<P>, rounds: u32) -> bool {
+    if claim_rounds(conn, rounds) {
+        return true;
     }
     drops::count(drop::HTTP_BUSY);
     false
