@@ -87,7 +87,20 @@ pub(super) fn wrk(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64)
 
 /// One wrk run: requests completed, requests per second and p99 latency in seconds.
 pub(super) fn wrk_run(url: &str, secs: u64, conns: u32) -> anyhow::Result<(f64, f64, f64)> {
-    let out = Command::new("wrk")
+    wrk_on(url, secs, conns, None)
+}
+
+/// [`wrk_run`] on the CPUs `cpus` (a `taskset` list) when given.
+pub(super) fn wrk_on(url: &str, secs: u64, conns: u32, cpus: Option<&str>) -> anyhow::Result<(f64, f64, f64)> {
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c, "wrk"]);
+            t
+        }
+        None => Command::new("wrk"),
+    };
+    let out = cmd
         .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", url])
         .output()
         .context("running wrk (Debian package wrk)")?;
