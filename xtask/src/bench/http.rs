@@ -219,6 +219,9 @@ fn stage_breakdown(collector: &Path, url: &str, secs: u64) -> anyhow::Result<Val
     Ok(Value::Array(out))
 }
 
+/// A figure per (stage, program).
+type ByStage<T> = BTreeMap<(u32, String), T>;
+
 /// Run time per event of the HTTP programs of collectors stopping at `stages`
 /// (`COLLECTOR_BENCH_HTTP_STAGE`, 0 the whole program), all attached at once so all see the
 /// same packets, under `load`. Of several programs on one hook the first pays for bringing the
@@ -230,7 +233,7 @@ fn side_by_side(
     collector: &Path,
     stages: &[u32],
     load: &dyn Fn() -> anyhow::Result<()>,
-) -> anyhow::Result<(Vec<BTreeMap<(u32, String), f64>>, BTreeMap<(u32, String), u64>)> {
+) -> anyhow::Result<(Vec<ByStage<f64>>, ByStage<u64>)> {
     const WARM: u32 = 3;
     let mut runs = vec![];
     // Loaded size of each stage's programs: the verifier drops the code a stage does not reach.
