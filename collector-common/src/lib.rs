@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod disk;
 pub mod http;
+pub mod http2;
 pub mod names;
 pub mod network;
 pub mod process;
@@ -58,7 +59,11 @@ pub mod drop {
     /// A TLS connection's state could not be created (`TLS_CONNS` full, 16384 connections
     /// followed at once): its exchanges are not measured.
     pub const TLS_CONN_FULL: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// An HTTP/2 frame event found the ring buffer to the daemon full (`HTTP2_EVENTS`: the
+    /// daemon fell behind): the daemon sees the gap and gives up the connection's open streams
+    /// and its header decoding.
+    pub const HTTP2_EVENTS_LOST: u32 = 14;
+    pub const COUNT: u32 = 15;
     /// Label values, indexed by the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
         "disk_latency_map_full",
@@ -75,6 +80,7 @@ pub mod drop {
         "http_stash_full",
         "http_busy",
         "tls_connection_map_full",
+        "http2_events_lost",
     ];
 }
 

@@ -15,7 +15,8 @@ pub mod map {
     pub const HTTP_STASH: &str = "HTTP_STASH";
     pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
     pub const TLS_CONNS: &str = "TLS_CONNS";
-    pub const ALL: [&str; 10] = [
+    pub const HTTP2_EVENTS: &str = "HTTP2_EVENTS";
+    pub const ALL: [&str; 11] = [
         DROPS,
         LATENCY,
         CGROUP_IO,
@@ -26,6 +27,7 @@ pub mod map {
         HTTP_STASH,
         PROCESS_NAMES,
         TLS_CONNS,
+        HTTP2_EVENTS,
     ];
 }
 

@@ -55,7 +55,9 @@ pub struct Pending {
     /// Its body size (known once its last byte passed).
     pub req_bytes: u64,
     pub method: u8,
-    pub _pad: [u8; 7],
+    /// Its protocol version (`http::VERSION_*`), 0 when unknown.
+    pub version: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Where a protocol's events go: the kernel programs record them into maps, the tests into a
@@ -69,6 +71,12 @@ pub trait Sink {
     fn abandoned(&mut self, n: u64);
     /// Something could not be followed; `reason` is a `collector_common::drop` index.
     fn dropped(&mut self, reason: u32);
+    /// A protocol that leaves the exchanges to the daemon (HTTP/2, `crate::http2`) reports a
+    /// frame, or a chunk of one's payload: its bytes are the first `f.n` of `w`.
+    #[inline(always)]
+    fn frame(&mut self, f: &crate::http2::Frame, w: &Window) {
+        let _ = (f, w);
+    }
 }
 
 /// A protocol's framer as the capture drives it: both byte streams of one connection followed

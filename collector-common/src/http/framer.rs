@@ -306,9 +306,9 @@ impl Exchange {
     pub const ZERO: Exchange = Exchange {
         req: Dir::ZERO,
         resp: Dir::ZERO,
-        pending: [Pending { start_ns: 0, req_bytes: 0, method: 0, _pad: [0; 7] }; PIPELINE],
+        pending: [Pending { start_ns: 0, req_bytes: 0, method: 0, version: 0, _pad: [0; 6] }; PIPELINE],
         deferred: Deferred {
-            req: Pending { start_ns: 0, req_bytes: 0, method: 0, _pad: [0; 7] },
+            req: Pending { start_ns: 0, req_bytes: 0, method: 0, version: 0, _pad: [0; 6] },
             body: 0,
             end: 0,
             status: 0,

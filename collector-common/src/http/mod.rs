@@ -17,7 +17,7 @@ pub mod framer;
 mod parse;
 mod stream;
 
-pub use bytes::le;
+pub use bytes::{byte_at, le};
 pub use parse::known_method;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
@@ -93,6 +93,16 @@ pub const SIDE_CLIENT: u8 = 1;
 pub const SCHEME_HTTP: u8 = 0;
 pub const SCHEME_HTTPS: u8 = 1;
 pub const SCHEME_NAMES: [&str; 2] = ["http", "https"];
+
+/// The protocol version rides in the high nibble of `HttpKey::scheme` (the scheme is the low
+/// one): `network_protocol_version`, from the request line for HTTP/1.x.
+pub const VERSION_SHIFT: u8 = 4;
+pub const SCHEME_MASK: u8 = 0x0f;
+pub const VERSION_1_0: u8 = 1;
+pub const VERSION_1_1: u8 = 2;
+pub const VERSION_2: u8 = 3;
+/// `network_protocol_version` values by version (0: not known).
+pub const VERSION_NAMES: [&str; 4] = ["", "1.0", "1.1", "2"];
 
 /// `method` value of the overflow entry that takes requests whose own entry found the map full.
 pub const OVERFLOW_METHOD: u8 = 0xff;

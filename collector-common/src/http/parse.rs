@@ -4,6 +4,7 @@
 //! the BPF verifier as the rest of the framer (see `framer`).
 
 use super::{
+    VERSION_1_0, VERSION_1_1,
     bytes::{byte_at, byte_bits, find_newline, le, letters, non_digits, pad8, parse8, window8},
     framer::*,
     method,
@@ -164,6 +165,9 @@ impl Exchange {
         if k < len && k >= i + p + 11 && k >= 8 {
             let tail = window8(&st.w.buf, k - 8).swap_bytes();
             if tail == V11 || tail == V10 {
+                let last = (self.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
+                self.pending[last].version = if tail == V10 { VERSION_1_0 } else { VERSION_1_1 };
+                let st = &mut self.req;
                 st.state = S_HEADERS;
                 st.line_pos = 0;
                 return k + 1 - i;
@@ -210,7 +214,13 @@ impl Exchange {
                         self.give_up(drop::HTTP_DESYNC, sink);
                         return;
                     }
+                    let version = if st.tail == V10 { VERSION_1_0 } else { VERSION_1_1 };
                     st.state = S_HEADERS;
+                    if self.waiting() > 0 {
+                        let last = (self.pushed.wrapping_sub(1) as usize) & (PIPELINE - 1);
+                        self.pending[last].version = version;
+                    }
+                    let st = &mut self.req;
                     st.line_pos = 0;
                     return;
                 }

@@ -1,0 +1,234 @@
+//! The HTTP/2 framer driven as the kernel drives it (`capture::Stream`): frames cut at every
+//! segment boundary, gaps in skipped payloads and in needed bytes, a lost place.
+extern crate std;
+
+use std::vec::Vec;
+
+use super::{
+    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, Frame, HEADERS,
+    PING, PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, framer::H2,
+};
+use crate::capture::{Pending, Sink, Stream, Window};
+
+/// An event as the daemon would get it: the frame and the chunk's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Got {
+    f: Frame,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Rec {
+    got: Vec<Got>,
+    drops: Vec<u32>,
+}
+
+impl Sink for Rec {
+    fn request_started(&mut self) {}
+    fn exchange_done(&mut self, _: &Pending, _: u16, _: u64, _: u64) {}
+    fn abandoned(&mut self, _: u64) {}
+    fn dropped(&mut self, reason: u32) {
+        self.drops.push(reason);
+    }
+    fn frame(&mut self, f: &Frame, w: &Window) {
+        let mut bytes = Vec::new();
+        for i in 0..f.n as usize {
+            bytes.push((w.buf[i / 8] >> (8 * (i % 8))) as u8);
+        }
+        self.got.push(Got { f: *f, bytes });
+    }
+}
+
+fn frame(ftype: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut v = std::vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, ftype, flags];
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Feeds `[seq, seq + bytes.len())` of direction `is_req` (positions from 1000) the way
+/// `capture::segment` does, with `frontier` as the socket's in-order point. Returns whether
+/// the bytes were parsed (else the driver would stash them).
+#[allow(clippy::too_many_arguments)]
+fn feed(h: &mut H2, is_req: bool, stream: &[u8], seq: u32, len: u32, frontier: u32, now: u64, rec: &mut Rec) -> bool {
+    let base = 1000u32;
+    let parse = h.arrive(is_req, seq, len, frontier, now, rec);
+    if parse {
+        let end = seq + len;
+        for _ in 0..4096 {
+            if let Some((p, n)) = h.needs_window(is_req, end) {
+                let w = h.window(is_req);
+                w.buf = [0; crate::capture::WINDOW_WORDS];
+                for i in 0..n as usize {
+                    let b = stream[(p - base) as usize + i];
+                    w.buf[i / 8] |= (b as u64) << (8 * (i % 8));
+                }
+                w.base = p;
+                w.len = n;
+            }
+            if h.step(is_req, end, now, rec) {
+                break;
+            }
+        }
+    }
+    h.settle(is_req, now, rec);
+    parse
+}
+
+fn client_stream(block: &[u8]) -> Vec<u8> {
+    let mut s = PREFACE.to_vec();
+    s.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0x10, 0, 0, 3, 0, 0, 0, 100]));
+    s.extend(frame(SETTINGS, FLAG_ACK, 0, &[]));
+    s.extend(frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0x10, 0]));
+    s.extend(frame(HEADERS, 0, 1, &block[..200]));
+    s.extend(frame(CONTINUATION, FLAG_END_HEADERS, 1, &block[200..]));
+    s.extend(frame(DATA, 0, 1, &[7; 1000]));
+    s.extend(frame(PING, 0, 0, &[1; 8]));
+    s.extend(frame(DATA, FLAG_END_STREAM, 1, &[8; 300]));
+    s.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, &[0x82, 0x86, 0x84]));
+    s.extend(frame(RST_STREAM, 0, 3, &[0, 0, 0, 8]));
+    s
+}
+
+fn block() -> Vec<u8> {
+    (0..700u32).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// Events of the whole stream in one segment, checked by hand.
+#[test]
+fn frames_of_a_client_stream() {
+    let b = block();
+    let s = client_stream(&b);
+    let mut h = H2::ZERO;
+    h.start(false, true, 1000, Some(5000));
+    let mut rec = Rec::default();
+    assert!(feed(&mut h, true, &s, 1000, s.len() as u32, 1000, 1, &mut rec));
+    let kinds: Vec<(u8, u32, u32, u32)> = rec.got.iter().map(|g| (g.f.ftype, g.f.stream, g.f.off, g.f.n)).collect();
+    assert_eq!(
+        kinds,
+        std::vec![
+            (SETTINGS, 0, 0, 12),
+            (HEADERS, 1, 0, 200),
+            (CONTINUATION, 1, 0, 256),
+            (CONTINUATION, 1, 256, 244),
+            (DATA, 1, 0, 0),
+            (DATA, 1, 0, 0),
+            (HEADERS, 3, 0, 3),
+            (RST_STREAM, 3, 0, 0),
+        ]
+    );
+    let mut joined = rec.got[1].bytes.clone();
+    joined.extend(&rec.got[2].bytes);
+    joined.extend(&rec.got[3].bytes);
+    assert_eq!(joined, b);
+    assert_eq!(rec.got[4].f.flen, 1000);
+    assert_eq!(rec.got[5].f.fflags, FLAG_END_STREAM);
+    assert!(rec.got.iter().all(|g| g.f.kind == EV_FRAME && g.f.is_req));
+    assert_eq!(rec.got.iter().map(|g| g.f.seq).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+    assert!(rec.drops.is_empty());
+}
+
+/// The same events, as (kind, type, stream, payload bytes), wherever segments cut the stream.
+fn summary(rec: &Rec) -> Vec<(u8, u8, u32, u32, Vec<u8>)> {
+    // Chunks are cut where segments end: joined per frame for the comparison.
+    let mut out: Vec<(u8, u8, u32, u32, Vec<u8>)> = Vec::new();
+    for g in &rec.got {
+        match out.last_mut() {
+            Some(last) if g.f.off != 0 && last.1 == g.f.ftype && last.2 == g.f.stream => last.4.extend(&g.bytes),
+            _ => out.push((g.f.kind, g.f.ftype, g.f.stream, g.f.flen, g.bytes.clone())),
+        }
+    }
+    out
+}
+
+#[test]
+fn every_segment_boundary_gives_the_same_frames() {
+    let b = block();
+    let s = client_stream(&b);
+    let whole = {
+        let mut h = H2::ZERO;
+        h.start(false, true, 1000, Some(5000));
+        let mut rec = Rec::default();
+        feed(&mut h, true, &s, 1000, s.len() as u32, 1000, 1, &mut rec);
+        summary(&rec)
+    };
+    for size in [1u32, 2, 5, 9, 10, 17, 100, 255, 256, 257, 1000] {
+        let mut h = H2::ZERO;
+        h.start(false, true, 1000, Some(5000));
+        let mut rec = Rec::default();
+        let mut at = 0u32;
+        while (at as usize) < s.len() {
+            let len = size.min(s.len() as u32 - at);
+            assert!(feed(&mut h, true, &s, 1000 + at, len, 1000 + at, at as u64, &mut rec), "size {size} at {at}");
+            at += len;
+        }
+        assert_eq!(summary(&rec), whole, "segments of {size}");
+        assert!(rec.drops.is_empty());
+    }
+}
+
+/// A gap inside a DATA payload is skipped; a gap over a frame header waits for its bytes
+/// (the driver keeps what comes beyond it), and is lost when the socket took them without
+/// their passing here.
+#[test]
+fn gaps() {
+    let b = block();
+    let s = client_stream(&b);
+    let data_at = s.windows(9).position(|w| w == [0, 3, 0xe8, DATA, 0, 0, 0, 0, 1]).unwrap() as u32;
+    // Everything up to the DATA payload's middle, then from 600 bytes further on.
+    let mut h = H2::ZERO;
+    h.start(false, true, 1000, Some(5000));
+    let mut rec = Rec::default();
+    let cut = data_at + 9 + 100;
+    assert!(feed(&mut h, true, &s, 1000, cut, 1000, 1, &mut rec));
+    let resume = cut + 600;
+    assert!(feed(&mut h, true, &s, 1000 + resume, s.len() as u32 - resume, 1000 + cut, 2, &mut rec));
+    assert_eq!(rec.got.iter().filter(|g| g.f.ftype == DATA).count(), 2);
+    assert!(rec.drops.is_empty());
+
+    // A gap over the HEADERS frame's header: the later bytes are not parsed (kept)...
+    let hdr_at = s.windows(9).position(|w| w == [0, 0, 200, HEADERS, 0, 0, 0, 0, 1]).unwrap() as u32;
+    let mut h = H2::ZERO;
+    h.start(false, true, 1000, Some(5000));
+    let mut rec = Rec::default();
+    feed(&mut h, true, &s, 1000, hdr_at + 4, 1000, 1, &mut rec);
+    assert!(!feed(&mut h, true, &s, 1000 + hdr_at + 20, 40, 1000 + hdr_at + 4, 2, &mut rec));
+    // ... until the missing bytes come.
+    assert!(feed(&mut h, true, &s, 1000 + hdr_at + 4, s.len() as u32 - hdr_at - 4, 1000 + hdr_at + 4, 3, &mut rec));
+    assert_eq!(rec.got.iter().filter(|g| g.f.ftype == DATA).count(), 2);
+
+    // The socket took the missing bytes in order without their passing here: lost.
+    let mut h = H2::ZERO;
+    h.start(false, true, 1000, Some(5000));
+    let mut rec = Rec::default();
+    feed(&mut h, true, &s, 1000, hdr_at + 4, 1000, 1, &mut rec);
+    assert!(!feed(&mut h, true, &s, 1000 + hdr_at + 20, 40, 1000 + hdr_at + 60, 2, &mut rec));
+    assert_eq!(rec.got.last().unwrap().f.kind, EV_LOST);
+    assert!(h.stopped(true));
+}
+
+/// A server's stream starts with its SETTINGS; a frame that HTTP/2 forbids loses the place;
+/// the connection's end is reported once.
+#[test]
+fn server_stream_and_end() {
+    let mut s = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    s.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0x88]));
+    s.extend(frame(DATA, FLAG_END_STREAM, 1, b"hello"));
+    s.extend(frame(HEADERS, FLAG_END_HEADERS, 0, &[0x88]));
+    s.extend(frame(DATA, 0, 1, b"never seen"));
+    let mut h = H2::ZERO;
+    h.start(true, false, 1000, Some(9000));
+    let mut rec = Rec::default();
+    feed(&mut h, false, &s, 1000, s.len() as u32, 1000, 5, &mut rec);
+    let kinds: Vec<(u8, u8)> = rec.got.iter().map(|g| (g.f.kind, g.f.ftype)).collect();
+    assert_eq!(kinds, std::vec![(EV_FRAME, SETTINGS), (EV_FRAME, HEADERS), (EV_FRAME, DATA), (EV_LOST, HEADERS)]);
+    assert!(rec.got.iter().all(|g| !g.f.is_req));
+    assert_eq!(rec.drops, std::vec![crate::drop::HTTP_DESYNC]);
+    h.fin(true, 9000, 6, &mut rec);
+    h.fin(false, 1000 + s.len() as u32, 6, &mut rec);
+    assert!(h.ended());
+    h.flush(&mut rec);
+    h.abandon_all(&mut rec);
+    assert_eq!(rec.got.iter().filter(|g| g.f.kind == EV_CLOSED).count(), 1);
+}
