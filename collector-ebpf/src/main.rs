@@ -14,6 +14,7 @@ mod capture;
 mod disk;
 mod drops;
 mod http1;
+mod http2;
 mod network;
 mod process;
 mod skb;

@@ -16,7 +16,7 @@
 //! places call them (http1.rs). No payload byte leaves the kernel.
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_TCP_LISTEN, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
+        __sk_buff, bpf_sock, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_TCP_LISTEN, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG,
     },
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, generated::bpf_sk_fullsock},
@@ -29,7 +29,7 @@ use crate::{
     capture::{
         arrivals, backlog,
         conn::{
-            MARK_TLS_SERVER, MIDSTREAM_TRIES, Owner, armed, claim, held_here, not_followed, owners, release,
+            Conn, MARK_TLS_SERVER, MIDSTREAM_TRIES, Owner, armed, claim, held_here, not_followed, owners, release,
             sk_storage, try_claim, wait,
         },
         detect::{Class, classify},
@@ -41,6 +41,7 @@ use crate::{
     },
     drops,
     http1::{self, Http1},
+    http2::{self, H2, Http2},
     network, process,
 };
 
@@ -88,6 +89,8 @@ const NEW_FOLLOWED: i64 = 1;
 /// `skb_new_conn`: followed, its connection taken, its request's first bytes in the stash
 /// (they came before the socket existed: `capture::backlog`).
 const NEW_ADOPTED: i64 = 2;
+/// `skb_new_conn`: followed as HTTP/2 from this segment, its connection taken.
+const NEW_HTTP2: i64 = 3;
 
 /// A socket seen for the first time with payload (`seq`; `how`: the direction, bit 0, egress,
 /// the family, bits 8..16, the IP header's length, bits 16..32; `at`: the payload's offset,
@@ -132,6 +135,23 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
     let at_start = at_stream_start(tp, egress, seq);
     let class = classify(head, at_start);
     let response = class == Class::Response;
+    // HTTP/2 only from the start of a stream (its frames cannot be found from the middle).
+    let h2 = at_start && (class == Class::Http2 || class == Class::Http2Server);
+    if h2 {
+        let Some(conn) = http2::conn_of(sk, true) else {
+            drops::count(drop::HTTP_CONN_STORAGE);
+            return NEW_NONE;
+        };
+        if !wait(|| http2::h2_claim(skb) != 0) {
+            return NEW_NONE;
+        }
+        if conn.id.role == 0 {
+            // The client's preface starts the requests' stream, a server's SETTINGS the
+            // responses'.
+            segment::start(conn, skb, sk, tp, egress, class == Class::Http2Server, syn, seq, ports, family);
+        }
+        return NEW_HTTP2;
+    }
     if class != Class::Request && !response {
         if !egress && !at_start && tp.bytes_received == 0 {
             // Received ahead of the stream's first byte (which was lost or reordered): it
@@ -277,9 +297,20 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
                     return;
                 }
             }
+            if let Some(c) = http2::conn_of(sk, false) {
+                follow_h2(c, skb, sk, egress, seq, plen, payload, flags);
+                return;
+            }
             let how = egress as u64 | (family as u64) << 8 | (ip_len as u64) << 16;
             let r = skb_new_conn(skb, how, seq as u64, payload as u64 | (plen as u64) << 32);
             if r == NEW_NONE {
+                return;
+            }
+            if r == NEW_HTTP2 {
+                if let Some(c) = http2::conn_of(sk, false) {
+                    let now = now_ns();
+                    segment::follow::<_, Http2>(c, http2::conns(), skb, sk, egress, seq, plen, payload, flags, now);
+                }
                 return;
             }
             let Some(c) = http1::conn_of(sk, false) else { return };
@@ -290,7 +321,13 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
             }
             c
         }
-        None => return,
+        None => {
+            // A FIN or RST of an HTTP/2 connection.
+            if let Some(c) = http2::conn_of(sk, false) {
+                follow_h2(c, skb, sk, egress, seq, plen, payload, flags);
+            }
+            return;
+        }
     };
     if bench_stop(3) {
         release(conn);
@@ -304,6 +341,41 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         return;
     }
     segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, plen, payload, flags, now);
+}
+
+/// The current time.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A segment of an HTTP/2 connection: taken as an HTTP/1 one is (left to the holder when it
+/// runs on this CPU under this program, else waited for), then followed.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn follow_h2(
+    c: &mut Conn<H2>,
+    skb: *mut __sk_buff,
+    sk: *mut bpf_sock,
+    egress: bool,
+    seq: u32,
+    plen: u32,
+    payload: u32,
+    flags: u8,
+) {
+    if !try_claim(c) {
+        if held_here(c) {
+            if !segment::defer::<_, Http2>(c, skb, egress, seq, plen, payload, flags, now_ns()) {
+                drops::count(drop::HTTP_BUSY);
+            }
+            return;
+        }
+        if !wait(|| http2::h2_claim(skb) != 0) {
+            return;
+        }
+    }
+    segment::follow::<_, Http2>(c, http2::conns(), skb, sk, egress, seq, plen, payload, flags, now_ns());
 }
 
 #[cgroup_skb(ingress)]
@@ -375,10 +447,14 @@ pub fn http_sock_close(ctx: SockOpsContext) -> u32 {
             // another CPU parses the last segment is rare (a failed claim is counted; the
             // daemon sweeps stash blocks left behind). After `claim`, no other program changes
             // the value.
-            if let Some(conn) = http1::conn_of(sk, false)
+            if let Some(conn) = http1::conn_of(sk, false) {
+                if claim(conn, 64) {
+                    segment::closed::<_, Http1>(conn, http1::conns(), sk);
+                }
+            } else if let Some(conn) = http2::conn_of(sk, false)
                 && claim(conn, 64)
             {
-                segment::closed::<_, Http1>(conn, http1::conns(), sk);
+                segment::closed::<_, Http2>(conn, http2::conns(), sk);
             }
         }
         _ => {}

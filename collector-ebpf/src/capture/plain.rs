@@ -171,7 +171,7 @@ impl<G: Globals> Sink for TlsRec<G> {
 
     #[inline(always)]
     fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
-        let what = (p.method as u64) << 8 | (status as u64) << 16;
+        let what = (p.method as u64) << 8 | (status as u64) << 16 | (p.version as u64) << 32;
         G::record(self.ssl, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
     }
 }

@@ -12,7 +12,7 @@ use collector_common::{
     drop,
     http::{
         ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SIDE_CLIENT, SIDE_SERVER,
-        SIZE_BOUNDS,
+        SIZE_BOUNDS, VERSION_SHIFT,
     },
 };
 
@@ -118,11 +118,12 @@ fn bucket<const N: usize>(bounds: *const [u64; N], v: u64) -> u64 {
 /// Records one exchange of the connection `id` (the protocols' record functions call it, with
 /// the connection's `Ident`): its histogram entry, and the end of the request in the
 /// in-flight gauge. `what` holds the direction of the packet (bit 0, unused here), the method
-/// (bits 8..16) and the status (bits 16..32).
+/// (bits 8..16), the status (bits 16..32) and the protocol version (bits 32..36, into the
+/// key's scheme byte, see `collector_common::http::VERSION_SHIFT`).
 #[inline(always)]
 pub fn record(id: &Ident, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) {
     active_add(id, u64::MAX);
-    let (method, status) = ((what >> 8) as u8, (what >> 16) as u16);
+    let (method, status, version) = ((what >> 8) as u8, (what >> 16) as u16, (what >> 32) as u8 & 0x0f);
     let server = id.role == ROLE_SERVER;
     let port = if server { id.local_port } else { id.peer_port };
     let side = if server { SIDE_SERVER } else { SIDE_CLIENT };
@@ -145,7 +146,7 @@ pub fn record(id: &Ident, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) 
                 | (method as u64) << 32
                 | (side as u64) << 40
                 | (family as u64) << 48
-                | (id.scheme as u64) << 56,
+                | ((id.scheme | version << VERSION_SHIFT) as u64) << 56,
             addr[0],
             addr[1],
         ])

@@ -19,8 +19,9 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes},
 };
 use collector_common::{
-    capture::{Pending, Sink, Stream, WINDOW, after},
+    capture::{Pending, Sink, Stream, WINDOW, Window, after},
     drop,
+    http2::Frame,
 };
 
 use super::{
@@ -58,6 +59,12 @@ pub trait Globals {
     fn keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64;
     /// Records one exchange of the connection ([`record`]).
     fn record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64;
+    /// Hands a frame of the connection `id` to the daemon (a protocol that reports frames,
+    /// `Sink::frame`); nothing by default.
+    #[inline(always)]
+    fn frame(id: &Ident, f: &Frame, w: &Window) {
+        let _ = (id, f, w);
+    }
 }
 
 /// Records a protocol's events for one connection.
@@ -95,8 +102,13 @@ impl<G: Globals> Sink for Recorder<'_, G> {
 
     #[inline(always)]
     fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
-        let what = self.egress as u64 | (p.method as u64) << 8 | (status as u64) << 16;
+        let what = self.egress as u64 | (p.method as u64) << 8 | (status as u64) << 16 | (p.version as u64) << 32;
         G::record(self.skb, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
+    }
+
+    #[inline(always)]
+    fn frame(&mut self, f: &Frame, w: &Window) {
+        G::frame(self.id, f, w);
     }
 }
 

@@ -1,0 +1,234 @@
+//! HTTP/2, one protocol behind the capture's seam: its framer is
+//! `collector_common::http2::framer::H2` (pure, host-tested), which implements
+//! `collector_common::capture::Stream`. Here, its kernel glue: its TCP connections in their
+//! socket's local storage (`H2_CONNS`), the packet driver (`capture::segment`) instantiated as
+//! global functions of its own, and the ring buffer that takes the frames to the daemon
+//! (`HTTP2_EVENTS`), which decodes the header blocks and records the exchanges
+//! (collector/src/http2/). The entry programs (`skb.rs`) dispatch connections classified HTTP/2
+//! here (`capture::detect`: the client's preface, or a server's first SETTINGS frame).
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_sock},
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::RingBuf,
+};
+use collector_common::{
+    capture::{WINDOW_WORDS, Window},
+    drop,
+    http2::{Event, Frame},
+};
+
+use crate::{
+    capture::{
+        conn::{CLAIM_ROUNDS, Conn, Ident, claim_rounds, sk_storage},
+        packet::socket_of,
+        segment, stash,
+    },
+    drops,
+};
+
+pub use collector_common::http2::framer::H2;
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    // docs/metrics.md quotes the socket storage a followed HTTP/2 connection takes.
+    assert!(offset_of!(Conn<H2>, id) % 8 == 0 && size_of::<Conn<H2>>() < 1024);
+    assert!(offset_of!(Event, data) % 8 == 0 && size_of::<Event>() == 88 + 256);
+};
+
+/// HTTP/2 connections in their socket's local storage (see `capture::conn::Conn`).
+#[btf_map]
+static H2_CONNS: SkStorage<Conn<H2>> = SkStorage::new();
+
+/// Frames to the daemon: 4 MiB, about 12,000 events (a request and its response take 3 to 5).
+/// An event that finds it full is counted (`http2_events_lost`), and the daemon sees the gap in
+/// the connection's event numbers.
+#[map]
+static HTTP2_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// The map of HTTP/2 TCP connections.
+#[inline(always)]
+pub fn conns() -> *const c_void {
+    &H2_CONNS as *const SkStorage<Conn<H2>> as *const c_void
+}
+
+/// The HTTP/2 connection of socket `sk`, if followed (`create`: created zeroed if absent).
+#[inline(always)]
+pub fn conn_of(sk: *mut bpf_sock, create: bool) -> Option<&'static mut Conn<H2>> {
+    // SAFETY: as `http1::conn_of`: null (None) or this socket's value, valid until the program
+    // returns, changed only by the program holding it (`claim`).
+    unsafe { sk_storage::<Conn<H2>>(conns(), sk, create).as_mut() }
+}
+
+/// The HTTP/2 connection of the packet's socket.
+#[inline(always)]
+fn conn_of_skb(skb: *mut __sk_buff) -> Option<(&'static mut Conn<H2>, *mut bpf_sock)> {
+    let sk = socket_of(skb)?;
+    conn_of(sk, false).map(|c| (c, sk))
+}
+
+/// The capture's drivers for HTTP/2: the global functions below.
+pub struct Http2;
+
+impl segment::Globals for Http2 {
+    #[inline(always)]
+    fn parse(skb: *mut __sk_buff, how: u64) -> i64 {
+        h2_parse(skb, how)
+    }
+    #[inline(always)]
+    fn arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
+        h2_arrive(skb, egress)
+    }
+    #[inline(always)]
+    fn keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
+        h2_keep_all(skb, egress, first)
+    }
+    #[inline(always)]
+    fn finish(skb: *mut __sk_buff, how: u64) -> i64 {
+        h2_finish(skb, how)
+    }
+    #[inline(always)]
+    fn step(skb: *mut __sk_buff, egress: u64) -> i64 {
+        h2_step(skb, egress)
+    }
+    #[inline(always)]
+    fn stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
+        h2_stash_run(skb, egress)
+    }
+    #[inline(always)]
+    fn keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64 {
+        h2_keep(skb, egress, index)
+    }
+    #[inline(always)]
+    fn record(_skb: *mut __sk_buff, _what: u64, _dur: u64, _req_bytes: u64, _resp_bytes: u64) -> i64 {
+        // The daemon records HTTP/2 exchanges from the frames.
+        0
+    }
+    #[inline(always)]
+    fn frame(id: &Ident, f: &Frame, w: &Window) {
+        emit(id, f, w);
+    }
+}
+
+/// One event to the daemon: the connection's `Ident`, the frame, and the first `f.n` bytes of
+/// the window.
+#[inline(always)]
+fn emit(id: &Ident, f: &Frame, w: &Window) {
+    let Some(mut e) = HTTP2_EVENTS.reserve::<Event>(0) else {
+        drops::count(drop::HTTP2_EVENTS_LOST);
+        return;
+    };
+    let p = e.as_mut_ptr();
+    // SAFETY: `p` points at the reserved record, `size_of::<Event>()` bytes owned by this
+    // program until it is submitted; every field is written before the submit (the data words
+    // whole, the bytes past `n` being whatever the window holds), so the daemon reads no
+    // uninitialised memory.
+    unsafe {
+        (*p).cookie = id.cookie;
+        (*p).ns = f.ns;
+        (*p).cgroup_id = id.cgroup_id;
+        (*p).comm = id.comm;
+        (*p).addr = id.addr;
+        (*p).local_port = id.local_port;
+        (*p).peer_port = id.peer_port;
+        (*p).family = id.family;
+        (*p).role = id.role;
+        (*p).scheme = id.scheme;
+        (*p).is_req = f.is_req as u8;
+        (*p).kind = f.kind;
+        (*p).ftype = f.ftype;
+        (*p).fflags = f.fflags;
+        (*p)._pad = 0;
+        (*p).stream = f.stream;
+        (*p).flen = f.flen;
+        (*p).off = f.off;
+        (*p).n = f.n;
+        (*p).seq = f.seq;
+        let words = (*p).data.as_mut_ptr() as *mut u64;
+        let mut i = 0;
+        while i < WINDOW_WORDS {
+            *words.add(i) = w.buf[i];
+            i += 1;
+        }
+    }
+    e.submit(0);
+}
+
+// The packet driver's global functions (see `capture::segment`). Each is unmangled (and
+// exported) so that it stays a global function, verified once; the names are unique in the
+// object.
+
+/// Takes the connection of `skb`, waiting up to `CLAIM_ROUNDS` rounds (as `http1::http_claim`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_claim(skb: *mut __sk_buff) -> i64 {
+    let Some(sk) = socket_of(skb) else { return 0 };
+    match conn_of(sk, false) {
+        Some(conn) => claim_rounds(conn, CLAIM_ROUNDS) as i64,
+        None => 0,
+    }
+}
+
+/// Up to `MAX_STEPS` parse steps (`capture::segment::parse`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_parse(skb: *mut __sk_buff, how: u64) -> i64 {
+    segment::parse::<Http2>(skb, how)
+}
+
+/// The positional bookkeeping of the current segment (`capture::segment::arrive`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some((conn, sk)) = conn_of_skb(skb) else { return segment::ARRIVE_NONE };
+    segment::arrive::<_, Http2>(conn, sk, skb, egress != 0)
+}
+
+/// Keeps the current segment in the stash (`capture::segment::keep_all`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
+    segment::keep_all::<Http2>(skb, egress, first)
+}
+
+/// After the current segment (`capture::segment::finish`): nonzero when the state was deleted.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_finish(skb: *mut __sk_buff, how: u64) -> i64 {
+    let Some((conn, sk)) = conn_of_skb(skb) else { return 0 };
+    segment::finish::<_, Http2>(conn, conns(), sk, skb, how)
+}
+
+/// One parse step (`capture::segment::step`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_step(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
+    segment::step::<_, Http2>(conn, skb, egress != 0)
+}
+
+/// Points a direction at its stashed bytes (`capture::stash::run`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
+    let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
+    stash::run(conn, egress != 0)
+}
+
+/// Keeps the current segment's part in stash block `index` (`capture::stash::keep`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64 {
+    let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
+    stash::keep(conn, skb, egress != 0, index as u32)
+}
