@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use collector_common::capture::stash::{Block, BlockKey};
 use collector_common::http::{
-    ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SCHEME_HTTP, SCHEME_NAMES,
-    SIDE_CLIENT, SIDE_SERVER, SIZE_BOUNDS, SIZE_BUCKETS, method,
+    ActiveKey, BOUND_CAP, HttpHist, HttpKey, MAX_DURATION_BOUNDS, OVERFLOW_METHOD, SCHEME_HTTP, SCHEME_MASK,
+    SCHEME_NAMES, SIDE_CLIENT, SIDE_SERVER, SIZE_BOUNDS, SIZE_BUCKETS, VERSION_2, VERSION_NAMES, VERSION_SHIFT, method,
 };
 use collector_common::names::{global, map, program};
 use collector_common::process::{MAX_PROCESSES, NO_FIELD, RenameOffsets};
@@ -63,6 +63,15 @@ pub struct HttpFlags {
     #[arg(long = "collector.http.tls-max-files", default_value_t = crate::tls::DEFAULT_MAX_FILES,
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub tls_max_files: u64,
+
+    /// Label gRPC calls with their method (`rpc_method`, `package.Service/Method`; at most 1000
+    /// distinct values, then `_OTHER`) [default: enabled].
+    #[arg(long = "collector.http.grpc-method", overrides_with = "no_grpc_method")]
+    pub grpc_method: bool,
+
+    /// Leave `rpc_method` empty (one series per service and status code instead of per method).
+    #[arg(long = "no-collector.http.grpc-method", overrides_with = "grpc_method")]
+    pub no_grpc_method: bool,
 }
 
 /// `--collector.http.duration-buckets`, parsed.
@@ -240,7 +249,7 @@ impl Who {
     }
 
     /// Appends the label pairs (`service_namespace` and identity labels only with a value).
-    fn push<'a>(&'a self, out: &mut Vec<(&'static str, &'a str)>) {
+    pub(crate) fn push<'a>(&'a self, out: &mut Vec<(&'static str, &'a str)>) {
         out.push(("service_name", &self.service));
         if !self.namespace.is_empty() {
             out.push(("service_namespace", &self.namespace));
@@ -276,6 +285,9 @@ pub struct Http {
     stash: Mutex<Stash>,
     /// Declared service names (`--identity.environment`), or `None`.
     processes: Option<Processes>,
+    /// HTTP/2 and gRPC, aggregated by the daemon from the kernel's frames (`crate::http2`);
+    /// `None` when their reader could not start.
+    h2: Option<Arc<crate::http2::events::Shared>>,
 }
 
 /// The kernel's reorder stash (`HTTP_STASH`): its blocks are deleted by the programs as the
@@ -383,6 +395,18 @@ impl Http {
             Ok((hist, PerCpuHashMap::try_from(loader.take_map(map::HTTP_ACTIVE)?)?, stash))
         })();
         let (hist, active, stash) = maps.map_err(|e| format!("{e:#}"))?;
+        let bounds: Vec<u64> = buckets.iter().map(|b| (b * 1e9).round() as u64).collect();
+        let h2 = loader.take_map(map::HTTP2_EVENTS).and_then(|m| {
+            let records = crate::http2::records::Records::new(bounds, !flags.no_grpc_method);
+            crate::http2::events::start(m, records, Expiry::new(ttl))
+        });
+        let h2 = match h2 {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(reason = format!("{e:#}"), "http: HTTP/2 and gRPC are not captured");
+                None
+            }
+        };
         Ok(Self {
             hist: Mutex::new(hist),
             active: Mutex::new(active),
@@ -391,6 +415,7 @@ impl Http {
             expiry: (Expiry::new(ttl), Expiry::gauge(ttl)),
             stash: Mutex::new(Stash { map: stash, last_sweep: std::time::Instant::now() }),
             processes: environment.then(|| Processes::new(procfs)),
+            h2,
         })
     }
 }
@@ -463,9 +488,19 @@ impl Collector for Http {
             sum_per_cpu(&v, |x| n = n.wrapping_add(*x));
             active_entries.push((k, n as i64));
         }
+        // HTTP/2 exchanges, aggregated here (their keys carry version 2, never the kernel's).
+        let h2 = self.h2.as_ref().map(|s| {
+            let r = s.records.lock().unwrap();
+            entries.extend(r.http.iter().map(|(k, h)| (*k, *h)));
+            r.rpc.iter().map(|(k, h)| (k.clone(), *h)).collect::<Vec<_>>()
+        });
         let declared = match &self.processes {
             Some(p) => {
-                let keys: HashSet<ProcessKey> = entries.iter().map(|(k, _)| (k.cgroup_id, k.comm)).collect();
+                let keys: HashSet<ProcessKey> = entries
+                    .iter()
+                    .map(|(k, _)| (k.cgroup_id, k.comm))
+                    .chain(h2.iter().flatten().map(|(k, _)| (k.cgroup_id, k.comm)))
+                    .collect();
                 p.declared(&keys, |path| self.cgroups.id_of_path(path))
             }
             None => HashMap::new(),
@@ -473,7 +508,22 @@ impl Collector for Http {
         let (expired_hist, expired_active) =
             Self::families(&entries, &active_entries, &self.cgroups, &declared, &self.buckets, &self.expiry, out);
         for k in expired_hist {
+            if k.scheme >> VERSION_SHIFT == VERSION_2 {
+                if let Some(s) = &self.h2 {
+                    s.records.lock().unwrap().http.remove(&k);
+                }
+                continue;
+            }
             hist.remove(&k).context("deleting an expired HTTP_HIST entry")?;
+        }
+        if let (Some(s), Some(rpc)) = (&self.h2, h2) {
+            let expired = crate::http2::families::rpc(&rpc, &self.cgroups, &declared, &self.buckets, &s.expiry, out);
+            let mut r = s.records.lock().unwrap();
+            for k in expired {
+                r.rpc.remove(&k);
+            }
+            drop(r);
+            crate::http2::families::stats(s, out);
         }
         for k in expired_active {
             active_map.remove(&k).context("deleting an expired HTTP_ACTIVE entry")?;
@@ -569,7 +619,11 @@ impl Http {
                     labels.push(("server_address", &address));
                 }
                 labels.push(("server_port", l.port.map_or("", |p| port.format(p))));
-                labels.push(("url_scheme", SCHEME_NAMES.get(l.scheme as usize).copied().unwrap_or("")));
+                labels.push(("url_scheme", SCHEME_NAMES.get((l.scheme & SCHEME_MASK) as usize).copied().unwrap_or("")));
+                labels.push((
+                    "network_protocol_version",
+                    VERSION_NAMES.get((l.scheme >> VERSION_SHIFT) as usize).copied().unwrap_or(""),
+                ));
                 l.who.push(&mut labels);
                 dur.add_histogram(&labels, &h.duration[..=buckets.len()], dur_upper, h.duration_sum_ns as f64 / 1e9);
                 req.add_histogram(&labels, &h.req_size[..SIZE_BUCKETS], size_upper, h.req_size_sum as f64);

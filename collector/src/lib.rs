@@ -12,6 +12,7 @@ pub mod collectors;
 pub mod disk;
 pub mod host;
 pub mod http;
+pub mod http2;
 pub mod identity;
 pub mod metrics;
 pub mod network;
