@@ -252,7 +252,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // docker-compose check the deployment stack (collector/tests/deploy*.rs); bpftool looks into
     // the kernel's maps for the fault tests; ethtool turns segmentation offloads off on the loss
     // tests' veth pairs; curl, openssl and golang-go are HTTPS clients, certificates and a Go
-    // crypto/tls server and client for the TLS tests (Node.js comes with the machine).
+    // crypto/tls server and client for the TLS tests (Node.js comes with the machine); nghttpd
+    // and h2load are an HTTP/2 server and load generator for the HTTP/2 tests.
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),
@@ -263,6 +264,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "python3-venv".to_owned(),
         "bpftool".to_owned(),
         "ethtool".to_owned(),
+        "nghttp2-server".to_owned(),
+        "nghttp2-client".to_owned(),
     ])?;
     let deploy_tools = install_deploy_tools()?;
     let tls_libs = fetch_tls_libs()?;
@@ -336,11 +339,14 @@ pub(crate) fn fetch_tls_libs() -> anyhow::Result<PathBuf> {
     Ok(base)
 }
 
-/// Offline Kubernetes manifest validators for collector/tests/deploy.rs, from PyPI into a venv
-/// under target/ (idempotent): kubernetes-validate bundles the Kubernetes JSON schemas, the
-/// cloudcoil models hold the Prometheus Operator's (PodMonitor, ServiceMonitor). Returns the venv.
+/// Python tools of the tests, from PyPI into a venv under target/ (idempotent): offline
+/// Kubernetes manifest validators for collector/tests/deploy.rs (kubernetes-validate bundles
+/// the Kubernetes JSON schemas, the cloudcoil models hold the Prometheus Operator's:
+/// PodMonitor, ServiceMonitor), and grpcio, a real gRPC server and client for
+/// collector/tests/http2.rs. Returns the venv.
 fn install_deploy_tools() -> anyhow::Result<PathBuf> {
-    const PACKAGES: &[&str] = &["kubernetes-validate==1.37.0", "cloudcoil.models.prometheus_operator==0.80.1.0"];
+    const PACKAGES: &[&str] =
+        &["kubernetes-validate==1.37.0", "cloudcoil.models.prometheus_operator==0.80.1.0", "grpcio==1.85.3"];
     let venv = root_dir().join("target/deploy-tools");
     let python = venv.join("bin/python");
     let stamp = venv.join("installed.txt");
