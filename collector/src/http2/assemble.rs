@@ -3,12 +3,13 @@
 //! that ended its response.
 //!
 //! Header blocks are HPACK-compressed (RFC 7541) against a dynamic table per direction that
-//! lives as long as the connection, so each direction has its own decoder that sees every block
-//! in order: request, response, trailer and PUSH_PROMISE blocks alike, also those of streams
-//! that are not followed. A SETTINGS_HEADER_TABLE_SIZE that one endpoint sends bounds the table
-//! of the blocks it receives, and is applied when the SETTINGS frame passes (not at its ACK:
-//! an encoder cannot use a larger table before it has received the value; a lowered value can
-//! make a block sent before its arrival look invalid, which then counts as a decoding error).
+//! lives as long as the connection, so each direction has its own decoder ([`hpack`]) that
+//! sees every block in order: request, response, trailer and PUSH_PROMISE blocks alike, also
+//! those of streams that are not followed. A SETTINGS_HEADER_TABLE_SIZE that one endpoint sends
+//! bounds the table of the blocks it receives, and is applied when the SETTINGS frame passes
+//! (not at its ACK: an encoder cannot use a larger table before it has received the value; a
+//! lowered value can make a block sent before its arrival look invalid, which then counts as a
+//! decoding error).
 //!
 //! Privacy: of the header values decoded, only `:method`, `:status`, whether `content-type` is
 //! gRPC's, `grpc-status` and, for gRPC requests only, `:path` are kept; the others are looked at
@@ -35,7 +36,8 @@ use collector_common::http2::{
     CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, Event, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM,
     FLAG_PADDED, FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
 };
-use loona_hpack::{Decoder, decoder::DecoderError};
+
+use super::hpack;
 
 /// SETTINGS_HEADER_TABLE_SIZE's identifier, and its initial value (RFC 9113 §6.5.2): the table
 /// size every encoder starts with.
@@ -305,7 +307,7 @@ struct Conn {
 
 /// One direction of a connection.
 struct Dir {
-    hpack: Decoder<'static>,
+    hpack: hpack::Decoder,
     /// Its first event came (which tells whether the direction was seen from its start).
     seen: bool,
     /// Its blocks are no longer decoded.
@@ -377,9 +379,16 @@ struct Fields {
 
 impl Dir {
     fn new() -> Self {
-        let mut hpack = Decoder::new();
-        hpack.set_max_allowed_table_size(INITIAL_TABLE);
-        Self { hpack, seen: false, broken: false, lost: false, last_ns: 0, frame: None, block: None, buf: Vec::new() }
+        Self {
+            hpack: hpack::Decoder::new(INITIAL_TABLE),
+            seen: false,
+            broken: false,
+            lost: false,
+            last_ns: 0,
+            frame: None,
+            block: None,
+            buf: Vec::new(),
+        }
     }
 
     /// Whether `more` bytes fit in the block; if not, the direction breaks.
@@ -557,7 +566,7 @@ impl Conn {
                     if u16::from_be_bytes([i0, i1]) == SETTINGS_HEADER_TABLE_SIZE {
                         // The endpoint that sends this receives the other direction's blocks.
                         let size = (u32::from_be_bytes(v) as usize).min(lim.table.max(INITIAL_TABLE));
-                        self.dirs[1 - d].hpack.set_max_allowed_table_size(size);
+                        self.dirs[1 - d].hpack.set_max_allowed(size);
                     }
                 }
             }
@@ -720,15 +729,15 @@ fn clear(buf: &mut Vec<u8>) {
 }
 
 /// Decodes a header block, keeping only the values labelled with (`request`: `:path` too).
-fn decode(hpack: &mut Decoder<'static>, block: &[u8], request: bool) -> Result<Fields, DecoderError> {
+fn decode(dec: &mut hpack::Decoder, block: &[u8], request: bool) -> Result<Fields, hpack::Error> {
     let mut f = Fields::default();
     let mut path = None;
-    hpack.decode_with_cb(block, |name, value| match &*name {
-        b":method" => f.method = method_id(&value),
-        b":status" => f.status = digits(&value, 3).and_then(|v| u16::try_from(v).ok()).unwrap_or(0),
-        b"grpc-status" => f.grpc_status = digits(&value, 3).and_then(|v| u8::try_from(v).ok()),
+    dec.decode(block, |name, value| match name {
+        b":method" => f.method = method_id(value),
+        b":status" => f.status = digits(value, 3).and_then(|v| u16::try_from(v).ok()).unwrap_or(0),
+        b"grpc-status" => f.grpc_status = digits(value, 3).and_then(|v| u8::try_from(v).ok()),
         b"content-type" => f.grpc = value.get(..16).is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc")),
-        b":path" if request => path = Some(value.into_owned()),
+        b":path" if request => path = Some(value.to_vec()),
         _ => {}
     })?;
     if f.grpc

@@ -6,4 +6,5 @@
 pub mod assemble;
 pub mod events;
 pub mod families;
+pub mod hpack;
 pub mod records;
