@@ -16,7 +16,8 @@ pub mod map {
     pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
     pub const TLS_CONNS: &str = "TLS_CONNS";
     pub const HTTP2_EVENTS: &str = "HTTP2_EVENTS";
-    pub const ALL: [&str; 11] = [
+    pub const TLS_H2_CONNS: &str = "TLS_H2_CONNS";
+    pub const ALL: [&str; 12] = [
         DROPS,
         LATENCY,
         CGROUP_IO,
@@ -28,6 +29,7 @@ pub mod map {
         PROCESS_NAMES,
         TLS_CONNS,
         HTTP2_EVENTS,
+        TLS_H2_CONNS,
     ];
 }
 

@@ -9,14 +9,15 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, bpf_sock},
+    bindings::{__sk_buff, BPF_NOEXIST, bpf_sock},
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::RingBuf,
+    maps::{HashMap, RingBuf},
 };
 use collector_common::{
     capture::{WINDOW_WORDS, Window},
     drop,
+    http::tls::{MAX_TLS_CONNS, TlsKey},
     http2::{Event, Frame},
 };
 
@@ -24,6 +25,7 @@ use crate::{
     capture::{
         conn::{CLAIM_ROUNDS, Conn, Ident, claim_rounds, sk_storage},
         packet::socket_of,
+        plain::{self, Call, TlsConn, TlsSeg},
         segment, stash,
     },
     drops,
@@ -36,6 +38,7 @@ const _: () = {
     // docs/metrics.md quotes the socket storage a followed HTTP/2 connection takes.
     assert!(offset_of!(Conn<H2>, id) % 8 == 0 && size_of::<Conn<H2>>() < 1024);
     assert!(offset_of!(Event, data) % 8 == 0 && size_of::<Event>() == 88 + 256);
+    assert!(size_of::<TlsConn<H2>>() == collector_common::http2::TLS_H2_CONN_SIZE);
 };
 
 /// HTTP/2 connections in their socket's local storage (see `capture::conn::Conn`).
@@ -231,4 +234,116 @@ pub extern "C" fn h2_stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
 pub extern "C" fn h2_keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64 {
     let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
     stash::keep(conn, skb, egress != 0, index as u32)
+}
+
+/// HTTP/2 TLS connections (ALPN `h2`, read at the TLS library: `capture::plain`), as
+/// `http1::TLS_CONNS` for HTTP/1. Not preallocated.
+#[map]
+static TLS_H2_CONNS: HashMap<TlsKey, TlsConn<H2>> =
+    HashMap::with_max_entries(MAX_TLS_CONNS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// A zeroed connection to insert from (too large for the stack).
+static ZERO_TLS_CONN: TlsConn<H2> = TlsConn {
+    p: H2::ZERO,
+    seg: [TlsSeg { seq: 0, end: 0, buf: 0, now: 0 }; 2],
+    next: [0; 2],
+    exact: 0,
+    _pad: 0,
+    id: Ident::ZERO,
+};
+
+/// The HTTP/2 TLS connection of `key`, if followed.
+#[inline(always)]
+pub fn tls_conn(key: &TlsKey) -> Option<&'static mut TlsConn<H2>> {
+    // SAFETY: as `http1::tls_conn`: the value of `key`, valid until the program returns, used
+    // by one thread at a time.
+    TLS_H2_CONNS.get_ptr_mut(key).and_then(|p| unsafe { p.as_mut() })
+}
+
+/// Creates the HTTP/2 TLS connection of `key`, whose first bytes (`call`) are the client's
+/// preface (`server_first` false) or a server's first SETTINGS frame.
+#[inline(always)]
+pub fn tls_create(key: &TlsKey, call: &Call, server_first: bool) -> Option<&'static mut TlsConn<H2>> {
+    let _ = TLS_H2_CONNS.insert(key, &ZERO_TLS_CONN, BPF_NOEXIST as u64);
+    let Some(conn) = tls_conn(key) else {
+        drops::count(drop::TLS_CONN_FULL);
+        return None;
+    };
+    if conn.id.role == 0 {
+        plain::start(conn, call, server_first);
+        // The daemon's key of the connection: the process and the library's connection object,
+        // with the top bit set (socket cookies count up from 1).
+        conn.id.cookie = 1 << 63 | (key.tgid as u64) << 44 ^ key.ssl;
+    }
+    Some(conn)
+}
+
+impl plain::Globals for Http2 {
+    #[inline(always)]
+    fn step(ssl: u64, is_req: u64) -> i64 {
+        tls_h2_step(ssl, is_req)
+    }
+    #[inline(always)]
+    fn record(_ssl: u64, _what: u64, _dur: u64, _req_bytes: u64, _resp_bytes: u64) -> i64 {
+        0
+    }
+    #[inline(always)]
+    fn frame(id: &Ident, f: &Frame, w: &Window) {
+        emit(id, f, w);
+    }
+}
+
+// The plaintext driver's global functions (see `capture::plain`), as above.
+
+/// One parse step of the current call's bytes (`capture::plain::step`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_h2_step(ssl: u64, is_req: u64) -> i64 {
+    let Some(conn) = tls_conn(&plain::key_of(ssl)) else { return 1 };
+    plain::step::<_, Http2>(conn, ssl, is_req != 0)
+}
+
+/// The bookkeeping before the parse of the current call's bytes: nonzero when they are to be
+/// parsed.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_h2_arrive(ssl: u64, is_req: u64) -> i64 {
+    match tls_conn(&plain::key_of(ssl)) {
+        Some(conn) => plain::arrive::<_, Http2>(conn, ssl, is_req != 0) as i64,
+        None => 0,
+    }
+}
+
+/// The parse steps of the current call's bytes.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_h2_parse(ssl: u64, is_req: u64) -> i64 {
+    plain::parse::<Http2>(ssl, is_req);
+    0
+}
+
+/// After the current call's bytes.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_h2_settle(ssl: u64, is_req: u64) -> i64 {
+    if let Some(conn) = tls_conn(&plain::key_of(ssl)) {
+        plain::settle::<_, Http2>(conn, ssl, is_req != 0);
+    }
+    0
+}
+
+/// A TLS connection freed: its end goes to the daemon, and the state is deleted.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tls_h2_close(ssl: u64) -> i64 {
+    let key = plain::key_of(ssl);
+    let Some(conn) = tls_conn(&key) else { return 0 };
+    plain::close::<_, Http2>(conn, ssl);
+    let _ = TLS_H2_CONNS.remove(&key);
+    0
 }

@@ -32,7 +32,7 @@ use crate::{
         arrivals::{RECV_OFFSETS, TLS_ARRIVALS},
         plain::{self, Call, CallKey, TLS_CALLS, TLS_PROCS, TLS_RECV, note_process, read_user, thread_key},
     },
-    http1,
+    http1, http2,
 };
 
 /// An entry probe program twice, under two names: attached a probe per offset (`uprobe`), and
@@ -126,7 +126,13 @@ return_probe!(
 #[inline(always)]
 fn feed_call(key: CallKey, ssl: u64, n: u64) {
     let r = tls_take(key.id, key.process, n);
-    if r != 0 {
+    if r & TAKE_H2 != 0 {
+        let is_req = ((r & !TAKE_H2) - 1) as u64;
+        if http2::tls_h2_arrive(ssl, is_req) != 0 {
+            http2::tls_h2_parse(ssl, is_req);
+        }
+        http2::tls_h2_settle(ssl, is_req);
+    } else if r != 0 {
         let is_req = (r - 1) as u64;
         if http1::tls_arrive(ssl, is_req) != 0 {
             http1::tls_parse(ssl, is_req);
@@ -134,6 +140,9 @@ fn feed_call(key: CallKey, ssl: u64, n: u64) {
         http1::tls_settle(ssl, is_req);
     }
 }
+
+/// `tls_take`'s result bit for an HTTP/2 connection.
+const TAKE_H2: i64 = 4;
 
 /// Takes the call `(id, process)` out of `TLS_CALLS` and, when it moved `n` bytes of a
 /// connection followed, places them in their direction's stream (creating the connection's
@@ -154,17 +163,26 @@ pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
     }
     // The thread's own key: the socket it received from last names the connection.
     let key = plain::key_of(call.ssl);
-    let conn = match http1::tls_conn(&key) {
-        Some(c) => c,
-        None => match plain::classify(&key, &call, n) {
-            Some(response) => match http1::tls_create(&key, &call, response) {
-                Some(c) => c,
-                None => return 0,
-            },
-            None => return 0,
-        },
-    };
-    1 + plain::place(conn, &call, n) as i64
+    if let Some(c) = http1::tls_conn(&key) {
+        return 1 + plain::place(c, &call, n) as i64;
+    }
+    if let Some(c) = http2::tls_conn(&key) {
+        return TAKE_H2 | (1 + plain::place(c, &call, n) as i64);
+    }
+    let class = plain::classify(&key, &call, n);
+    if class == plain::TLS_H2 || class == plain::TLS_H2_SERVER {
+        return match http2::tls_create(&key, &call, class == plain::TLS_H2_SERVER) {
+            Some(c) => TAKE_H2 | (1 + plain::place(c, &call, n) as i64),
+            None => 0,
+        };
+    }
+    if class == plain::TLS_NONE {
+        return 0;
+    }
+    match http1::tls_create(&key, &call, class == plain::TLS_RESPONSE) {
+        Some(c) => 1 + plain::place(c, &call, n) as i64,
+        None => 0,
+    }
 }
 
 // Go's crypto/tls (`(*Conn).Read`, `(*Conn).Write`, `(*Conn).Close` of the binary, register
@@ -241,7 +259,9 @@ entry_probe!(
     /// `(*Conn).Close`: the connection's state goes.
     go_tls_close, go_tls_close_multi, |ctx: ProbeContext| {
         // SAFETY: as in `go_key`.
-        http1::tls_close(unsafe { (*ctx.regs).rax });
+        let conn = unsafe { (*ctx.regs).rax };
+        http1::tls_close(conn);
+        http2::tls_h2_close(conn);
         0
     }
 );
@@ -262,6 +282,7 @@ entry_probe!(
     tls_free, tls_free_multi, |ctx: ProbeContext| {
         if let Some(ssl) = ctx.arg::<u64>(0) {
             http1::tls_close(ssl);
+            http2::tls_h2_close(ssl);
         }
         0
     }

@@ -11,6 +11,8 @@
 //! of gRPC calls) and drops the rest at once. DATA payloads never leave the kernel.
 
 pub mod framer;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod stream;
 #[cfg(test)]
 mod tests_framer;
@@ -41,6 +43,10 @@ pub const FLAG_PRIORITY: u8 = 0x20;
 
 /// Payload bytes an event carries at most (the capture's window).
 pub const CHUNK: usize = crate::capture::WINDOW as usize;
+
+/// Size of an HTTP/2 TLS connection's value in `TLS_H2_CONNS` (asserted by the kernel crate),
+/// for the daemon's sweep of connections whose process is gone.
+pub const TLS_H2_CONN_SIZE: usize = 752;
 
 /// Largest frame payload followed: SETTINGS_MAX_FRAME_SIZE's upper limit (2^24 - 1).
 pub const MAX_FRAME: u32 = (1 << 24) - 1;

@@ -18,9 +18,10 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use collector_common::{
-    capture::{Pending, Sink, Stream, WINDOW},
+    capture::{Pending, Sink, Stream, WINDOW, Window},
     drop,
     http::tls::{MAX_TLS_CONNS, Peer, TlsKey},
+    http2::Frame,
 };
 
 use super::{
@@ -133,6 +134,11 @@ pub trait Globals {
     fn step(ssl: u64, is_req: u64) -> i64;
     /// Records one exchange of the connection.
     fn record(ssl: u64, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64;
+    /// Hands a frame of the connection `id` to the daemon (see `segment::Globals::frame`).
+    #[inline(always)]
+    fn frame(id: &Ident, f: &Frame, w: &Window) {
+        let _ = (id, f, w);
+    }
 }
 
 /// Records a protocol's events for one TLS connection.
@@ -173,6 +179,12 @@ impl<G: Globals> Sink for TlsRec<G> {
     fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
         let what = (p.method as u64) << 8 | (status as u64) << 16 | (p.version as u64) << 32;
         G::record(self.ssl, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
+    }
+
+    #[inline(always)]
+    fn frame(&mut self, f: &Frame, w: &Window) {
+        // SAFETY: as above.
+        G::frame(unsafe { &*self.id }, f, w);
     }
 }
 
@@ -341,27 +353,43 @@ pub fn place<P>(conn: &mut TlsConn<P>, call: &Call, n: u64) -> bool {
 #[map]
 static TLS_TRIES: LruHashMap<TlsKey, u8> = LruHashMap::with_max_entries(MAX_TLS_CONNS, 0);
 
-/// The class of a TLS connection's new bytes (`call`'s `n` bytes): a request or a response
-/// starts there (Some(response)), or None, counted as one more try (the connection is given
-/// up after `MIDSTREAM_TRIES`). Plaintext may be seen from the middle of its stream (a process
-/// attached mid-connection), so a request starts only with a known method.
+/// What a TLS connection's new bytes start (`classify`).
+pub const TLS_NONE: i64 = 0;
+/// An HTTP/1 request.
+pub const TLS_REQUEST: i64 = 1;
+/// An HTTP/1 response.
+pub const TLS_RESPONSE: i64 = 2;
+/// The HTTP/2 client preface.
+pub const TLS_H2: i64 = 3;
+/// An HTTP/2 server's first SETTINGS frame.
+pub const TLS_H2_SERVER: i64 = 4;
+
+/// The class of a TLS connection's new bytes (`call`'s `n` bytes): an HTTP/1 request or
+/// response, the HTTP/2 preface, or, on the first call of a connection, an HTTP/2 server's
+/// SETTINGS (`TLS_*`); `TLS_NONE` is counted as one more try (the connection is given up after
+/// `MIDSTREAM_TRIES`). Plaintext may be seen from the middle of its stream (a process attached
+/// mid-connection), so an HTTP/1 request starts only with a known method.
 #[inline(always)]
-pub fn classify(key: &TlsKey, call: &Call, n: u64) -> Option<bool> {
+pub fn classify(key: &TlsKey, call: &Call, n: u64) -> i64 {
     // SAFETY: the value is copied out at once; any byte is a valid u8.
     let tries = unsafe { TLS_TRIES.get(key) }.copied().unwrap_or(0);
     if tries >= MIDSTREAM_TRIES {
-        return None;
+        return TLS_NONE;
     }
     let mut head = read_user::<u64>(call.buf).unwrap_or(0);
     if n < 8 {
         head &= (1u64 << (8 * n)) - 1;
     }
-    match super::detect::classify(head, false) {
-        super::detect::Class::Request => Some(false),
-        super::detect::Class::Response => Some(true),
+    match super::detect::classify(head, tries == 0) {
+        super::detect::Class::Http2 => TLS_H2,
+        super::detect::Class::Http2Server => TLS_H2_SERVER,
+        super::detect::Class::Request if super::detect::classify(head, false) == super::detect::Class::Request => {
+            TLS_REQUEST
+        }
+        super::detect::Class::Response => TLS_RESPONSE,
         _ => {
             let _ = TLS_TRIES.insert(key, &(tries + 1), 0);
-            None
+            TLS_NONE
         }
     }
 }

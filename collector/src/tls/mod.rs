@@ -27,6 +27,7 @@ use aya::{
 };
 use collector_common::{
     http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
+    http2::TLS_H2_CONN_SIZE,
     names::{map, program},
 };
 
@@ -140,6 +141,8 @@ pub struct Capture {
     /// Files skipped (path, reason), logged once each.
     skipped: HashMap<FileId, (String, &'static str)>,
     conns: BpfHashMap<MapData, TlsKey, [u8; TLS_CONN_SIZE]>,
+    /// The HTTP/2 TLS connections (`TLS_H2_CONNS`), swept the same way.
+    h2_conns: BpfHashMap<MapData, TlsKey, [u8; TLS_H2_CONN_SIZE]>,
     last_sweep: Instant,
     /// Attach failures by file, logged once, not tried again while the file is mapped.
     failed: HashSet<FileId>,
@@ -205,6 +208,10 @@ impl Capture {
         loader.attach_tracepoint(program::TLS_RECV, "tcp", "tcp_rcv_space_adjust")?;
         let conns =
             loader.take_map(map::TLS_CONNS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
+        let h2_conns = loader
+            .take_map(map::TLS_H2_CONNS)
+            .and_then(|m| Ok(BpfHashMap::try_from(m)?))
+            .map_err(|e| format!("{e:#}"))?;
         let (opens, inotify) = match Opens::new() {
             Ok((o, i)) => (Some(o), Some(i)),
             Err(e) => {
@@ -224,6 +231,7 @@ impl Capture {
             targets: HashMap::new(),
             skipped: HashMap::new(),
             conns,
+            h2_conns,
             last_sweep: Instant::now(),
             failed: HashSet::new(),
             opens,
@@ -623,6 +631,11 @@ impl Capture {
         let dead: Vec<TlsKey> = self.conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
         for k in dead {
             let _ = self.conns.remove(&k);
+        }
+        let dead: Vec<TlsKey> =
+            self.h2_conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
+        for k in dead {
+            let _ = self.h2_conns.remove(&k);
         }
     }
 }
