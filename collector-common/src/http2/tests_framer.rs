@@ -5,38 +5,17 @@ extern crate std;
 use std::vec::Vec;
 
 use super::{
-    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, Frame, HEADERS,
-    PING, PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, framer::H2,
+    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, PING,
+    PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, framer::H2,
 };
-use crate::capture::{Pending, Sink, Stream, Window};
+use crate::capture::Stream;
 
-/// An event as the daemon would get it: the frame and the chunk's bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Got {
-    f: Frame,
-    bytes: Vec<u8>,
-}
+use super::sim::{Rec, feed as feed_at};
 
-#[derive(Default)]
-struct Rec {
-    got: Vec<Got>,
-    drops: Vec<u32>,
-}
-
-impl Sink for Rec {
-    fn request_started(&mut self) {}
-    fn exchange_done(&mut self, _: &Pending, _: u16, _: u64, _: u64) {}
-    fn abandoned(&mut self, _: u64) {}
-    fn dropped(&mut self, reason: u32) {
-        self.drops.push(reason);
-    }
-    fn frame(&mut self, f: &Frame, w: &Window) {
-        let mut bytes = Vec::new();
-        for i in 0..f.n as usize {
-            bytes.push((w.buf[i / 8] >> (8 * (i % 8))) as u8);
-        }
-        self.got.push(Got { f: *f, bytes });
-    }
+/// `sim::feed` with the streams' positions from 1000.
+#[allow(clippy::too_many_arguments)]
+fn feed(h: &mut H2, is_req: bool, stream: &[u8], seq: u32, len: u32, frontier: u32, now: u64, rec: &mut Rec) -> bool {
+    feed_at(h, is_req, stream, 1000, seq, len, frontier, now, rec)
 }
 
 fn frame(ftype: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -45,35 +24,6 @@ fn frame(ftype: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&stream.to_be_bytes());
     v.extend_from_slice(payload);
     v
-}
-
-/// Feeds `[seq, seq + bytes.len())` of direction `is_req` (positions from 1000) the way
-/// `capture::segment` does, with `frontier` as the socket's in-order point. Returns whether
-/// the bytes were parsed (else the driver would stash them).
-#[allow(clippy::too_many_arguments)]
-fn feed(h: &mut H2, is_req: bool, stream: &[u8], seq: u32, len: u32, frontier: u32, now: u64, rec: &mut Rec) -> bool {
-    let base = 1000u32;
-    let parse = h.arrive(is_req, seq, len, frontier, now, rec);
-    if parse {
-        let end = seq + len;
-        for _ in 0..4096 {
-            if let Some((p, n)) = h.needs_window(is_req, end) {
-                let w = h.window(is_req);
-                w.buf = [0; crate::capture::WINDOW_WORDS];
-                for i in 0..n as usize {
-                    let b = stream[(p - base) as usize + i];
-                    w.buf[i / 8] |= (b as u64) << (8 * (i % 8));
-                }
-                w.base = p;
-                w.len = n;
-            }
-            if h.step(is_req, end, now, rec) {
-                break;
-            }
-        }
-    }
-    h.settle(is_req, now, rec);
-    parse
 }
 
 fn client_stream(block: &[u8]) -> Vec<u8> {
