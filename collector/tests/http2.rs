@@ -3,6 +3,10 @@
 //! client (unary, server streaming, client streaming, bidirectional; statuses set by the
 //! server); counts exact per status on both sides, durations against the clients' own clocks.
 mod common;
+#[path = "common/tls_peers.rs"]
+mod tls_peers;
+#[path = "common/tls.rs"]
+mod tls_util;
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +44,23 @@ fn nghttpd(dir: &Path) -> (KillOnDrop, u16) {
         .args(["--no-tls", "-d"])
         .arg(dir)
         .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nghttpd (Debian nghttp2-server)");
+    wait_port(port);
+    (KillOnDrop(child), port)
+}
+
+/// nghttpd serving `dir` over TLS (ALPN h2) on a free port.
+fn nghttpd_tls(dir: &Path, cert: &tls_util::Cert) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let child = Command::new("nghttpd")
+        .arg("-d")
+        .arg(dir)
+        .arg(port.to_string())
+        .arg(&cert.key)
+        .arg(&cert.cert)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -87,7 +108,15 @@ fn h2load_with_100_concurrent_streams_counts_every_request() {
     h2load(&format!("http://127.0.0.1:{port}/big"), 200, 1, 50);
     std::thread::sleep(Duration::from_millis(300));
     let m = c.scrape();
-    let why = drops(&m);
+    let why = format!(
+        "{}\n{}",
+        drops(&m),
+        c.scrape_text()
+            .lines()
+            .filter(|l| l.contains("http2") || l.contains(&format!("\"{port}\"")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(count(&m, "server", port, "200"), 2200.0, "server 200;{why}");
     assert_eq!(count(&m, "server", port, "404"), 300.0, "server 404;{why}");
     assert_eq!(count(&m, "client", port, "200"), 2200.0, "client 200;{why}");
@@ -171,86 +200,11 @@ fn curl_prior_knowledge_methods_bodies_and_durations() {
     assert!(server_sum > 0.0 && server_sum < client_total, "server {server_sum} s against curl's {client_total} s");
 }
 
-/// The gRPC peer: a grpcio server (`serve PORT`) with generic handlers for `test.Echo`, whose
-/// requests say what to do ("delay_ms status count"), and a client (`call PORT ...`) that makes
-/// the calls and prints each one's duration by its own clock.
-const GRPC_PEER: &str = r#"
-import sys, time, grpc
-from concurrent import futures
-
-def parse(b):
-    d, s, n = b.decode().split()
-    return int(d), s, int(n)
-
-def finish(ctx, status):
-    if status != "OK":
-        ctx.abort(getattr(grpc.StatusCode, status), "as asked")
-
-def unary(req, ctx):
-    d, s, n = parse(req)
-    time.sleep(d / 1000)
-    finish(ctx, s)
-    return b"r" * n
-
-def server_stream(req, ctx):
-    d, s, n = parse(req)
-    for i in range(n):
-        time.sleep(d / 1000)
-        yield b"m" * 100
-    finish(ctx, s)
-
-def client_stream(reqs, ctx):
-    last = None
-    k = 0
-    for r in reqs:
-        last = parse(r)
-        k += 1
-    time.sleep(last[0] / 1000)
-    finish(ctx, last[1])
-    return str(k).encode()
-
-def bidi(reqs, ctx):
-    for r in reqs:
-        d, s, n = parse(r)
-        time.sleep(d / 1000)
-        yield b"e" * n
-
-ident = lambda b: b
-if sys.argv[1] == "serve":
-    h = grpc.method_handlers_generic_handler("test.Echo", {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, ident, ident),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, ident, ident),
-        "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident),
-    })
-    s = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    s.add_generic_rpc_handlers((h,))
-    s.add_insecure_port("127.0.0.1:" + sys.argv[2])
-    s.start()
-    print("ready", flush=True)
-    s.wait_for_termination()
-else:
-    ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
-    kind, d, status, n, reps = sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
-    req = f"{d} {status} {n}".encode()
-    for _ in range(reps):
-        t = time.monotonic()
-        try:
-            if kind == "Unary":
-                ch.unary_unary("/test.Echo/Unary", ident, ident)(req)
-            elif kind == "ServerStream":
-                for _ in ch.unary_stream("/test.Echo/ServerStream", ident, ident)(req):
-                    pass
-            elif kind == "ClientStream":
-                ch.stream_unary("/test.Echo/ClientStream", ident, ident)(iter([req] * 5))
-            else:
-                for _ in ch.stream_stream("/test.Echo/Bidi", ident, ident)(iter([req] * 5)):
-                    pass
-            code = "OK"
-        except grpc.RpcError as e:
-            code = e.code().name
-        print(code, time.monotonic() - t, flush=True)
-"#;
+/// The gRPC peer (`tests/grpc_peer.py`): a grpcio server and a client that prints each call's
+/// status and duration by its own clock.
+fn grpc_peer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_peer.py")
+}
 
 /// The Python with grpcio (the test tools' venv, `DEPLOY_TOOLS`, or the system's).
 fn python() -> PathBuf {
@@ -283,9 +237,7 @@ fn grpc_calls(script: &Path, port: u16, kind: &str, delay_ms: u32, status: &str,
 #[test]
 fn grpc_calls_every_kind_and_status_on_both_sides() {
     let c = Collector::start(FAST);
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("grpc_peer.py");
-    std::fs::write(&script, GRPC_PEER).unwrap();
+    let script = grpc_peer();
     let port = free_port();
     let _srv = KillOnDrop(
         Command::new(python())
@@ -359,4 +311,174 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
         stream_mean >= 0.100 && stream_mean <= streamed_client,
         "streamed {stream_mean} client's clock {streamed_client}"
     );
+}
+
+/// HTTP/2 over TLS, read at the TLS library (the host's libssl, attached at start-up): nghttpd
+/// with h2load (50 concurrent streams) and curl, both negotiating h2 by ALPN.
+#[test]
+fn h2_over_tls_counts_every_request() {
+    let c = Collector::start(FAST);
+    let root = docroot();
+    let cert = tls_util::make_cert(root.path());
+    let (_srv, port) = nghttpd_tls(root.path(), &cert);
+    h2load(&format!("https://127.0.0.1:{port}/small"), 500, 2, 50);
+    h2load(&format!("https://127.0.0.1:{port}/missing"), 100, 1, 50);
+    for _ in 0..5 {
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+                .arg(format!("https://127.0.0.1:{port}/big")),
+        );
+        assert_eq!(out.trim(), "2 200", "curl");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let m = c.scrape();
+    let why = drops(&m);
+    let p = port.to_string();
+    for side in ["server", "client"] {
+        for (status, n) in [("200", 505.0), ("404", 100.0)] {
+            let want = [
+                ("server_port", p.as_str()),
+                ("url_scheme", "https"),
+                ("network_protocol_version", "2"),
+                ("http_response_status_code", status),
+            ];
+            assert_eq!(
+                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
+                n,
+                "{side} {status};{why}"
+            );
+        }
+    }
+    let big = [("server_port", p.as_str()), ("url_scheme", "https"), ("http_response_status_code", "200")];
+    assert_eq!(total(&m, "http_client_response_body_size_bytes_sum", &big), 500.0 * 25.0 + 5.0 * 20480.0);
+}
+
+/// Node.js's http2 server (`MODE PORT CERT KEY`, MODE `tls` or `plain`): /ok, /delay (10 ms),
+/// else 404. Prints `ready` once it listens.
+const NODE_H2_SERVER: &str = r#"
+const http2 = require('http2');
+const fs = require('fs');
+const [mode, port, cert, key] = process.argv.slice(2);
+const handle = (req, res) => {
+  const send = (status, body) => { res.writeHead(status, { 'content-type': 'text/plain' }); res.end(body); };
+  if (req.url === '/ok') send(200, 'ok');
+  else if (req.url === '/delay') setTimeout(() => send(200, 'delayed'), 10);
+  else send(404, 'not found');
+};
+const server = mode === 'tls'
+  ? http2.createSecureServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, handle)
+  : http2.createServer(handle);
+server.listen(Number(port), '127.0.0.1', () => console.log('ready'));
+"#;
+
+/// Node.js's http2 client: `URL N PATH...`, N requests on one connection, all in flight at
+/// once, the paths in turn; prints `STATUS COUNT` per status.
+const NODE_H2_CLIENT: &str = r#"
+const http2 = require('http2');
+const [url, n, ...paths] = process.argv.slice(2);
+const client = http2.connect(url, { rejectUnauthorized: false });
+const counts = {};
+let done = 0;
+for (let i = 0; i < Number(n); i++) {
+  const req = client.request({ ':path': paths[i % paths.length] });
+  let status = 0;
+  req.on('response', (h) => { status = h[':status']; });
+  req.resume();
+  req.on('end', () => {
+    counts[status] = (counts[status] || 0) + 1;
+    if (++done === Number(n)) {
+      for (const [s, c] of Object.entries(counts)) console.log(s, c);
+      client.close();
+    }
+  });
+  req.end();
+}
+"#;
+
+/// Node.js's http2 server and client, over TLS (OpenSSL linked into the node binary) and
+/// cleartext: 60 requests in flight on one connection, counted per status on both sides.
+#[test]
+fn node_http2_server_and_client_tls_and_cleartext() {
+    let c = Collector::start(FAST);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = tls_util::make_cert(dir.path());
+    let server = tls_util::script(dir.path(), "h2_server.js", NODE_H2_SERVER);
+    let client = tls_util::script(dir.path(), "h2_client.js", NODE_H2_CLIENT);
+    for (mode, scheme) in [("tls", "https"), ("plain", "http")] {
+        let port = free_port();
+        let srv = tls_util::spawn_ready(
+            Command::new("node").arg(&server).args([mode, &port.to_string()]).arg(&cert.cert).arg(&cert.key),
+            "node http2 server",
+        );
+        let node = std::fs::read_link(format!("/proc/{}/exe", srv.id())).unwrap().display().to_string();
+        tls_util::wait_attached(&c, &node);
+        let out = run_ok(
+            Command::new("node")
+                .arg(&client)
+                .arg(format!("{scheme}://127.0.0.1:{port}"))
+                .args(["60", "/ok", "/delay", "/nope"]),
+        );
+        let mut got: Vec<&str> = out.lines().collect();
+        got.sort();
+        assert_eq!(got, ["200 40", "404 20"], "node client");
+        std::thread::sleep(Duration::from_millis(300));
+        let m = c.scrape();
+        let why = drops(&m);
+        let p = port.to_string();
+        for side in ["server", "client"] {
+            for (status, n) in [("200", 40.0), ("404", 20.0)] {
+                let want = [
+                    ("server_port", p.as_str()),
+                    ("url_scheme", scheme),
+                    ("network_protocol_version", "2"),
+                    ("http_response_status_code", status),
+                ];
+                assert_eq!(
+                    total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
+                    n,
+                    "{mode} {side} {status};{why}"
+                );
+            }
+        }
+    }
+}
+
+/// Go's net/http over TLS, HTTP/2 by default (crypto/tls read by the Go uprobes): server and
+/// client on one connection.
+#[test]
+fn go_net_http_h2_over_tls() {
+    let c = Collector::start(FAST);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = tls_util::make_cert(dir.path());
+    let bin = tls_peers::go_binary(dir.path());
+    let port = free_port();
+    let _srv = tls_util::spawn_ready(
+        Command::new(&bin).args(["server-h2", &port.to_string()]).arg(&cert.cert).arg(&cert.key),
+        "Go server",
+    );
+    let bin_s = bin.display().to_string();
+    tls_util::wait_attached_as(&c, "go", &bin_s);
+    let paths: Vec<&str> = (0..30).map(|i| ["/ok", "/delay", "/nope"][i % 3]).collect();
+    let out = run_ok(Command::new(&bin).arg("client-h2").arg(format!("https://127.0.0.1:{port}")).args(&paths));
+    assert!(out.lines().all(|l| l.ends_with("HTTP/2.0")), "Go client: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let m = c.scrape();
+    let why = drops(&m);
+    let p = port.to_string();
+    for side in ["server", "client"] {
+        for (status, n) in [("200", 20.0), ("404", 10.0)] {
+            let want = [
+                ("server_port", p.as_str()),
+                ("url_scheme", "https"),
+                ("network_protocol_version", "2"),
+                ("http_response_status_code", status),
+            ];
+            assert_eq!(
+                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
+                n,
+                "{side} {status};{why}"
+            );
+        }
+    }
 }

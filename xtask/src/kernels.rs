@@ -43,7 +43,7 @@ const MODULES: [&str; 11] = [
 ];
 
 /// Test binaries run in the guest, with what each skips there.
-const TESTS: [(&str, &[&str]); 12] = [
+const TESTS: [(&str, &[&str]); 13] = [
     // On the host kernel only: the timing comparison (software emulation distorts it), and
     // message framing variants that the pure framer's host tests cover and that exercise
     // nothing of the kernel the other tests here do not (each test starts a collector, about
@@ -100,6 +100,19 @@ const TESTS: [(&str, &[&str]); 12] = [
             "attached_files_leave_when_deleted_replaced_or_evicted",
             "first_opens_of_libraries_never_seen_are_attached_within_two_scans",
             "sigterm_with_many_attached_files_exits_promptly",
+        ],
+    ),
+    // HTTP/2: the programs verify and follow frames from segments (h2load, 100 streams per
+    // connection) and from TLS plaintext (the host's libssl); on the host kernel only: what
+    // the daemon does with the frames the same way on every kernel (curl, gRPC calls, the
+    // Node.js and Go peers, whose uprobes the tls binary already runs in the matrix).
+    (
+        "http2",
+        &[
+            "curl_prior_knowledge_methods_bodies_and_durations",
+            "grpc_calls_every_kind_and_status_on_both_sides",
+            "node_http2_server_and_client_tls_and_cleartext",
+            "go_net_http_h2_over_tls",
         ],
     ),
     // A request before its socket exists (a full accept queue, TCP Fast Open): the listening
@@ -629,7 +642,15 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
     // The binaries the guest runs: the collector and its integration tests, as `cargo xtask
     // test` builds them (the guest also needs what that installs: promtool, nginx).
     build_ebpf()?;
-    apt_install(&["prometheus".into(), "nginx".into(), "bpftool".into(), "curl".into(), "ethtool".into()])?;
+    apt_install(&[
+        "prometheus".into(),
+        "nginx".into(),
+        "bpftool".into(),
+        "curl".into(),
+        "ethtool".into(),
+        "nghttp2-server".into(),
+        "nghttp2-client".into(),
+    ])?;
     fetch_tls_libs()?;
     status(cargo().current_dir(root_dir()).args(["build", "-p", "collector"]))?;
     let all = test_binaries()?;

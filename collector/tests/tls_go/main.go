@@ -5,6 +5,9 @@
 //	                                  "not found" (the bodies of the tests' other servers)
 //	tls_go client [--new] URL PATH…   one keep-alive connection (or a new one per request);
 //	                                  prints "STATUS BODYLEN" per request
+//	tls_go server-h2 PORT CERT KEY   the same server with HTTP/2 (Go's default over TLS)
+//	tls_go client-h2 URL PATH…       the same client over HTTP/2 (one connection); prints
+//	                                  "STATUS BODYLEN PROTO" per request
 //	tls_go timed PORT PATH N          N requests on one crypto/tls connection, without
 //	                                  net/http's client (its own work around the reads and
 //	                                  writes no collector can see); prints "STATUS BODYLEN
@@ -28,7 +31,11 @@ import (
 func main() {
 	switch os.Args[1] {
 	case "server":
-		serve(os.Args[2], os.Args[3], os.Args[4])
+		serve(os.Args[2], os.Args[3], os.Args[4], false)
+	case "server-h2":
+		serve(os.Args[2], os.Args[3], os.Args[4], true)
+	case "client-h2":
+		clientH2(os.Args[2], os.Args[3:])
 	case "timed":
 		timed(os.Args[2], os.Args[3], os.Args[4])
 	case "client":
@@ -41,7 +48,7 @@ func main() {
 	}
 }
 
-func serve(port, cert, key string) {
+func serve(port, cert, key string, h2 bool) {
 	big := bytes.Repeat([]byte("x"), 10<<20)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +70,9 @@ func serve(port, cert, key string) {
 	// HTTP/1.1 only: an empty TLSNextProto turns Go's default HTTP/2 over TLS off.
 	srv := &http.Server{Addr: "127.0.0.1:" + port, Handler: mux,
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	if h2 {
+		srv.TLSNextProto = nil
+	}
 	ln, err := net.Listen("tcp", srv.Addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -91,6 +101,25 @@ func client(fresh bool, base string, paths []string) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		r.Body.Close()
 		fmt.Println(r.StatusCode, n)
+	}
+	tr.CloseIdleConnections()
+}
+
+func clientH2(base string, paths []string) {
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		ForceAttemptHTTP2: true,
+	}
+	c := &http.Client{Transport: tr}
+	for _, p := range paths {
+		r, err := c.Get(base + p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		fmt.Println(r.StatusCode, n, r.Proto)
 	}
 	tr.CloseIdleConnections()
 }

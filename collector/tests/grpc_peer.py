@@ -1,0 +1,79 @@
+# The gRPC peer of the tests (collector/tests/http2.rs, deploy_live.rs): a grpcio server
+# (`serve PORT`) with generic handlers for `test.Echo`, whose requests say what to do
+# ("delay_ms status count"), and a client (`call PORT KIND DELAY_MS STATUS SIZE REPS`) that
+# makes the calls and prints each one's status and duration by its own clock.
+import sys, time, grpc
+from concurrent import futures
+
+def parse(b):
+    d, s, n = b.decode().split()
+    return int(d), s, int(n)
+
+def finish(ctx, status):
+    if status != "OK":
+        ctx.abort(getattr(grpc.StatusCode, status), "as asked")
+
+def unary(req, ctx):
+    d, s, n = parse(req)
+    time.sleep(d / 1000)
+    finish(ctx, s)
+    return b"r" * n
+
+def server_stream(req, ctx):
+    d, s, n = parse(req)
+    for i in range(n):
+        time.sleep(d / 1000)
+        yield b"m" * 100
+    finish(ctx, s)
+
+def client_stream(reqs, ctx):
+    last = None
+    k = 0
+    for r in reqs:
+        last = parse(r)
+        k += 1
+    time.sleep(last[0] / 1000)
+    finish(ctx, last[1])
+    return str(k).encode()
+
+def bidi(reqs, ctx):
+    for r in reqs:
+        d, s, n = parse(r)
+        time.sleep(d / 1000)
+        yield b"e" * n
+
+ident = lambda b: b
+if sys.argv[1] == "serve":
+    h = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, ident, ident),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, ident, ident),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident),
+    })
+    s = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    s.add_generic_rpc_handlers((h,))
+    s.add_insecure_port("127.0.0.1:" + sys.argv[2])
+    s.start()
+    print("ready", flush=True)
+    s.wait_for_termination()
+else:
+    ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
+    kind, d, status, n, reps = sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+    req = f"{d} {status} {n}".encode()
+    for _ in range(reps):
+        t = time.monotonic()
+        try:
+            if kind == "Unary":
+                ch.unary_unary("/test.Echo/Unary", ident, ident)(req)
+            elif kind == "ServerStream":
+                for _ in ch.unary_stream("/test.Echo/ServerStream", ident, ident)(req):
+                    pass
+            elif kind == "ClientStream":
+                ch.stream_unary("/test.Echo/ClientStream", ident, ident)(iter([req] * 5))
+            else:
+                for _ in ch.stream_stream("/test.Echo/Bidi", ident, ident)(iter([req] * 5)):
+                    pass
+            code = "OK"
+        except grpc.RpcError as e:
+            code = e.code().name
+        print(code, time.monotonic() - t, flush=True)
