@@ -177,7 +177,7 @@ fn kubernetes_manifests_validate_offline() {
 fn dashboards_are_what_grafana_provisions() {
     let uid = datasource_uid();
     let ds = dashboards();
-    assert_eq!(ds.len(), 3, "the HTTP, host and containers dashboards");
+    assert_eq!(ds.len(), 4, "the HTTP, gRPC, host and containers dashboards");
     let mut uids = BTreeSet::new();
     for (name, d) in &ds {
         let duid = d["uid"].as_str().unwrap_or_else(|| panic!("{name}: no uid"));

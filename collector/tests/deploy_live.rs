@@ -484,6 +484,39 @@ fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
         .spawn()
         .unwrap(),
     );
+    // The pod also serves and makes gRPC calls (OK, NOT_FOUND, INTERNAL; unary and streaming):
+    // the gRPC dashboard and alert rule's series.
+    let python = std::env::var_os("DEPLOY_TOOLS")
+        .map(|d| std::path::Path::new(&d).join("bin/python").display().to_string())
+        .unwrap_or_else(|| "python3".into());
+    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_peer.py");
+    let grpc_port = free_port();
+    let _grpc_server = KillOnDrop(
+        in_cgroup(&procs, &format!("exec {python} {} serve {grpc_port}", peer.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(grpc_port);
+    let call =
+        |kind: &str, status: &str| format!("{python} {} call {grpc_port} {kind} 1 {status} 64 3", peer.display());
+    let _grpc_traffic = KillOnDrop(
+        in_cgroup(
+            &procs,
+            &format!(
+                "while :; do {} && {} && {} && {}; sleep 0.2; done",
+                call("Unary", "OK"),
+                call("Unary", "NOT_FOUND"),
+                call("Unary", "INTERNAL"),
+                call("ServerStream", "OK")
+            ),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     let server = TestServer::start("127.0.0.1");
     let traffic = Traffic::start(&server);
     let prom = Prometheus::start(&collector.addr);
