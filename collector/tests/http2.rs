@@ -37,6 +37,31 @@ fn drops(m: &Metrics) -> String {
     out
 }
 
+/// A scrape once the daemon has caught up with the kernel's frames: the exchanges counted
+/// (HTTP and RPC histograms, streams given up) no longer change between two scrapes 300 ms
+/// apart (the frames are decoded on a thread of the daemon, a little after the load ends; up
+/// to 20 s under emulation).
+fn quiet(c: &Collector) -> Metrics {
+    let total = |m: &Metrics| -> f64 {
+        m.samples
+            .iter()
+            .filter(|s| s.name.ends_with("_duration_seconds_count") || s.name == "collector_http2_dropped_total")
+            .map(|s| s.value)
+            .sum()
+    };
+    let mut last = -1.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = c.scrape();
+        let t = total(&m);
+        if (t == last && t > 0.0) || std::time::Instant::now() > deadline {
+            return m;
+        }
+        last = t;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// nghttpd serving `dir` over cleartext HTTP/2 (prior knowledge) on a free port.
 fn nghttpd(dir: &Path) -> (KillOnDrop, u16) {
     let port = free_port();
@@ -106,8 +131,7 @@ fn h2load_with_100_concurrent_streams_counts_every_request() {
     h2load(&format!("http://127.0.0.1:{port}/small"), 2000, 2, 100);
     h2load(&format!("http://127.0.0.1:{port}/missing"), 300, 1, 100);
     h2load(&format!("http://127.0.0.1:{port}/big"), 200, 1, 50);
-    std::thread::sleep(Duration::from_millis(300));
-    let m = c.scrape();
+    let m = quiet(&c);
     let why = format!(
         "{}\n{}",
         drops(&m),
@@ -172,8 +196,7 @@ fn curl_prior_knowledge_methods_bodies_and_durations() {
         assert_eq!(w.next(), Some("200"), "{out}");
         client_ms.push(w.next().unwrap().parse::<f64>().unwrap());
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let m = c.scrape();
+    let m = quiet(&c);
     let why = drops(&m);
     let p = port.to_string();
     for (side, method, n) in [
@@ -251,7 +274,7 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
     // The client's own mean for a call with nothing to wait for (its share of the noise model).
     let nulls = grpc_calls(&script, port, "Unary", 0, "OK", 10);
     let null = nulls.iter().sum::<f64>() / nulls.len() as f64;
-    let before = c.scrape();
+    let before = quiet(&c);
     // Unary calls with a 10 ms handler: every status the server may set.
     let mut client = Vec::new();
     for status in ["OK", "NOT_FOUND", "INTERNAL", "DEADLINE_EXCEEDED"] {
@@ -262,8 +285,7 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
     grpc_calls(&script, port, "ClientStream", 1, "OK", 4);
     grpc_calls(&script, port, "ClientStream", 1, "NOT_FOUND", 2);
     grpc_calls(&script, port, "Bidi", 1, "OK", 4);
-    std::thread::sleep(Duration::from_millis(300));
-    let m = c.scrape();
+    let m = quiet(&c);
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {
@@ -331,8 +353,7 @@ fn h2_over_tls_counts_every_request() {
         );
         assert_eq!(out.trim(), "2 200", "curl");
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let m = c.scrape();
+    let m = quiet(&c);
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {
@@ -422,8 +443,7 @@ fn node_http2_server_and_client_tls_and_cleartext() {
         let mut got: Vec<&str> = out.lines().collect();
         got.sort();
         assert_eq!(got, ["200 40", "404 20"], "node client");
-        std::thread::sleep(Duration::from_millis(300));
-        let m = c.scrape();
+        let m = quiet(&c);
         let why = drops(&m);
         let p = port.to_string();
         for side in ["server", "client"] {
@@ -462,8 +482,7 @@ fn go_net_http_h2_over_tls() {
     let paths: Vec<&str> = (0..30).map(|i| ["/ok", "/delay", "/nope"][i % 3]).collect();
     let out = run_ok(Command::new(&bin).arg("client-h2").arg(format!("https://127.0.0.1:{port}")).args(&paths));
     assert!(out.lines().all(|l| l.ends_with("HTTP/2.0")), "Go client: {out}");
-    std::thread::sleep(Duration::from_millis(300));
-    let m = c.scrape();
+    let m = quiet(&c);
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {

@@ -44,6 +44,20 @@ pub fn start(map: Map, records: Records, expiry: super::families::RpcExpiry) -> 
     Ok(shared)
 }
 
+/// Exchanges recorded at a time (one lock of the records).
+const FLUSH: usize = 256;
+
+/// Records the exchanges finished so far.
+fn flush(shared: &Shared, done: &mut Vec<super::assemble::Done>) {
+    if done.is_empty() {
+        return;
+    }
+    let mut r = shared.records.lock().unwrap();
+    for d in done.drain(..) {
+        r.add(&d);
+    }
+}
+
 /// Waits for events (up to 200 ms at a time), and hands each batch to the assembler.
 fn read(mut ring: RingBuf<MapData>, shared: &Shared) {
     let mut asm = Assembler::new(Limits::default());
@@ -69,13 +83,12 @@ fn read(mut ring: RingBuf<MapData>, shared: &Shared) {
             // Header bytes are not kept (README, Security).
             ev.data = [0; CHUNK];
             std::hint::black_box(&ev);
-        }
-        if !done.is_empty() {
-            let mut r = shared.records.lock().unwrap();
-            for d in done.drain(..) {
-                r.add(&d);
+            // A buffer that stays full is still seen by the scrapes, batch by batch.
+            if done.len() >= FLUSH {
+                flush(shared, &mut done);
             }
         }
+        flush(shared, &mut done);
         *shared.stats.lock().unwrap() = *asm.stats();
         *shared.connections.lock().unwrap() = asm.connections();
     }
