@@ -1,7 +1,8 @@
 # The gRPC peer of the tests (collector/tests/http2.rs, deploy_live.rs): a grpcio server
 # (`serve PORT`) with generic handlers for `test.Echo`, whose requests say what to do
 # ("delay_ms status count"), and a client (`call PORT KIND DELAY_MS STATUS SIZE REPS`) that
-# makes the calls and prints each one's status and duration by its own clock.
+# makes the calls and prints each one's status and duration by its own clock; `for PORT SECS`
+# is a load for cargo xtask bench.
 import sys, time, grpc
 from concurrent import futures
 
@@ -56,6 +57,16 @@ if sys.argv[1] == "serve":
     s.start()
     print("ready", flush=True)
     s.wait_for_termination()
+elif sys.argv[1] == "for":
+    # A load (cargo xtask bench): unary calls with nothing to wait for, one after the other,
+    # for SECS seconds; prints how many.
+    ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
+    call = ch.unary_unary("/test.Echo/Unary", ident, ident)
+    end, n = time.monotonic() + float(sys.argv[3]), 0
+    while time.monotonic() < end:
+        call(b"0 OK 64")
+        n += 1
+    print(n, flush=True)
 else:
     ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
     kind, d, status, n, reps = sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])

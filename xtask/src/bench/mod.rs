@@ -12,6 +12,8 @@
 //!   of every eBPF program from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
 //! - `tls`: what the HTTPS capture costs: nginx with `ssl` and wrk over TLS, the collector with
 //!   the capture off and on in alternating rounds; CPU per request and per probe hit (tls.rs).
+//! - `http2`: what the HTTP/2 and gRPC capture costs: h2load with 100 streams per connection
+//!   against nghttpd, and gRPC unary calls, without and with the collector (http2.rs).
 //! - `peer`: this collector side by side with a real peer (`--peer coroot=PATH`), worst case
 //!   (nginx + wrk) and realistic case (1 ms handler, 4 KiB, fixed rate) (peer.rs, load.rs);
 //!   skipped with one line without `--peer`.
@@ -25,6 +27,7 @@ use serde_json::{Value, json};
 use crate::{apt_install, cargo, root_dir, status};
 
 mod http;
+mod http2;
 pub mod load;
 mod micro;
 mod peer;
@@ -89,6 +92,7 @@ pub enum Part {
     Scale,
     Http,
     Tls,
+    Http2,
     Peer,
 }
 
@@ -101,7 +105,10 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     ensure!(crate::is_root(), "the benchmarks load eBPF programs and enable BPF statistics: run as root");
     let run = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let started = Instant::now();
-    apt_install(&["nginx", "wrk", "bpftool", "prometheus-node-exporter", "linux-perf"].map(String::from))?;
+    apt_install(
+        &["nginx", "wrk", "bpftool", "prometheus-node-exporter", "linux-perf", "nghttp2-server", "nghttp2-client"]
+            .map(String::from),
+    )?;
     crate::build_ebpf()?;
     status(cargo().current_dir(root_dir()).args(["build", "--release", "-p", "collector"]))?;
     let collector = root_dir().join("target/release/collector");
@@ -143,6 +150,9 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     }
     if run(Part::Tls) {
         save("tls", tls::tls_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
+    }
+    if run(Part::Http2) {
+        save("http2", http2::http2_overhead(&collector, args.rounds, args.seconds)?, &mut results)?;
     }
     if run(Part::Peer) {
         match &args.peer {

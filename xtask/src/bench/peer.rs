@@ -75,7 +75,7 @@ fn task_cpu_ns(pid: u32) -> u64 {
 /// A process's CPU time, its exited threads included (`/proc/<pid>/stat` utime + stime: the
 /// scheduler's exact run time, rounded to 10 ms ticks), or the sum over its live threads'
 /// exact times when that is larger (it is, up to the rounding, unless threads exited).
-fn process_cpu_ns(pid: u32) -> u64 {
+pub(super) fn process_cpu_ns(pid: u32) -> u64 {
     let stat = (process_cpu(pid).unwrap_or(0.0) * 1e9) as u64;
     stat.max(task_cpu_ns(pid))
 }

@@ -165,6 +165,9 @@ pub(super) fn markdown(r: &Value) -> String {
     if r["tls"].is_object() {
         t += &markdown_tls(&r["tls"]);
     }
+    if r["http2"].is_object() {
+        t += &markdown_http2(&r["http2"]);
+    }
     if p.is_object() {
         t += &markdown_peer(p);
     }
@@ -283,6 +286,52 @@ fn markdown_tls(h: &Value) -> String {
         for (name, v) in m {
             s += &format!("| `{name}` | {:.0} | {:.2} |\n", f(v), f(&h["program_calls_per_request"][name]));
         }
+    }
+    s.push('\n');
+    s
+}
+
+fn markdown_http2(h: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut s = format!(
+        "### HTTP/2 and gRPC capture ({} rounds of {} s, without and with the collector alternating)\n\n| measure | \
+         h2load -c 4 -m 100, nghttpd 25 B | gRPC unary, grpcio, 8 clients |\n|---|---|---|\n",
+        h["h2load"]["rounds"], h["h2load"]["seconds_per_run"]
+    );
+    let (a, b) = (&h["h2load"], &h["grpc_unary"]);
+    let row = |name: &str, key: &str, scale: f64, unit: &str| {
+        format!("| {name} | {:.1} {unit} | {:.1} {unit} |\n", f(&a[key]) / scale, f(&b[key]) / scale)
+    };
+    s += &row("requests per second without", "rps_without", 1.0, "");
+    s += &row("requests per second with", "rps_with", 1.0, "");
+    s += &format!(
+        "| throughput with / without (median; range) | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) |\n",
+        f(&a["throughput_ratio"]),
+        f(&a["throughput_ratio_range"][0]),
+        f(&a["throughput_ratio_range"][1]),
+        f(&b["throughput_ratio"]),
+        f(&b["throughput_ratio_range"][0]),
+        f(&b["throughput_ratio_range"][1])
+    );
+    s += &row("CPU per request without (server, client, collector)", "cpu_ns_per_request_without", 1e3, "µs");
+    s += &row("CPU per request with", "cpu_ns_per_request_with", 1e3, "µs");
+    s += &row("added CPU per request (median)", "added_cpu_ns_per_request", 1e3, "µs");
+    s += &row("the collector's own CPU per request (decoding)", "collector_cpu_ns_per_request", 1e3, "µs");
+    s += &row("BPF run time per request (every program, statistics on)", "bpf_ns_per_request", 1.0, "ns");
+    s += "\n| program | ns per h2load request | ns per gRPC call |\n|---|---|---|\n";
+    let mut names: Vec<&String> =
+        a["bpf_ns_per_request_by_program"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    for n in b["bpf_ns_per_request_by_program"].as_object().map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    for n in names {
+        s += &format!(
+            "| `{n}` | {:.0} | {:.0} |\n",
+            f(&a["bpf_ns_per_request_by_program"][n]),
+            f(&b["bpf_ns_per_request_by_program"][n])
+        );
     }
     s.push('\n');
     s
