@@ -10,25 +10,26 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST, bpf_sock},
+    helpers::bpf_ktime_get_ns,
     btf_maps::SkStorage,
     macros::{btf_map, map},
     maps::{HashMap, RingBuf},
 };
 use collector_common::{
-    capture::{WINDOW_WORDS, Window},
+    capture::{Stream, WINDOW_WORDS, Window, after},
     drop,
     http::tls::{MAX_TLS_CONNS, TlsKey},
-    http2::{Event, Frame},
+    http2::{EV_UPGRADE, Event, Frame, is_server_preface},
 };
 
 use crate::{
     capture::{
-        conn::{CLAIM_ROUNDS, Conn, Ident, claim_rounds, sk_storage},
-        packet::socket_of,
+        conn::{CLAIM_ROUNDS, Conn, Ident, ROLE_SERVER, claim, claim_rounds, release, sk_storage, sk_storage_delete},
+        packet::{load, socket_of},
         plain::{self, Call, TlsConn, TlsSeg},
-        segment, stash,
+        record, segment, stash,
     },
-    drops,
+    drops, http1,
 };
 
 pub use collector_common::http2::framer::H2;
@@ -345,5 +346,88 @@ pub extern "C" fn tls_h2_close(ssl: u64) -> i64 {
     let Some(conn) = tls_conn(&key) else { return 0 };
     plain::close::<_, Http2>(conn, ssl);
     let _ = TLS_H2_CONNS.remove(&key);
+    0
+}
+
+/// An HTTP/1 connection of the packet's socket whose 101 ended its HTTP/1 part
+/// (`Exchange::upgrading`), after the current segment was followed as HTTP/1 (`how`: egress,
+/// bit 0, and the TCP flags, bits 8..16; `at`: the payload's offset, bits 0..32, and length,
+/// bits 32..64): when the bytes after the 101's head are the server's first HTTP/2 frame
+/// (`Upgrade: h2c`), the connection becomes an HTTP/2 one from those positions on — its state
+/// moves to `H2_CONNS`, the request that asked for the switch goes to the daemon as stream 1
+/// (`EV_UPGRADE`), and the rest of the segment is followed as HTTP/2; anything else records the
+/// 101 and follows nothing more. Waits for the next segment when this one ends with the head.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_upgrade(skb: *mut __sk_buff, how: u64, seq: u64, at: u64) -> i64 {
+    let (egress, flags) = (how & 1 != 0, (how >> 8) as u8);
+    let (seq, payload, plen) = (seq as u32, at as u32, (at >> 32) as u32);
+    let Some(sk) = socket_of(skb) else { return 0 };
+    let Some(old) = http1::conn_of(sk, false) else { return 0 };
+    if !claim(old, CLAIM_ROUNDS) {
+        return 0;
+    }
+    if !old.p.upgrading() {
+        release(old);
+        return 0;
+    }
+    // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (req_pos, resp_pos, pending) = old.p.upgrade_point();
+    // The responses' stream decides: a segment of the requests' waits.
+    let is_req = (old.id.role == ROLE_SERVER) != egress;
+    let end = seq.wrapping_add(plen);
+    if is_req || resp_pos == end {
+        release(old);
+        return 0;
+    }
+    let head = if !after(seq, resp_pos) && after(end, resp_pos) && end.wrapping_sub(resp_pos) >= 8 {
+        load::<[u8; 8]>(skb, payload.wrapping_add(resp_pos.wrapping_sub(seq))).map(u64::from_le_bytes)
+    } else {
+        None
+    };
+    let h2c = head.is_some_and(is_server_preface);
+    let new = if h2c { conn_of(sk, true) } else { None };
+    let Some(new) = new else {
+        if h2c {
+            drops::count(drop::HTTP_CONN_STORAGE);
+        }
+        let mut rec = segment::Recorder::<http1::Http1>::new(&old.id, skb, egress);
+        old.p.not_upgraded(now, &mut rec);
+        release(old);
+        return 0;
+    };
+    // A new value, created zeroed just now by this program: nobody else holds it (a program on
+    // another CPU that found it meanwhile waits for this claim).
+    if !claim(new, CLAIM_ROUNDS) {
+        release(old);
+        return 0;
+    }
+    if new.id.role == 0 {
+        new.id = old.id;
+        new.p.start(old.id.role == ROLE_SERVER, true, req_pos, Some(resp_pos));
+        // The request that asked for the switch: stream 1, its response to come in frames. It
+        // leaves the HTTP/1 in-flight gauge (HTTP/2 exchanges are not in it).
+        new.p.events = 1;
+        let f = Frame {
+            ns: pending.start_ns,
+            seq: 0,
+            is_req: true,
+            kind: EV_UPGRADE,
+            ftype: 0,
+            fflags: pending.method,
+            stream: 1,
+            flen: 0,
+            off: 0,
+            n: 0,
+        };
+        emit(&new.id, &f, &new.p.req.w);
+        record::active_add(&old.id, u64::MAX);
+    }
+    stash::forget(old, true, true);
+    stash::forget(old, false, true);
+    sk_storage_delete(http1::conns(), sk);
+    segment::follow::<_, Http2>(new, conns(), skb, sk, egress, seq, plen, payload, flags, now);
     0
 }

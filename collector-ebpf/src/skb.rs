@@ -341,6 +341,12 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         return;
     }
     segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, plen, payload, flags, now);
+    // A 101 ended HTTP/1 on the connection: HTTP/2 may follow (`Upgrade: h2c`). A plain read
+    // of the state, which the global function checks again once it holds the connection.
+    if conn.p.upgrading() {
+        let how = egress as u64 | (flags as u64) << 8;
+        http2::h2_upgrade(skb, how, seq as u64, payload as u64 | (plen as u64) << 32);
+    }
 }
 
 /// The current time.

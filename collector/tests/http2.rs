@@ -38,14 +38,20 @@ fn drops(m: &Metrics) -> String {
 }
 
 /// A scrape once the daemon has caught up with the kernel's frames: the exchanges counted
-/// (HTTP and RPC histograms, streams given up) no longer change between two scrapes 300 ms
+/// (HTTP/2 and RPC histograms, streams given up) no longer change between two scrapes 300 ms
 /// apart (the frames are decoded on a thread of the daemon, a little after the load ends; up
 /// to 20 s under emulation).
 fn quiet(c: &Collector) -> Metrics {
     let total = |m: &Metrics| -> f64 {
         m.samples
             .iter()
-            .filter(|s| s.name.ends_with("_duration_seconds_count") || s.name == "collector_http2_dropped_total")
+            // HTTP/2 and RPC series only: the scrapes themselves are HTTP/1.1 exchanges.
+            .filter(|s| {
+                (s.name.ends_with("_duration_seconds_count")
+                    && (s.name.starts_with("rpc_")
+                        || s.labels.get("network_protocol_version").is_some_and(|v| v == "2")))
+                    || s.name == "collector_http2_dropped_total"
+            })
             .map(|s| s.value)
             .sum()
     };
@@ -500,4 +506,53 @@ fn go_net_http_h2_over_tls() {
             );
         }
     }
+}
+
+/// `curl --http2` over cleartext: an HTTP/1.1 request with `Upgrade: h2c`, answered 101 by a
+/// server built on Python's h2 library (`tests/h2c_upgrade_server.py`; nghttpd takes prior
+/// knowledge only), then HTTP/2 on the same connection (the request's response on stream 1).
+/// Counted as HTTP/2 exchanges on both sides, none as an HTTP/1 101.
+#[test]
+fn h2c_upgrade_from_http1() {
+    let c = Collector::start(FAST);
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h2c_upgrade_server.py");
+    let _srv = tls_util::spawn_ready(Command::new(python()).arg(&script).arg(port.to_string()), "h2c upgrade server");
+    for path in ["small", "small", "big", "missing", "small"] {
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-s", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}/{path}")),
+        );
+        let want = if path == "missing" { "2 404" } else { "2 200" };
+        assert_eq!(out.trim(), want, "curl --http2 {path}");
+    }
+    let m = quiet(&c);
+    let why = drops(&m);
+    let p = port.to_string();
+    for side in ["server", "client"] {
+        for (status, n) in [("200", 4.0), ("404", 1.0)] {
+            let want = [
+                ("server_port", p.as_str()),
+                ("network_protocol_version", "2"),
+                ("http_request_method", "GET"),
+                ("http_response_status_code", status),
+            ];
+            assert_eq!(
+                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
+                n,
+                "{side} {status};{why}"
+            );
+        }
+        let http1 = [("server_port", p.as_str()), ("http_response_status_code", "101")];
+        assert_eq!(
+            total(&m, &format!("http_{side}_request_duration_seconds_count"), &http1),
+            0.0,
+            "{side}: a 101 counted"
+        );
+    }
+    let ok = [("server_port", p.as_str()), ("http_response_status_code", "200")];
+    assert_eq!(total(&m, "http_server_response_body_size_bytes_sum", &ok), 3.0 * 24.0 + 20480.0);
+    let active: f64 = m.find("http_server_active_requests", &[("server_port", &p)]).iter().map(|s| s.value).sum();
+    assert_eq!(active, 0.0, "the upgraded requests left the in-flight gauge");
 }

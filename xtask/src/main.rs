@@ -342,11 +342,15 @@ pub(crate) fn fetch_tls_libs() -> anyhow::Result<PathBuf> {
 /// Python tools of the tests, from PyPI into a venv under target/ (idempotent): offline
 /// Kubernetes manifest validators for collector/tests/deploy.rs (kubernetes-validate bundles
 /// the Kubernetes JSON schemas, the cloudcoil models hold the Prometheus Operator's:
-/// PodMonitor, ServiceMonitor), and grpcio, a real gRPC server and client for
-/// collector/tests/http2.rs. Returns the venv.
+/// PodMonitor, ServiceMonitor), grpcio, a real gRPC server and client, and h2, the HTTP/2
+/// library of the h2c upgrade server, for collector/tests/http2.rs. Returns the venv.
 fn install_deploy_tools() -> anyhow::Result<PathBuf> {
-    const PACKAGES: &[&str] =
-        &["kubernetes-validate==1.37.0", "cloudcoil.models.prometheus_operator==0.80.1.0", "grpcio==1.85.3"];
+    const PACKAGES: &[&str] = &[
+        "kubernetes-validate==1.37.0",
+        "cloudcoil.models.prometheus_operator==0.80.1.0",
+        "grpcio==1.85.3",
+        "h2==4.4.1",
+    ];
     let venv = root_dir().join("target/deploy-tools");
     let python = venv.join("bin/python");
     let stamp = venv.join("installed.txt");

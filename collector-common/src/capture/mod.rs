@@ -134,4 +134,11 @@ pub trait Stream {
     /// Whether the direction lost its place and waits for bytes that start a message (which
     /// [`Stream::step`] looks for).
     fn resyncs(&self, is_req: bool) -> bool;
+    /// Where the capture does not switch protocols (TLS plaintext: `Upgrade: h2c` is cleartext
+    /// only), a protocol that switched (HTTP/1's 101) learns that what follows is not followed
+    /// (at `now`). Nothing by default.
+    #[inline(always)]
+    fn not_switched<S: Sink>(&mut self, now: u64, sink: &mut S) {
+        let _ = (now, sink);
+    }
 }

@@ -68,6 +68,12 @@ pub const S_UNTIL_CLOSE: u8 = 12;
 pub const S_IGNORE: u8 = 13;
 /// Bytes were lost: waiting for a segment that starts a message at or after `pos`.
 pub const S_LOST: u8 = 14;
+/// A 101 (Switching Protocols) ended the response's head at `resp.pos`, the request ended at
+/// `req.pos`: nothing more is parsed as HTTP/1; the capture switches the connection to HTTP/2
+/// when the server's first HTTP/2 frame follows the 101 (`Upgrade: h2c`), else it records the
+/// 101 ([`Exchange::not_upgraded`]) and follows nothing more. The request still waits, for its
+/// response on HTTP/2's stream 1.
+pub const S_UPGRADED: u8 = 15;
 
 /// States whose bytes are skipped by position.
 #[inline(always)]
@@ -429,7 +435,7 @@ impl Exchange {
             return false;
         }
         match d.state {
-            S_IGNORE => return false,
+            S_IGNORE | S_UPGRADED => return false,
             S_LOST => {
                 // Only a segment that starts at or beyond everything seen may start a message.
                 if after(d.pos, seq) {
@@ -515,6 +521,29 @@ impl Exchange {
             let inorder = self.resp.inorder;
             self.resolve(inorder, now, sink);
         }
+    }
+
+    /// Whether a 101 switched the connection's protocol and the capture is to decide what it
+    /// switched to (see [`S_UPGRADED`]).
+    #[inline(always)]
+    pub fn upgrading(&self) -> bool {
+        self.resp.state == S_UPGRADED
+    }
+
+    /// Where the new protocol starts on the request and on the response direction, and the
+    /// request that asked for it.
+    #[inline(always)]
+    pub fn upgrade_point(&self) -> (u32, u32, Pending) {
+        (self.req.pos, self.resp.pos, self.pending[(self.popped as usize) & (PIPELINE - 1)])
+    }
+
+    /// The protocol switched to is not followed: the 101 is recorded as the request's response
+    /// (at `now`), and nothing more is followed.
+    #[inline(always)]
+    pub fn not_upgraded<S: Sink>(&mut self, now: u64, sink: &mut S) {
+        self.complete(101, 0, now, sink);
+        self.req.state = S_IGNORE;
+        self.resp.state = S_IGNORE;
     }
 
     /// Whether both streams have ended (the connection state can go).
@@ -703,6 +732,11 @@ impl Exchange {
             return;
         }
         let head_method = self.pending[(self.popped as usize) & (PIPELINE - 1)].method;
+        if status == 101 && self.waiting() > 0 {
+            self.req.state = S_UPGRADED;
+            self.resp.state = S_UPGRADED;
+            return;
+        }
         if status == 101 || (head_method == method::CONNECT && (200..300).contains(&status)) {
             // The connection changes protocol: record the exchange, ignore what follows.
             self.complete(status, 0, now, sink);

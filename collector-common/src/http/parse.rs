@@ -47,6 +47,8 @@ impl Exchange {
                 st.pos = seg_end;
                 return true;
             }
+            // Its position stays where the new protocol starts.
+            S_UPGRADED => return true,
             _ => {}
         }
         let i = pos.wrapping_sub(st.w.base);

@@ -210,6 +210,9 @@ impl Conn {
         let now_in_order = self.received[i].in_order();
         self.in_order_after[i].push(now_in_order);
         self.ex.settle(is_req, now, &mut self.sink);
+        // The host driver follows no protocol but HTTP/1 (the kernel's packet driver switches
+        // to HTTP/2 after an `Upgrade: h2c`).
+        crate::capture::Stream::not_switched(&mut self.ex, now, &mut self.sink);
         if fin {
             self.ex.fin(is_req, seg_end, now, &mut self.sink);
         }

@@ -2,7 +2,7 @@
 //! `collector_common::capture::Stream`, the interface the kernel's drivers (packets and TLS
 //! plaintext) and the host driver (`sim`) feed bytes through.
 
-use super::framer::{Exchange, S_IGNORE, S_LOST, SF_RECEIVED, Sink, Window, needs_bytes, skippable};
+use super::framer::{Exchange, S_IGNORE, S_LOST, S_UPGRADED, SF_RECEIVED, Sink, Window, needs_bytes, skippable};
 
 impl crate::capture::Stream for Exchange {
     #[inline(always)]
@@ -89,11 +89,18 @@ impl crate::capture::Stream for Exchange {
     #[inline(always)]
     fn stopped(&self, is_req: bool) -> bool {
         let s = self.dir(is_req).state;
-        s == S_LOST || s == S_IGNORE
+        s == S_LOST || s == S_IGNORE || s == S_UPGRADED
     }
 
     #[inline(always)]
     fn resyncs(&self, is_req: bool) -> bool {
         self.dir(is_req).state == S_LOST
+    }
+
+    #[inline(always)]
+    fn not_switched<S: Sink>(&mut self, now: u64, sink: &mut S) {
+        if self.upgrading() {
+            self.not_upgraded(now, sink);
+        }
     }
 }

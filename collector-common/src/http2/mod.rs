@@ -60,6 +60,10 @@ pub const EV_FRAME: u8 = 1;
 pub const EV_LOST: u8 = 2;
 /// The connection ended (both streams ended, reset, or closed): its state can go.
 pub const EV_CLOSED: u8 = 3;
+/// An HTTP/1.1 connection switched to HTTP/2 (`Upgrade: h2c`, answered 101): the request that
+/// asked is stream 1, `fflags` its method (`http::method`), `ns` when it started; the
+/// connection's first event.
+pub const EV_UPGRADE: u8 = 4;
 
 /// One event of an HTTP/2 connection, from the kernel to the daemon (ring buffer `HTTP2_EVENTS`).
 ///

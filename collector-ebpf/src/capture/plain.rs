@@ -259,6 +259,7 @@ pub fn settle<P: Stream, G: Globals>(conn: &mut TlsConn<P>, ssl: u64, is_req: bo
     let now = conn.seg[di(is_req)].now;
     let mut rec = TlsRec::<G>::new(ssl, &conn.id);
     conn.p.settle(is_req, now, &mut rec);
+    conn.p.not_switched(now, &mut rec);
 }
 
 /// A connection freed: a response that ends with the connection ends, the rest of what waits

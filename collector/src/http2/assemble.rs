@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use collector_common::http::method;
 use collector_common::http2::{
-    CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, Event, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM,
-    FLAG_PADDED, FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
+    CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, EV_UPGRADE, Event, FLAG_ACK, FLAG_END_HEADERS,
+    FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
 };
 
 use super::hpack;
@@ -232,7 +232,7 @@ impl Assembler {
             c.next_seq = ev.seq.wrapping_add(1);
         }
         match ev.kind {
-            EV_FRAME => {
+            EV_FRAME | EV_UPGRADE => {
                 self.tick += 1;
                 match self.conns.get_mut(&ev.cookie) {
                     Some(c) => {
@@ -259,6 +259,10 @@ impl Assembler {
                 }
                 self.lru.insert(self.tick, ev.cookie);
                 if let Some(c) = self.conns.get_mut(&ev.cookie) {
+                    if ev.kind == EV_UPGRADE {
+                        c.upgraded(ev);
+                        return;
+                    }
                     c.frame(ev, d, &self.limits, &mut self.stats, out);
                 }
             }
@@ -427,6 +431,27 @@ impl Conn {
             dir.block = None;
             clear(&mut dir.buf);
         }
+    }
+
+    /// The connection switched from HTTP/1.1 (`Upgrade: h2c`, [`EV_UPGRADE`]): the request
+    /// that asked for it is stream 1, whose response comes in HTTP/2 frames; it has no body to
+    /// wait for (RFC 9113 §3.2 leaves the request half-closed).
+    fn upgraded(&mut self, ev: &Event) {
+        if self.last_id >= 1 {
+            return;
+        }
+        self.last_id = 1;
+        let s = Stream {
+            start_ns: ev.ns,
+            method: ev.fflags,
+            grpc: None,
+            status: 0,
+            final_seen: false,
+            certain: true,
+            req_bytes: 0,
+            resp_bytes: 0,
+        };
+        self.streams.insert(1, s);
     }
 
     /// An [`EV_FRAME`] event of direction `d`.
