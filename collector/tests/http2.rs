@@ -235,12 +235,15 @@ fn grpc_peer() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_peer.py")
 }
 
-/// The Python with grpcio (the test tools' venv, `DEPLOY_TOOLS`, or the system's).
+/// The Python with grpcio and h2: the test tools' venv (`DEPLOY_TOOLS`, or where `cargo xtask
+/// test` makes it: the kernel matrix's guests get no environment), else the system's.
 fn python() -> PathBuf {
-    match std::env::var_os("DEPLOY_TOOLS") {
-        Some(d) => Path::new(&d).join("bin/python"),
-        None => PathBuf::from("python3"),
-    }
+    let venv = match std::env::var_os("DEPLOY_TOOLS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/deploy-tools"),
+    };
+    let p = venv.join("bin/python");
+    if p.exists() { p } else { PathBuf::from("python3") }
 }
 
 /// Runs `reps` calls of `kind`; the client's own durations (s), each checked to end in `status`.
