@@ -9,7 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_NOEXIST, bpf_sock},
+    bindings::{__sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock},
     helpers::bpf_ktime_get_ns,
     btf_maps::SkStorage,
     macros::{btf_map, map},
@@ -50,7 +50,10 @@ static H2_CONNS: SkStorage<Conn<H2>> = SkStorage::new();
 /// An event that finds it full is counted (`http2_events_lost`), and the daemon sees the gap in
 /// the connection's event numbers.
 #[map]
-static HTTP2_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+static HTTP2_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// The size of `HTTP2_EVENTS`.
+const RING_BYTES: u32 = 4 << 20;
 
 /// The map of HTTP/2 TCP connections.
 #[inline(always)]
@@ -157,7 +160,12 @@ fn emit(id: &Ident, f: &Frame, w: &Window) {
             i += 1;
         }
     }
-    e.submit(0);
+    // No wakeup of the daemon's reader per event: each costs an interrupt and a scheduler
+    // wakeup inside this program's run (2 µs per event here, in a VM: 12 of a gRPC response's
+    // 14 µs). The reader drains the buffer every 20 ms by itself, and is woken once a quarter of
+    // the buffer waits.
+    let backlog = HTTP2_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    e.submit(if backlog > RING_BYTES as u64 / 4 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP } as u64);
 }
 
 // The packet driver's global functions (see `capture::segment`). Each is unmangled (and
