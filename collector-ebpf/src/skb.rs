@@ -138,7 +138,10 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
     // HTTP/2 only from the start of a stream (its frames cannot be found from the middle).
     let h2 = at_start && (class == Class::Http2 || class == Class::Http2Server);
     if h2 {
-        let Some(conn) = http2::conn_of(sk, true) else {
+        // A server's first SETTINGS and the client's preface can reach the hooks on two CPUs at
+        // once, and the kernel fails the second of two creations of a socket's storage: what
+        // the other CPU created is taken then.
+        let Some(conn) = http2::conn_of(sk, true).or_else(|| http2::conn_of(sk, false)) else {
             drops::count(drop::HTTP_CONN_STORAGE);
             return NEW_NONE;
         };
@@ -184,7 +187,7 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
     }
     // Another CPU may hold and change the state: nothing here touches it before `http_claim`
     // (which reaches the value in a global function of its own) has taken it.
-    let Some(conn) = http1::conn_of(sk, true) else {
+    let Some(conn) = http1::conn_of(sk, true).or_else(|| http1::conn_of(sk, false)) else {
         drops::count(drop::HTTP_CONN_STORAGE);
         return NEW_NONE;
     };
@@ -260,7 +263,10 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         }
         return;
     }
-    let conn = match http1::conn_of(sk, false) {
+    // A connection's state is created before the program creating it takes it (`skb_new_conn`):
+    // one found not set up yet (no role) is given back, and this segment goes the way of a new
+    // connection's, which sets it up (or waits for the creator to).
+    let found = match http1::conn_of(sk, false) {
         Some(c) => {
             // One round here (the common case: nobody else holds it); when the holder runs on
             // this CPU, suspended under this program, the segment is left to it; the waiting
@@ -280,8 +286,18 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
                     return;
                 }
             }
-            c
+            if c.id.role == 0 {
+                release(c);
+                None
+            } else {
+                Some(c)
+            }
         }
+        None => None,
+    };
+    let how = egress as u64 | (family as u64) << 8 | (ip_len as u64) << 16;
+    let conn = match found {
+        Some(c) => c,
         None if plen > 0 => {
             // A socket marked not followed costs this lookup and no more.
             let mark = sk_storage::<u8>(not_followed(), sk, false);
@@ -298,10 +314,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
                 }
             }
             if let Some(c) = http2::conn_of(sk, false) {
-                follow_h2(c, skb, sk, egress, seq, plen, payload, flags);
+                follow_h2(c, skb, sk, how, seq, plen, payload, flags);
                 return;
             }
-            let how = egress as u64 | (family as u64) << 8 | (ip_len as u64) << 16;
             let r = skb_new_conn(skb, how, seq as u64, payload as u64 | (plen as u64) << 32);
             if r == NEW_NONE {
                 return;
@@ -324,7 +339,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
         None => {
             // A FIN or RST of an HTTP/2 connection.
             if let Some(c) = http2::conn_of(sk, false) {
-                follow_h2(c, skb, sk, egress, seq, plen, payload, flags);
+                follow_h2(c, skb, sk, how, seq, plen, payload, flags);
             }
             return;
         }
@@ -357,19 +372,21 @@ fn now_ns() -> u64 {
 }
 
 /// A segment of an HTTP/2 connection: taken as an HTTP/1 one is (left to the holder when it
-/// runs on this CPU under this program, else waited for), then followed.
+/// runs on this CPU under this program, else waited for), then followed; one not set up yet
+/// (see `handle`) goes the way of a new connection's. `how` as `skb_new_conn`'s.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn follow_h2(
     c: &mut Conn<H2>,
     skb: *mut __sk_buff,
     sk: *mut bpf_sock,
-    egress: bool,
+    how: u64,
     seq: u32,
     plen: u32,
     payload: u32,
     flags: u8,
 ) {
+    let egress = how & 1 != 0;
     if !try_claim(c) {
         if held_here(c) {
             if !segment::defer::<_, Http2>(c, skb, egress, seq, plen, payload, flags, now_ns()) {
@@ -378,6 +395,22 @@ fn follow_h2(
             return;
         }
         if !wait(|| http2::h2_claim(skb) != 0) {
+            return;
+        }
+    }
+    if c.id.role == 0 {
+        release(c);
+        if plen == 0 {
+            return;
+        }
+        let r = skb_new_conn(skb, how, seq as u64, payload as u64 | (plen as u64) << 32);
+        if r != NEW_HTTP2 {
+            // Taken for HTTP/1 (it did not start like HTTP/2): given back, not followed here.
+            if r != NEW_NONE
+                && let Some(h1) = http1::conn_of(sk, false)
+            {
+                release(h1);
+            }
             return;
         }
     }
