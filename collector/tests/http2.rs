@@ -559,3 +559,73 @@ fn h2c_upgrade_from_http1() {
     let active: f64 = m.find("http_server_active_requests", &[("server_port", &p)]).iter().map(|s| s.value).sum();
     assert_eq!(active, 0.0, "the upgraded requests left the in-flight gauge");
 }
+
+/// nginx serving HTTP/2 over TLS (`listen ... ssl http2`, sendfile on) to h2load (50 streams
+/// per connection) and to curl: counted per status on both sides, with the 20 KiB body's size.
+#[test]
+fn nginx_http2_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = tls_util::make_cert(d);
+    let root = d.join("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("big"), vec![b'x'; 20 << 10]).unwrap();
+    let port = free_port();
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; default_type text/plain; sendfile on; keepalive_requests 100000;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port} ssl http2; root {root};\n\
+                 ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                 location = /ok {{ return 200 \"ok\"; }}\n\
+                 location = /missing {{ return 404; }}\n\
+                 location / {{ }} }} }}\n",
+            d = d.display(),
+            root = root.display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        ),
+    )
+    .unwrap();
+    run_ok(Command::new(tls_util::NGINX).arg("-t").arg("-c").arg(&conf));
+    let c = Collector::start(FAST);
+    let nginx = KillOnDrop(
+        Command::new(tls_util::NGINX).arg("-c").arg(&conf).spawn().expect("nginx (Debian package) installed"),
+    );
+    wait_port(port);
+    tls_util::wait_attached(&c, &tls_util::mapped_file(nginx.id(), "libssl.so.3"));
+    h2load(&format!("https://127.0.0.1:{port}/ok"), 400, 2, 50);
+    h2load(&format!("https://127.0.0.1:{port}/missing"), 100, 1, 50);
+    for _ in 0..4 {
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+                .arg(format!("https://127.0.0.1:{port}/big")),
+        );
+        assert_eq!(out.trim(), "2 200", "curl");
+    }
+    let m = quiet(&c);
+    let why = drops(&m);
+    let p = port.to_string();
+    for side in ["server", "client"] {
+        for (status, n) in [("200", 404.0), ("404", 100.0)] {
+            let want = [
+                ("server_port", p.as_str()),
+                ("url_scheme", "https"),
+                ("network_protocol_version", "2"),
+                ("http_response_status_code", status),
+            ];
+            assert_eq!(
+                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
+                n,
+                "{side} {status};{why}"
+            );
+        }
+    }
+    let ok = [("server_port", p.as_str()), ("http_response_status_code", "200")];
+    assert_eq!(total(&m, "http_client_response_body_size_bytes_sum", &ok), 400.0 * 2.0 + 4.0 * 20480.0);
+}
