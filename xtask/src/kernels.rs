@@ -103,9 +103,10 @@ const TESTS: [(&str, &[&str]); 13] = [
         ],
     ),
     // HTTP/2: the programs verify and follow frames from segments (h2load, 100 streams per
-    // connection) and from TLS plaintext (the host's libssl); on the host kernel only: what
-    // the daemon does with the frames the same way on every kernel (curl, gRPC calls, the
-    // Node.js and Go peers, whose uprobes the tls binary already runs in the matrix).
+    // connection), from TLS plaintext (the host's libssl) and after an h2c upgrade (the switch
+    // from the HTTP/1 framer); on the host kernel only: what the daemon does with the frames
+    // the same way on every kernel (curl, gRPC calls) and the peers whose uprobes the tls
+    // binary already runs in the matrix (Node.js, Go, nginx).
     (
         "http2",
         &[
@@ -113,6 +114,7 @@ const TESTS: [(&str, &[&str]); 13] = [
             "grpc_calls_every_kind_and_status_on_both_sides",
             "node_http2_server_and_client_tls_and_cleartext",
             "go_net_http_h2_over_tls",
+            "nginx_http2_over_tls",
         ],
     ),
     // A request before its socket exists (a full accept queue, TCP Fast Open): the listening
