@@ -108,6 +108,27 @@ fn docroot() -> tempfile::TempDir {
     dir
 }
 
+/// Asserts one side's HTTP/2 exchanges for `port` per status (`want`), with `scheme` and
+/// `method` when not empty; `why` (the drop counters) goes into the message.
+fn assert_counts(m: &Metrics, side: &str, port: u16, scheme: &str, method: &str, want: &[(&str, f64)], why: &str) {
+    let p = port.to_string();
+    for (status, n) in want {
+        let mut labels = vec![
+            ("server_port", p.as_str()),
+            ("network_protocol_version", "2"),
+            ("http_response_status_code", *status),
+        ];
+        if !scheme.is_empty() {
+            labels.push(("url_scheme", scheme));
+        }
+        if !method.is_empty() {
+            labels.push(("http_request_method", method));
+        }
+        let got = total(m, &format!("http_{side}_request_duration_seconds_count"), &labels);
+        assert_eq!(got, *n, "{side} {method} {status};{why}");
+    }
+}
+
 /// Requests of one side for `port` over HTTP/2, per status ("" = all).
 fn count(m: &Metrics, side: &str, port: u16, status: &str) -> f64 {
     let p = port.to_string();
@@ -366,19 +387,7 @@ fn h2_over_tls_counts_every_request() {
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {
-        for (status, n) in [("200", 505.0), ("404", 100.0)] {
-            let want = [
-                ("server_port", p.as_str()),
-                ("url_scheme", "https"),
-                ("network_protocol_version", "2"),
-                ("http_response_status_code", status),
-            ];
-            assert_eq!(
-                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
-                n,
-                "{side} {status};{why}"
-            );
-        }
+        assert_counts(&m, side, port, "https", "", &[("200", 505.0), ("404", 100.0)], &why);
     }
     let big = [("server_port", p.as_str()), ("url_scheme", "https"), ("http_response_status_code", "200")];
     assert_eq!(total(&m, "http_client_response_body_size_bytes_sum", &big), 500.0 * 25.0 + 5.0 * 20480.0);
@@ -454,21 +463,8 @@ fn node_http2_server_and_client_tls_and_cleartext() {
         assert_eq!(got, ["200 40", "404 20"], "node client");
         let m = quiet(&c);
         let why = drops(&m);
-        let p = port.to_string();
         for side in ["server", "client"] {
-            for (status, n) in [("200", 40.0), ("404", 20.0)] {
-                let want = [
-                    ("server_port", p.as_str()),
-                    ("url_scheme", scheme),
-                    ("network_protocol_version", "2"),
-                    ("http_response_status_code", status),
-                ];
-                assert_eq!(
-                    total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
-                    n,
-                    "{mode} {side} {status};{why}"
-                );
-            }
+            assert_counts(&m, side, port, scheme, "", &[("200", 40.0), ("404", 20.0)], &format!("{mode}{why}"));
         }
     }
 }
@@ -493,21 +489,8 @@ fn go_net_http_h2_over_tls() {
     assert!(out.lines().all(|l| l.ends_with("HTTP/2.0")), "Go client: {out}");
     let m = quiet(&c);
     let why = drops(&m);
-    let p = port.to_string();
     for side in ["server", "client"] {
-        for (status, n) in [("200", 20.0), ("404", 10.0)] {
-            let want = [
-                ("server_port", p.as_str()),
-                ("url_scheme", "https"),
-                ("network_protocol_version", "2"),
-                ("http_response_status_code", status),
-            ];
-            assert_eq!(
-                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
-                n,
-                "{side} {status};{why}"
-            );
-        }
+        assert_counts(&m, side, port, "https", "", &[("200", 20.0), ("404", 10.0)], &why);
     }
 }
 
@@ -534,19 +517,7 @@ fn h2c_upgrade_from_http1() {
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {
-        for (status, n) in [("200", 4.0), ("404", 1.0)] {
-            let want = [
-                ("server_port", p.as_str()),
-                ("network_protocol_version", "2"),
-                ("http_request_method", "GET"),
-                ("http_response_status_code", status),
-            ];
-            assert_eq!(
-                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
-                n,
-                "{side} {status};{why}"
-            );
-        }
+        assert_counts(&m, side, port, "", "GET", &[("200", 4.0), ("404", 1.0)], &why);
         let http1 = [("server_port", p.as_str()), ("http_response_status_code", "101")];
         assert_eq!(
             total(&m, &format!("http_{side}_request_duration_seconds_count"), &http1),
@@ -612,19 +583,7 @@ fn nginx_http2_over_tls() {
     let why = drops(&m);
     let p = port.to_string();
     for side in ["server", "client"] {
-        for (status, n) in [("200", 404.0), ("404", 100.0)] {
-            let want = [
-                ("server_port", p.as_str()),
-                ("url_scheme", "https"),
-                ("network_protocol_version", "2"),
-                ("http_response_status_code", status),
-            ];
-            assert_eq!(
-                total(&m, &format!("http_{side}_request_duration_seconds_count"), &want),
-                n,
-                "{side} {status};{why}"
-            );
-        }
+        assert_counts(&m, side, port, "https", "", &[("200", 404.0), ("404", 100.0)], &why);
     }
     let ok = [("server_port", p.as_str()), ("http_response_status_code", "200")];
     assert_eq!(total(&m, "http_client_response_body_size_bytes_sum", &ok), 400.0 * 2.0 + 4.0 * 20480.0);
