@@ -147,7 +147,7 @@ fn emit(id: &Ident, f: &Frame, w: &Window) {
         (*p).kind = f.kind;
         (*p).ftype = f.ftype;
         (*p).fflags = f.fflags;
-        (*p)._pad = 0;
+        (*p).at = f.at as u8;
         (*p).stream = f.stream;
         (*p).flen = f.flen;
         (*p).off = f.off;
@@ -362,14 +362,16 @@ pub extern "C" fn tls_h2_close(ssl: u64) -> i64 {
 /// bit 0, and the TCP flags, bits 8..16; `at`: the payload's offset, bits 0..32, and length,
 /// bits 32..64): when the bytes after the 101's head are the server's first HTTP/2 frame
 /// (`Upgrade: h2c`), the connection becomes an HTTP/2 one from those positions on — its state
-/// moves to `H2_CONNS`, the request that asked for the switch goes to the daemon as stream 1
-/// (`EV_UPGRADE`), and the rest of the segment is followed as HTTP/2; anything else records the
-/// 101 and follows nothing more. Waits for the next segment when this one ends with the head.
+/// moves to `H2_CONNS` and the request that asked for the switch goes to the daemon as stream 1
+/// (`EV_UPGRADE`): returns 1, the new connection taken, for the caller to follow the rest of
+/// the segment as HTTP/2 (from the program itself: the stack of a chain of calls is bounded
+/// on 5.10); anything else records the 101 and follows nothing more. Waits for the next
+/// segment when this one ends with the head.
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn h2_upgrade(skb: *mut __sk_buff, how: u64, seq: u64, at: u64) -> i64 {
-    let (egress, flags) = (how & 1 != 0, (how >> 8) as u8);
+    let egress = how & 1 != 0;
     let (seq, payload, plen) = (seq as u32, at as u32, (at >> 32) as u32);
     let Some(sk) = socket_of(skb) else { return 0 };
     let Some(old) = http1::conn_of(sk, false) else { return 0 };
@@ -429,6 +431,7 @@ pub extern "C" fn h2_upgrade(skb: *mut __sk_buff, how: u64, seq: u64, at: u64) -
             flen: 0,
             off: 0,
             n: 0,
+            at: 0,
         };
         emit(&new.id, &f, &new.p.req.w);
         record::active_add(&old.id, u64::MAX);
@@ -436,6 +439,5 @@ pub extern "C" fn h2_upgrade(skb: *mut __sk_buff, how: u64, seq: u64, at: u64) -
     stash::forget(old, true, true);
     stash::forget(old, false, true);
     sk_storage_delete(http1::conns(), sk);
-    segment::follow::<_, Http2>(new, conns(), skb, sk, egress, seq, plen, payload, flags, now);
-    0
+    1
 }

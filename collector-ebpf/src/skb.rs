@@ -358,9 +358,12 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, plen, payload, flags, now);
     // A 101 ended HTTP/1 on the connection: HTTP/2 may follow (`Upgrade: h2c`). A plain read
     // of the state, which the global function checks again once it holds the connection.
-    if conn.p.upgrading() {
-        let how = egress as u64 | (flags as u64) << 8;
-        http2::h2_upgrade(skb, how, seq as u64, payload as u64 | (plen as u64) << 32);
+    if conn.p.upgrading()
+        && http2::h2_upgrade(skb, egress as u64, seq as u64, payload as u64 | (plen as u64) << 32) != 0
+        && let Some(c) = http2::conn_of(sk, false)
+    {
+        // Taken by `h2_upgrade`: the rest of the segment, as HTTP/2.
+        segment::follow::<_, Http2>(c, http2::conns(), skb, sk, egress, seq, plen, payload, flags, now_ns());
     }
 }
 

@@ -106,7 +106,8 @@ const TESTS: [(&str, &[&str]); 13] = [
     // connection), from TLS plaintext (the host's libssl) and after an h2c upgrade (the switch
     // from the HTTP/1 framer); on the host kernel only: what the daemon does with the frames
     // the same way on every kernel (curl, gRPC calls) and the peers whose uprobes the tls
-    // binary already runs in the matrix (Node.js, Go, nginx).
+    // binary already runs in the matrix (Node.js, Go, nginx), and the loss harness (the
+    // reorder stash's kernel side runs in the loss binary).
     (
         "http2",
         &[
@@ -115,6 +116,7 @@ const TESTS: [(&str, &[&str]); 13] = [
             "node_http2_server_and_client_tls_and_cleartext",
             "go_net_http_h2_over_tls",
             "nginx_http2_over_tls",
+            "h2load_exact_under_loss_reordering_and_duplication",
         ],
     ),
     // A request before its socket exists (a full accept queue, TCP Fast Open): the listening

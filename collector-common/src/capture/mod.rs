@@ -72,7 +72,7 @@ pub trait Sink {
     /// Something could not be followed; `reason` is a `collector_common::drop` index.
     fn dropped(&mut self, reason: u32);
     /// A protocol that leaves the exchanges to the daemon (HTTP/2, `crate::http2`) reports a
-    /// frame, or a chunk of one's payload: its bytes are the first `f.n` of `w`.
+    /// frame, or a chunk of one's payload: its bytes are `f.n` of `w` from byte `f.at`.
     #[inline(always)]
     fn frame(&mut self, f: &crate::http2::Frame, w: &Window) {
         let _ = (f, w);

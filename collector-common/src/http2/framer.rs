@@ -128,10 +128,12 @@ impl Dir {
         }
         let base = self.w.base;
         let loaded_end = base.wrapping_add(self.w.len);
+        let inside = !after(base, pos) && after(loaded_end, pos);
         let ok = if self.state == S_CHUNKS {
-            base == pos && self.w.len != 0
+            // A chunk goes out from where it lies in the window (the packet driver loads from
+            // `pos`, the stash from the 8-byte boundary below it).
+            inside
         } else {
-            let inside = !after(base, pos) && after(loaded_end, pos);
             let want = FRAME_HEADER - self.got;
             inside && (loaded_end.wrapping_sub(pos) >= want || !after(seg_end, loaded_end))
         };
@@ -169,9 +171,10 @@ impl H2 {
     }
 
     /// Reports an event of direction `is_req` (`kind`, with the current frame's fields; a chunk
-    /// of `n` bytes at payload offset `off`, the first `n` of the window).
+    /// of `n` bytes at payload offset `off`, the window's from byte `at`).
     #[inline(always)]
-    fn emit<S: Sink>(&mut self, is_req: bool, kind: u8, off: u32, n: u32, now: u64, sink: &mut S) {
+    #[allow(clippy::too_many_arguments)]
+    fn emit<S: Sink>(&mut self, is_req: bool, kind: u8, off: u32, n: u32, at: u32, now: u64, sink: &mut S) {
         let seq = self.events;
         self.events = seq.wrapping_add(1);
         let d = self.dir(is_req);
@@ -186,6 +189,7 @@ impl H2 {
             flen: d.flen,
             off,
             n,
+            at,
         };
         sink.frame(&f, &d.w);
     }
@@ -195,7 +199,7 @@ impl H2 {
     pub fn close<S: Sink>(&mut self, sink: &mut S) {
         if self.closed == 0 {
             self.closed = 1;
-            self.emit(true, EV_CLOSED, 0, 0, 0, sink);
+            self.emit(true, EV_CLOSED, 0, 0, 0, 0, sink);
         }
     }
 
@@ -204,7 +208,7 @@ impl H2 {
     #[inline(always)]
     pub fn lose<S: Sink>(&mut self, is_req: bool, reason: u32, now: u64, sink: &mut S) {
         sink.dropped(reason);
-        self.emit(is_req, EV_LOST, 0, 0, now, sink);
+        self.emit(is_req, EV_LOST, 0, 0, 0, now, sink);
         self.dir_mut(is_req).state = S_IGNORE;
     }
 
@@ -264,7 +268,7 @@ impl H2 {
     fn payload_end<S: Sink>(&mut self, is_req: bool, now: u64, sink: &mut S) {
         let d = self.dir(is_req);
         if d.state != S_PREFACE && reported_at_end(d.ftype) {
-            self.emit(is_req, EV_FRAME, 0, 0, now, sink);
+            self.emit(is_req, EV_FRAME, 0, 0, 0, now, sink);
         }
         let d = self.dir_mut(is_req);
         d.state = S_HEAD;
@@ -313,7 +317,11 @@ impl H2 {
                 self.frame_header(is_req, now, sink);
             }
             S_CHUNKS => {
-                let avail = d.w.len;
+                let at = d.pos.wrapping_sub(d.w.base);
+                if at >= d.w.len || d.w.len > WINDOW {
+                    return true;
+                }
+                let avail = d.w.len - at;
                 let n = if d.remaining < avail { d.remaining } else { avail };
                 let left = seg_end.wrapping_sub(d.pos);
                 let n = if n < left { n } else { left };
@@ -321,7 +329,7 @@ impl H2 {
                     return true;
                 }
                 let off = d.flen - d.remaining;
-                self.emit(is_req, EV_FRAME, off, n, now, sink);
+                self.emit(is_req, EV_FRAME, off, n, at, now, sink);
                 let d = self.dir_mut(is_req);
                 d.pos = d.pos.wrapping_add(n);
                 d.remaining -= n;
@@ -369,7 +377,7 @@ impl H2 {
         let to_sink = header_block || (ftype == SETTINGS && fflags & FLAG_ACK == 0);
         if to_sink {
             if flen == 0 {
-                self.emit(is_req, EV_FRAME, 0, 0, now, sink);
+                self.emit(is_req, EV_FRAME, 0, 0, 0, now, sink);
             } else {
                 self.dir_mut(is_req).state = S_CHUNKS;
             }

@@ -96,7 +96,9 @@ pub struct Event {
     pub kind: u8,
     pub ftype: u8,
     pub fflags: u8,
-    pub _pad: u8,
+    /// Where the chunk's bytes start in `data` (a window loaded from the reorder stash starts
+    /// at the 8-byte boundary below the chunk).
+    pub at: u8,
     /// The frame's stream identifier (reserved bit cleared).
     pub stream: u32,
     /// The frame's payload length.
@@ -125,7 +127,7 @@ impl Event {
         kind: 0,
         ftype: 0,
         fflags: 0,
-        _pad: 0,
+        at: 0,
         stream: 0,
         flen: 0,
         off: 0,
@@ -149,10 +151,11 @@ pub struct Frame {
     pub fflags: u8,
     pub stream: u32,
     pub flen: u32,
-    /// Offset in the payload of the chunk, and its length (its bytes: the first `n` of the
-    /// direction's window, see [`crate::capture::Sink::frame`]).
+    /// Offset in the payload of the chunk, and its length (its bytes: `n` of the direction's
+    /// window from byte `at`, see [`crate::capture::Sink::frame`]).
     pub off: u32,
     pub n: u32,
+    pub at: u32,
 }
 
 /// Whether a frame type's payload goes to the daemon (header blocks, and SETTINGS for the

@@ -31,7 +31,9 @@ impl Sink for Rec {
         self.drops.push(reason);
     }
     fn frame(&mut self, f: &Frame, w: &Window) {
-        let bytes = (0..f.n as usize).map(|i| (w.buf[(i / 8) % WINDOW_WORDS] >> (8 * (i % 8))) as u8).collect();
+        let bytes = (f.at as usize..(f.at + f.n) as usize)
+            .map(|i| (w.buf[(i / 8) % WINDOW_WORDS] >> (8 * (i % 8))) as u8)
+            .collect();
         self.got.push(Got { f: *f, bytes });
     }
 }

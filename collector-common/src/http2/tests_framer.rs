@@ -60,8 +60,9 @@ fn frames_of_a_client_stream() {
         std::vec![
             (SETTINGS, 0, 0, 12),
             (HEADERS, 1, 0, 200),
-            (CONTINUATION, 1, 0, 256),
-            (CONTINUATION, 1, 256, 244),
+            // The CONTINUATION's first chunk is the rest of the window its header came in.
+            (CONTINUATION, 1, 0, 247),
+            (CONTINUATION, 1, 247, 253),
             (DATA, 1, 0, 0),
             (DATA, 1, 0, 0),
             (HEADERS, 3, 0, 3),

@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use collector_common::http::method;
 use collector_common::http2::{
-    CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, EV_UPGRADE, Event, FLAG_ACK, FLAG_END_HEADERS,
-    FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
+    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, EV_UPGRADE, Event, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM,
+    FLAG_PADDED, FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
 };
 
 use super::hpack;
@@ -468,7 +468,13 @@ impl Conn {
                 dir.broken = true;
             }
         }
-        let data = &ev.data[..(ev.n as usize).min(CHUNK)];
+        let at = ev.at as usize;
+        let Some(data) = ev.data.get(at..at.saturating_add(ev.n as usize)) else {
+            // Not a chunk of the window it came in.
+            st.chunks_lost += 1;
+            dir.broken = true;
+            return;
+        };
         let end = ev.off.saturating_add(data.len() as u32);
         if end > ev.flen {
             // Not a chunk of the frame it names.
