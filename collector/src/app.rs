@@ -164,6 +164,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .spawn(move || crate::tls::run(capture))
             .context("starting the TLS scan thread")?;
     }
+    // The same for the reader of the kernel's HTTP/2 frames.
+    crate::http2::events::spawn_reader()?;
     let registry = Arc::new(registry);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).context("listening")?;

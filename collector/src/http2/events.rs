@@ -27,7 +27,13 @@ pub struct Shared {
     pub expiry: super::families::RpcExpiry,
 }
 
-/// Starts the reader of the `HTTP2_EVENTS` ring buffer `map`.
+/// The reader set up by [`start`], waiting for its thread ([`spawn_reader`]).
+type Pending = (RingBuf<MapData>, Arc<Shared>);
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+
+/// Sets up the reader of the `HTTP2_EVENTS` ring buffer `map`; its thread starts with
+/// [`spawn_reader`], once the capabilities are dropped (a thread keeps the capabilities of the
+/// moment it was created: README, Security).
 pub fn start(map: Map, records: Records, expiry: super::families::RpcExpiry) -> anyhow::Result<Arc<Shared>> {
     let ring: RingBuf<MapData> = RingBuf::try_from(map).context("opening the HTTP2_EVENTS ring buffer")?;
     let shared = Arc::new(Shared {
@@ -36,12 +42,18 @@ pub fn start(map: Map, records: Records, expiry: super::families::RpcExpiry) -> 
         connections: Mutex::new(0),
         expiry,
     });
-    let s = shared.clone();
+    *PENDING.lock().unwrap() = Some((ring, shared.clone()));
+    Ok(shared)
+}
+
+/// Starts the thread of the reader [`start`] set up, if any.
+pub fn spawn_reader() -> anyhow::Result<()> {
+    let Some((ring, shared)) = PENDING.lock().unwrap().take() else { return Ok(()) };
     std::thread::Builder::new()
         .name("http2-events".into())
-        .spawn(move || read(ring, &s))
+        .spawn(move || read(ring, &shared))
         .context("starting the HTTP/2 event reader")?;
-    Ok(shared)
+    Ok(())
 }
 
 /// Exchanges recorded at a time (one lock of the records).
