@@ -61,10 +61,11 @@ fn frames(input: &mut Input, out: &mut Vec<u8>, preface: bool) -> usize {
     headers
 }
 
-/// The events, chunks joined per frame.
+/// The events of each direction (requests' first), chunks joined per frame (the directions'
+/// events interleave as the segments came).
 fn joined(got: &[Got]) -> Vec<(u8, u8, u32, u32, Vec<u8>)> {
     let mut out: Vec<(u8, u8, u32, u32, Vec<u8>)> = Vec::new();
-    for g in got {
+    for g in got.iter().filter(|g| g.f.is_req).chain(got.iter().filter(|g| !g.f.is_req)) {
         match out.last_mut() {
             Some(last) if g.f.off != 0 && last.1 == g.f.ftype && last.2 == g.f.stream => last.4.extend(&g.bytes),
             _ => out.push((g.f.kind, g.f.ftype, g.f.stream, g.f.flen, g.bytes.clone())),
@@ -80,12 +81,17 @@ fuzz_target!(|data: &[u8]| {
     frames(&mut input, &mut down, false);
     let base = 1000u32;
     let lossy = input.byte() & 1 == 1;
-    // Whole streams, then the same cut into segments (some lost when `lossy`).
+    // Whole streams, then the same cut into other segments (some lost when `lossy`).
     let mut whole = Rec::default();
     let mut h = H2::ZERO;
     h.start(true, true, base, Some(base));
-    feed(&mut h, true, &up, base, base, up.len() as u32, base, 1, &mut whole);
-    feed(&mut h, false, &down, base, base, down.len() as u32, base, 1, &mut whole);
+    // In pieces of 1,500 bytes (a segment's parse is bounded at 512 steps, as in the kernel).
+    for (is_req, s) in [(true, &up), (false, &down)] {
+        for at in (0..s.len()).step_by(1500) {
+            let seq = base + at as u32;
+            feed(&mut h, is_req, s, base, seq, (s.len() - at).min(1500) as u32, seq, 1, &mut whole);
+        }
+    }
     let mut cut = Rec::default();
     let mut h = H2::ZERO;
     h.start(true, true, base, Some(base));
@@ -94,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
     while at_up < up.len() || at_down < down.len() {
         let is_req = at_down >= down.len() || (at_up < up.len() && input.byte() & 1 == 0);
         let (s, at) = if is_req { (&up, &mut at_up) } else { (&down, &mut at_down) };
-        let len = (input.u16() as usize % 3000 + 1).min(s.len() - *at);
+        let len = (input.u16() as usize % 1500 + 1).min(s.len() - *at);
         let seq = base + *at as u32;
         let lost = lossy && input.byte() % 16 == 0;
         if !lost {
