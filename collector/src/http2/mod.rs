@@ -4,6 +4,7 @@
 //! tables, pairs each request with its response and keeps only the few values it labels with
 //! ([`assemble`]).
 pub mod assemble;
+mod conn;
 pub mod events;
 pub mod families;
 pub mod hpack;

@@ -1,7 +1,12 @@
 //! The assembler on the host: HPACK's examples (RFC 7541 Appendix C), gRPC calls, frames split
 //! in chunks and CONTINUATIONs, padding, push, resets, loss and the bounds. Header blocks are
 //! typed from the RFC or encoded by httlib-hpack, an encoder written apart from the decoder.
-use collector_common::http2::{CHUNK, EV_CLOSED, EV_FRAME, EV_LOST, Event};
+use collector_common::http2::{
+    CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, Event, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED,
+    FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
+};
+
+use collector_common::http::method;
 
 use super::*;
 
@@ -368,8 +373,8 @@ fn block_in_continuations_and_chunks() {
     t.settings(RESP_DIR, &[(3, 100)]);
     t.frame(REQ_DIR, CONTINUATION, 0, 1, b);
     t.frame(REQ_DIR, CONTINUATION, FLAG_END_HEADERS, 1, c);
-    assert!(t.a.conns[&1].dirs[REQ].buf.is_empty());
-    assert_eq!(t.a.conns[&1].streams.len(), 1);
+    assert_eq!(t.a.conns[&1].buffered(true), 0);
+    assert_eq!(t.a.conns[&1].open(), 1);
     t.headers(RESP_DIR, 1, &resp.block(&[(":status", "200"), ("grpc-status", "0")]), true);
     let d = t.one();
     assert_eq!((d.method, d.start_ns, d.certain), (method::POST, start, true));
@@ -449,7 +454,7 @@ fn lost_and_closed_abandon_streams() {
     assert_eq!(t.stats().abandoned, 3);
     t.headers(REQ_DIR, 7, GET, true);
     t.headers(RESP_DIR, 1, OK, true);
-    assert!(t.done.is_empty() && t.a.conns[&1].streams.is_empty());
+    assert!(t.done.is_empty() && t.a.conns[&1].open() == 0);
 
     // The responses' direction lost: a later request cannot complete.
     t.cookie = 2;
