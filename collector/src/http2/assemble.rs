@@ -18,11 +18,16 @@
 //! as HPACK requires (at most [`Limits::table`] bytes each, as HPACK counts them), until the
 //! connection ends.
 //!
-//! Once a direction's table can no longer be followed — bytes of it lost (a gap in a frame's
-//! chunks, a frame cut short, [`EV_LOST`]), a block that does not decode or is larger than
-//! [`Limits::block`], frames against HTTP/2's rules, or a connection joined after its start — the
-//! direction is *broken*: its blocks are no longer decoded, and its streams still complete, with
-//! `certain: false` and the labels it would have given unknown (method `OTHER` (0), status 0).
+//! Where a direction's table can no longer be known — a connection followed from its middle
+//! (opened before the collector started: the kernel picks it up at a request's or response's
+//! HEADERS frame), bytes of it lost (a gap in a frame's chunks, a frame cut short, events the
+//! kernel could not send), a block that does not decode or is larger than [`Limits::block`],
+//! frames against HTTP/2's rules — the block where it happened is not decoded, and the decoder
+//! goes on with a *partial* table ([`hpack`]'s "Partial tables"): the static table and the
+//! entries added from then on are known, older dynamic entries are not. A stream whose blocks
+//! referred to an unknown entry (or was not decoded) still completes, with `certain: false` and
+//! the labels that were known (method `OTHER` (0) and status 0 where not; a gRPC call whose
+//! `content-type` was unknown counts as an HTTP exchange).
 //!
 //! Approximations: a DATA frame's whole payload length counts as body bytes (padding included).
 //! Whole frames that the kernel could not deliver go unnoticed unless they break the framing
@@ -73,25 +78,25 @@ pub struct Stats {
     pub streams_overflow: u64,
     /// Connections evicted to make room for a new one ([`Limits::conns`]).
     pub conns_evicted: u64,
-    /// Header blocks the HPACK decoder rejected (their direction is broken from then on).
+    /// Header blocks the HPACK decoder rejected (their direction's table is partial from then
+    /// on, see the module's documentation; so for every reason below but `events_lost`'s
+    /// abandoned streams).
     pub decode_errors: u64,
-    /// Header blocks larger than [`Limits::block`] (their direction is broken from then on).
+    /// Header blocks larger than [`Limits::block`].
     pub block_too_large: u64,
     /// Chunks of a frame's payload that did not come (a gap in the offsets, a frame that ended
-    /// before its payload did, or began after its start): their direction is broken.
+    /// before its payload did, or began after its start).
     pub chunks_lost: u64,
     /// Frames against HTTP/2's rules, or a sign of whole frames lost: a CONTINUATION with no
     /// header block open, a block interrupted by another frame, padding longer than the frame.
-    /// Their direction is broken.
     pub protocol_errors: u64,
     /// Directions first seen after their start (their first frame was not a SETTINGS frame): a
-    /// connection followed from its middle (opened before the collector, or evicted), whose
+    /// connection followed from its middle (opened before the collector started), whose
     /// tables were never seen; also a connection whose first event is not its first (`seq`
-    /// above 0: its state was evicted, or its first events lost). Broken from the start.
+    /// above 0: its state was evicted, or its first events lost).
     pub joined_late: u64,
     /// Gaps in a connection's event numbers (`Event::seq`): events the kernel could not put in
-    /// the full ring buffer. The connection's open streams are given up and both directions
-    /// are broken.
+    /// the full ring buffer. The connection's open streams are given up.
     pub events_lost: u64,
 }
 
@@ -176,7 +181,9 @@ pub struct Done {
     pub reset: bool,
     /// Set when the request's `content-type` is `application/grpc…`.
     pub grpc: Option<Grpc>,
-    /// False when a block the labels come from could not be decoded (its direction broken).
+    /// False when a block the labels come from could not be decoded, or referred to a table
+    /// entry that was never seen: a label may then be missing (method `OTHER`, status 0, or a
+    /// gRPC call taken for an HTTP exchange).
     pub certain: bool,
 }
 
@@ -235,7 +242,7 @@ impl Assembler {
                             self.stats.conns_evicted += 1;
                             self.stats.abandoned += c.open();
                         }
-                        let mut c = Conn::new(ev, self.tick);
+                        let mut c = Conn::new(ev, self.tick, &self.limits);
                         if ev.seq != 0 {
                             // Its first events went elsewhere: to a state evicted since, or
                             // lost on the way (which the kernel counts): joined late.

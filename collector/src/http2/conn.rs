@@ -42,7 +42,8 @@ struct Dir {
     hpack: hpack::Decoder,
     /// Its first event came (which tells whether the direction was seen from its start).
     seen: bool,
-    /// Its blocks are no longer decoded.
+    /// The header block being gathered cannot be decoded (bytes of it, or of a block before
+    /// it, were lost): its fields are unknown. Set again at the next block's first frame.
     broken: bool,
     /// [`EV_LOST`] came: no more events of it.
     lost: bool,
@@ -107,12 +108,15 @@ struct Fields {
     grpc_status: Option<u8>,
     /// `:path` without its `/`, of a gRPC request only.
     path: Option<String>,
+    /// Fields of the block were unknown (a partial table's): a value missing here may have been
+    /// among them.
+    unknown: bool,
 }
 
 impl Dir {
-    fn new() -> Self {
+    fn new(lim: &Limits) -> Self {
         Self {
-            hpack: hpack::Decoder::new(INITIAL_TABLE),
+            hpack: hpack::Decoder::new(INITIAL_TABLE).with_ceiling(lim.table.max(INITIAL_TABLE)),
             seen: false,
             broken: false,
             lost: false,
@@ -129,18 +133,26 @@ impl Dir {
             return true;
         }
         st.block_too_large += 1;
-        self.broken = true;
+        self.lose_place();
         clear(&mut self.buf);
         false
+    }
+
+    /// Bytes of the direction were lost, or make no sense: the block being gathered cannot be
+    /// decoded, and the decoder's table is no longer known (entries may have been added in
+    /// what was lost): it goes on with what it sees from now on (`hpack`'s partial tables).
+    fn lose_place(&mut self) {
+        self.broken = true;
+        self.hpack.forget();
     }
 }
 
 impl Conn {
-    pub(super) fn new(ev: &Event, tick: u64) -> Self {
+    pub(super) fn new(ev: &Event, tick: u64, lim: &Limits) -> Self {
         Self {
             id: Ident::of(ev),
             tick,
-            dirs: [Dir::new(), Dir::new()],
+            dirs: [Dir::new(lim), Dir::new(lim)],
             streams: HashMap::new(),
             last_id: 0,
             next_seq: ev.seq.wrapping_add(1),
@@ -165,21 +177,22 @@ impl Conn {
         self.streams.clear();
         let dir = &mut self.dirs[d];
         dir.lost = true;
-        dir.broken = true;
+        dir.lose_place();
         dir.frame = None;
         dir.block = None;
         clear(&mut dir.buf);
         self.dirs.iter().all(|x| x.lost)
     }
 
-    /// Events were lost: the open streams are given up, and neither direction's blocks are
-    /// decoded from now on (its streams still count, with the labels not known).
+    /// Events were lost: the open streams are given up, and neither direction's table is known
+    /// from now on (its blocks are decoded as far as they can be: streams still count, with
+    /// the labels that are known).
     pub(super) fn lose_all(&mut self, st: &mut Stats) {
         st.abandoned += self.streams.len() as u64;
         self.streams.clear();
         for dir in &mut self.dirs {
             dir.seen = true;
-            dir.broken = true;
+            dir.lose_place();
             dir.frame = None;
             dir.block = None;
             clear(&mut dir.buf);
@@ -216,23 +229,25 @@ impl Conn {
         if !dir.seen {
             dir.seen = true;
             // Each endpoint's first frame is a SETTINGS frame (RFC 9113 §3.4).
+            // Else it is followed from its middle: its table is not known, and what the blocks
+            // give from then on is taken as far as it is known.
             if !(ev.ftype == SETTINGS && ev.fflags & FLAG_ACK == 0 && ev.off == 0) {
                 st.joined_late += 1;
-                dir.broken = true;
+                dir.hpack.forget();
             }
         }
         let at = ev.at as usize;
         let Some(data) = ev.data.get(at..at.saturating_add(ev.n as usize)) else {
             // Not a chunk of the window it came in.
             st.chunks_lost += 1;
-            dir.broken = true;
+            dir.lose_place();
             return;
         };
         let end = ev.off.saturating_add(data.len() as u32);
         if end > ev.flen {
             // Not a chunk of the frame it names.
             st.chunks_lost += 1;
-            dir.broken = true;
+            dir.lose_place();
             return;
         }
         let continues = matches!(dir.frame, Some(f) if ev.off != 0 && (f.ftype, f.stream, f.flen) == (ev.ftype, ev.stream, ev.flen));
@@ -242,7 +257,7 @@ impl Conn {
             {
                 f.intact = false;
                 st.chunks_lost += 1;
-                dir.broken = true;
+                dir.lose_place();
             }
         } else {
             self.interrupt(d, ev, lim, st, out);
@@ -264,7 +279,7 @@ impl Conn {
         let dir = &mut self.dirs[d];
         if let Some(f) = dir.frame.take() {
             st.chunks_lost += 1;
-            dir.broken = true;
+            dir.lose_place();
             if is_block(f.ftype) && f.flags & FLAG_END_HEADERS != 0 {
                 self.block_end(d, self.dirs[d].last_ns, &[], lim, st, out);
             }
@@ -275,7 +290,7 @@ impl Conn {
         {
             // A block's frames follow one another on its stream (RFC 9113 §6.10).
             st.protocol_errors += 1;
-            dir.broken = true;
+            dir.lose_place();
             self.block_end(d, self.dirs[d].last_ns, &[], lim, st, out);
         }
     }
@@ -283,9 +298,13 @@ impl Conn {
     /// The first event of a frame with a payload (`data`, its first chunk unless bytes were lost).
     fn begin(&mut self, d: usize, ev: &Event, data: &[u8], st: &mut Stats) {
         let dir = &mut self.dirs[d];
+        if matches!(ev.ftype, HEADERS | PUSH_PROMISE) {
+            // A new block: decoded unless bytes of it are lost.
+            dir.broken = false;
+        }
         if ev.off != 0 {
             st.chunks_lost += 1;
-            dir.broken = true;
+            dir.lose_place();
         }
         let (ftype, flags) = (ev.ftype, ev.fflags);
         let mut f = Frame {
@@ -321,13 +340,13 @@ impl Conn {
                     Some(p) => f.hi = ev.flen - p,
                     None => {
                         st.protocol_errors += 1;
-                        dir.broken = true;
+                        dir.lose_place();
                     }
                 }
             }
             CONTINUATION if dir.block.is_none() => {
                 st.protocol_errors += 1;
-                dir.broken = true;
+                dir.lose_place();
             }
             _ => {}
         }
@@ -391,7 +410,7 @@ impl Conn {
                 Ok(f) => fields = Some(f),
                 Err(_) => {
                     st.decode_errors += 1;
-                    dir.broken = true;
+                    dir.lose_place();
                 }
             }
         }
@@ -427,7 +446,7 @@ impl Conn {
                 st.streams_overflow += 1;
                 return;
             }
-            let certain = fields.is_some();
+            let certain = fields.as_ref().is_some_and(|f| !f.unknown);
             let f = fields.unwrap_or_default();
             let grpc = if f.grpc { Some(Grpc { method: f.path.unwrap_or_default(), status: None }) } else { None };
             let s = Stream {
@@ -448,6 +467,10 @@ impl Conn {
             // Informational (1xx): the final response is still to come.
             Some(f) if !s.final_seen && (100..200).contains(&f.status) && !b.end_stream => return,
             Some(f) => {
+                // Trailers matter to gRPC calls only.
+                if f.unknown && !(s.final_seen && s.grpc.is_none()) {
+                    s.certain = false;
+                }
                 if !s.final_seen {
                     s.status = f.status;
                 }
@@ -524,6 +547,7 @@ fn decode(dec: &mut hpack::Decoder, block: &[u8], request: bool) -> Result<Field
         b":path" if request => path = Some(value.to_vec()),
         _ => {}
     })?;
+    f.unknown = dec.unknown() > 0;
     if f.grpc
         && let Some(p) = path
     {

@@ -111,7 +111,10 @@ pub fn rpc(
 /// The HTTP/2 capture's own counters.
 pub fn stats(s: &Shared, out: &mut Out) {
     let st = *s.stats.lock().unwrap();
-    let limited = s.records.lock().unwrap().rpc_method_limited;
+    let (limited, uncertain) = {
+        let r = s.records.lock().unwrap();
+        (r.rpc_method_limited, r.uncertain)
+    };
     let mut f = Family::counter(
         "collector_http2_dropped_total",
         "HTTP/2 streams or header decoding the daemon gave up, by reason (docs/metrics.md, HTTP/2).",
@@ -121,6 +124,15 @@ pub fn stats(s: &Shared, out: &mut Out) {
     }
     f.add(&[("reason", "rpc_method_limit")], limited as f64);
     out.push(f);
+    let mut u = Family::counter(
+        "collector_http2_streams_uncertain_total",
+        "HTTP/2 streams and gRPC calls recorded whose labels may be incomplete: a header block not decoded, or \
+         one that referred to HPACK table entries never seen (a connection followed from its middle, opened \
+         before the collector started, or after lost bytes); a label then missing is method _OTHER, an empty \
+         status code, or an HTTP exchange where a gRPC call could not be told (docs/metrics.md, HTTP/2).",
+    );
+    u.add(&[], uncertain as f64);
+    out.push(u);
     let mut g = Family::gauge("collector_http2_connections", "HTTP/2 connections the daemon follows now.");
     g.add(&[], *s.connections.lock().unwrap() as f64);
     out.push(g);

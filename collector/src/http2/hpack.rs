@@ -13,6 +13,16 @@
 //! (the entries' bytes, with room to append before they are compacted, and their positions),
 //! plus a buffer for the Huffman-decoded strings of one field, kept up to 4 KiB between blocks.
 //!
+//! Partial tables: a decoder that cannot know what its table holds ([`Decoder::forget`]: its
+//! connection was followed from the middle, or bytes of a block were lost) goes on decoding
+//! with what it learns from then on. HPACK's dynamic index 1 is always the latest entry added,
+//! so an index up to the number of entries added since is exactly known; a larger one refers to
+//! an entry that was never seen, and its field is *unknown*: not passed, only counted
+//! ([`Decoder::unknown`]). A literal whose name is such an entry adds an entry whose name is
+//! unknown. Such a table keeps what it adds up to the most it may hold (the encoder's real
+//! maximum is unknown: keeping an entry the encoder evicted costs nothing, as it is never
+//! referred to again), and a size update to 0 makes it whole again (every entry evicted).
+//!
 //! Privacy: header names and values are kept only in the dynamic table, as HPACK requires (the
 //! encoder refers to them in later blocks). Evicted entries' bytes are zeroed at once, as are
 //! the Huffman-decoded strings after each field and after each block; after an error the table
@@ -45,8 +55,6 @@ pub enum Error {
     TableSize,
     /// A dynamic table size update after the block's first field (§4.2 puts them first).
     LateSizeUpdate,
-    /// An earlier block did not decode: the table can no longer be followed.
-    Failed,
 }
 
 impl fmt::Display for Error {
@@ -58,7 +66,6 @@ impl fmt::Display for Error {
             Error::Huffman => "invalid Huffman-coded string",
             Error::TableSize => "dynamic table size update above the maximum allowed",
             Error::LateSizeUpdate => "dynamic table size update after a field",
-            Error::Failed => "an earlier header block did not decode",
         })
     }
 }
@@ -72,15 +79,56 @@ pub struct Decoder {
     max_allowed: usize,
     /// The Huffman-decoded strings of the field being decoded (and dynamic names copied).
     scratch: Vec<u8>,
-    /// A block did not decode.
-    failed: bool,
+    /// The table holds entries that were never seen (see the module's "Partial tables").
+    partial: bool,
+    /// Fields of the last block decoded whose name or value was such an entry.
+    unknown: usize,
+    /// The largest table it follows at all: [`Decoder::forget`]'s table size.
+    ceiling: usize,
 }
 
 impl Decoder {
     /// A decoder whose encoder may use a table of up to `max_allowed` bytes; its table starts
-    /// at HTTP/2's 4096 bytes, or `max_allowed` if smaller.
+    /// at HTTP/2's 4096 bytes, or `max_allowed` if smaller. A table it cannot know is followed
+    /// up to `max_allowed` too; [`Decoder::with_ceiling`] sets another bound for that.
     pub fn new(max_allowed: usize) -> Self {
-        Self { table: Table::new(INITIAL.min(max_allowed)), max_allowed, scratch: Vec::new(), failed: false }
+        Self {
+            table: Table::new(INITIAL.min(max_allowed)),
+            max_allowed,
+            scratch: Vec::new(),
+            partial: false,
+            unknown: 0,
+            ceiling: max_allowed,
+        }
+    }
+
+    /// The same decoder, following a table it cannot know up to `ceiling` bytes (the most any
+    /// SETTINGS_HEADER_TABLE_SIZE is followed to).
+    pub fn with_ceiling(mut self, ceiling: usize) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
+    /// The table can no longer be known (the connection is followed from its middle, or entries
+    /// were added in bytes that were lost): it is emptied, and from now on indices beyond what
+    /// is added again are unknown fields (the module's "Partial tables"). Size updates up to the
+    /// ceiling are taken, as the encoder's maximum is not known either.
+    pub fn forget(&mut self) {
+        self.table.clear();
+        self.table.max = self.ceiling;
+        self.max_allowed = self.max_allowed.max(self.ceiling);
+        self.partial = true;
+    }
+
+    /// Whether the table holds entries that were never seen.
+    pub fn partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Fields of the last block [`Decoder::decode`] went through that were not passed, as their
+    /// name or value is an entry never seen (0 unless the table is partial).
+    pub fn unknown(&self) -> usize {
+        self.unknown
     }
 
     /// A new maximum for the encoder's table (a SETTINGS_HEADER_TABLE_SIZE of the decoding
@@ -97,34 +145,33 @@ impl Decoder {
     /// Decodes one header block (the whole of it: HEADERS or PUSH_PROMISE and CONTINUATIONs),
     /// calling `f(name, value)` for each field in order; size updates are applied, not passed.
     ///
-    /// On an error the fields passed before it stand, the table is emptied and the decoder is
-    /// unusable: every later call returns [`Error::Failed`] (HTTP/2 makes any decoding error a
-    /// connection error).
+    /// On an error the fields passed before it stand, and the table can no longer be known
+    /// ([`Decoder::forget`]; an endpoint would end the connection, HTTP/2 makes any decoding
+    /// error a connection error, so this happens only where bytes were lost or changed).
     pub fn decode(&mut self, block: &[u8], mut f: impl FnMut(&[u8], &[u8])) -> Result<(), Error> {
-        if self.failed {
-            return Err(Error::Failed);
-        }
+        self.unknown = 0;
         let res = self.fields(block, &mut f);
         wipe(&mut self.scratch);
         if self.scratch.capacity() > KEEP_SCRATCH {
             self.scratch = Vec::new();
         }
         if res.is_err() {
-            self.failed = true;
-            self.table.clear();
+            self.forget();
         }
         res
     }
 
     fn fields(&mut self, block: &[u8], f: &mut impl FnMut(&[u8], &[u8])) -> Result<(), Error> {
-        let Self { table, max_allowed, scratch, .. } = self;
+        let Self { table, max_allowed, scratch, partial, unknown, .. } = self;
         let mut rest = block;
         let mut first = true;
         while let Some(&b) = rest.first() {
             if b & 0x80 != 0 {
                 // Indexed field (§6.1).
-                let (name, value) = table.get(int(&mut rest, 7)?)?;
-                f(name, value);
+                match table.get(int(&mut rest, 7)?, *partial)? {
+                    Some((name, value)) => f(name, value),
+                    None => *unknown += 1,
+                }
             } else if b & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3).
                 if !first {
@@ -135,6 +182,10 @@ impl Decoder {
                     return Err(Error::TableSize);
                 }
                 table.set_max(n);
+                if n == 0 {
+                    // Every entry evicted: the table is known again.
+                    *partial = false;
+                }
                 continue;
             } else {
                 // Literal field with incremental indexing (§6.2.1), without indexing (§6.2.2)
@@ -143,21 +194,32 @@ impl Decoder {
                 let i = int(&mut rest, if index { 6 } else { 4 })?;
                 wipe(scratch);
                 let name = match i {
-                    0 => string(&mut rest, scratch)?,
+                    0 => Some(string(&mut rest, scratch)?),
                     _ => match STATIC.get(i - 1) {
-                        Some(&(name, _)) => Str::Raw(name),
-                        None => {
-                            // Copied: the entry may be evicted when this field is added.
-                            scratch.extend_from_slice(table.get(i)?.0);
+                        Some(&(name, _)) => Some(Str::Raw(name)),
+                        // Copied: the entry may be evicted when this field is added.
+                        None => table.get(i, *partial)?.map(|(name, _)| {
+                            scratch.extend_from_slice(name);
                             Str::Buf(0, scratch.len())
-                        }
+                        }),
                     },
                 };
                 let value = string(&mut rest, scratch)?;
-                let (name, value) = (name.bytes(scratch), value.bytes(scratch));
-                f(name, value);
-                if index {
-                    table.insert(name, value);
+                let value = value.bytes(scratch);
+                match name {
+                    Some(name) => {
+                        let name = name.bytes(scratch);
+                        f(name, value);
+                        if index {
+                            table.insert(name, value, false);
+                        }
+                    }
+                    None => {
+                        *unknown += 1;
+                        if index {
+                            table.insert(&[], value, true);
+                        }
+                    }
                 }
             }
             first = false;
@@ -237,6 +299,8 @@ struct Entry {
     name: usize,
     /// Name and value.
     len: usize,
+    /// Its name is an entry that was never seen (a partial table's): the field is unknown.
+    anon: bool,
 }
 
 /// The dynamic table (§2.3.2, §4). Entries' bytes are appended to one buffer, oldest first;
@@ -262,18 +326,22 @@ impl Table {
         self.max + self.max / 2
     }
 
-    /// The field at HPACK index `i` (static table first).
-    fn get(&self, i: usize) -> Result<(&[u8], &[u8]), Error> {
+    /// The field at HPACK index `i` (static table first); `None` where it is not known: an
+    /// entry whose name is unknown, or (`partial`: the table holds entries never seen) an index
+    /// beyond the entries seen.
+    fn get(&self, i: usize, partial: bool) -> Result<Option<(&[u8], &[u8])>, Error> {
         if let Some(&field) = i.checked_sub(1).and_then(|j| STATIC.get(j)) {
-            return Ok(field);
+            return Ok(Some(field));
         }
-        let e = i
-            .checked_sub(STATIC.len() + 1)
-            .and_then(|j| self.entries.len().checked_sub(j + 1))
-            .and_then(|k| self.entries.get(k))
-            .ok_or(Error::Index)?;
+        let j = i.checked_sub(STATIC.len() + 1).ok_or(Error::Index)?;
+        let Some(e) = self.entries.len().checked_sub(j + 1).and_then(|k| self.entries.get(k)) else {
+            return if partial { Ok(None) } else { Err(Error::Index) };
+        };
+        if e.anon {
+            return Ok(None);
+        }
         let field = self.bytes.get(e.start..e.start + e.len).ok_or(Error::Index)?;
-        field.split_at_checked(e.name).ok_or(Error::Index)
+        field.split_at_checked(e.name).map(Some).ok_or(Error::Index)
     }
 
     /// A new maximum size (a size update): entries beyond it are evicted.
@@ -303,7 +371,8 @@ impl Table {
     }
 
     /// Adds a field (§4.4): evicts what it needs; a field larger than the table empties it.
-    fn insert(&mut self, name: &[u8], value: &[u8]) {
+    /// `anon`: its name is not known (`name` empty; it counts only its value).
+    fn insert(&mut self, name: &[u8], value: &[u8], anon: bool) {
         let len = name.len() + value.len();
         let Some(target) = self.max.checked_sub(len + OVERHEAD) else {
             return self.evict(0);
@@ -321,7 +390,7 @@ impl Table {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(name);
         self.bytes.extend_from_slice(value);
-        self.entries.push_back(Entry { start, name: name.len(), len });
+        self.entries.push_back(Entry { start, name: name.len(), len, anon });
         self.size += len + OVERHEAD;
     }
 

@@ -82,6 +82,8 @@ pub struct Records {
     rpc_method_label: bool,
     /// Calls whose method went to `_OTHER` because of the limit.
     pub rpc_method_limited: u64,
+    /// Streams recorded with labels that may be missing (`Done::certain` false).
+    pub uncertain: u64,
 }
 
 /// Index of the duration bucket for `ns`: the number of bounds below it.
@@ -98,6 +100,7 @@ impl Records {
             bounds,
             rpc_method_label,
             rpc_method_limited: 0,
+            uncertain: 0,
         }
     }
 
@@ -110,6 +113,9 @@ impl Records {
         let (family, addr) = if server { (0, [0; 16]) } else { (d.conn.family, d.conn.addr) };
         let dur = d.end_ns.saturating_sub(d.start_ns);
         let bucket = duration_bucket(&self.bounds, dur);
+        if !d.certain {
+            self.uncertain += 1;
+        }
         if let Some(g) = &d.grpc {
             let method = if !self.rpc_method_label {
                 String::new()

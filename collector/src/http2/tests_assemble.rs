@@ -226,11 +226,25 @@ fn rfc7541_c6_responses_size_update_and_eviction() {
     t.headers(RESP_DIR, 9, &hex("c1"), true);
     let d = t.one();
     assert_eq!((d.status, d.certain, t.stats().decode_errors), (0, false, 1));
-    // The direction is broken from then on; the requests' is not.
+    // The direction's table is no longer known: a status from the static table still is, one
+    // from the dynamic table is not (until entries are added again).
     t.headers(REQ_DIR, 11, GET, true);
     t.headers(RESP_DIR, 11, OK, true);
     let d = t.one();
-    assert_eq!((d.method, d.status, d.certain), (method::GET, 0, false));
+    assert_eq!((d.method, d.status, d.certain), (method::GET, 200, true));
+    t.headers(REQ_DIR, 13, GET, true);
+    t.headers(RESP_DIR, 13, &hex("be"), true);
+    let d = t.one();
+    assert_eq!((d.status, d.certain), (0, false));
+    t.headers(REQ_DIR, 15, GET, true);
+    // `:status: 404` added (literal with incremental indexing, static name 8), then referred to.
+    t.headers(RESP_DIR, 15, &hex("4803 3430 34"), true);
+    let d = t.one();
+    assert_eq!((d.status, d.certain), (404, true));
+    t.headers(REQ_DIR, 17, GET, true);
+    t.headers(RESP_DIR, 17, &hex("be"), true);
+    let d = t.one();
+    assert_eq!((d.status, d.certain, t.stats().decode_errors), (404, true, 1));
 }
 
 #[test]
@@ -489,11 +503,15 @@ fn undecodable_block() {
     let d = t.one();
     assert_eq!((d.method, d.status, d.certain), (0, 200, false));
     assert_eq!(t.stats().decode_errors, 1);
-    // The requests' direction stays broken.
+    // The requests' table is no longer known: the static table still is.
     t.headers(REQ_DIR, 3, GET, true);
     t.headers(RESP_DIR, 3, OK, true);
     let d = t.one();
-    assert_eq!((d.method, d.status, d.certain), (0, 200, false));
+    assert_eq!((d.method, d.status, d.certain), (method::GET, 200, true));
+    t.headers(REQ_DIR, 5, &[0x82, 0xc0], true);
+    t.headers(RESP_DIR, 5, OK, true);
+    let d = t.one();
+    assert_eq!((d.method, d.status, d.certain), (method::GET, 200, false));
     assert_eq!(t.stats().decode_errors, 1);
 }
 
@@ -517,12 +535,27 @@ fn chunks_lost_and_joined_late() {
     t.headers(RESP_DIR, 3, OK, true);
     assert_eq!((t.one().certain, t.stats().chunks_lost, t.stats().protocol_errors), (false, 2, 0));
 
-    // A connection whose first frame is not SETTINGS.
+    // The block after the lost bytes: its table is not known, its static references are.
+    t.headers(REQ_DIR, 5, GET, true);
+    t.headers(RESP_DIR, 5, OK, true);
+    assert_eq!((t.one().certain, t.stats().chunks_lost), (true, 2));
+
+    // A connection whose first frame is not SETTINGS: followed from its middle (opened before
+    // the collector started). Streams opened before it are not followed; what the static table
+    // and the entries added from then on give is known, the rest is not.
     let mut t = T::new();
     t.cookie = 2;
-    t.headers(REQ_DIR, 1, GET, true);
-    t.headers(RESP_DIR, 1, OK, true);
-    assert_eq!((t.one().certain, t.stats().joined_late), (false, 2));
+    t.data(RESP_DIR, 7, 10, true);
+    t.headers(REQ_DIR, 9, &hex("83 be 86"), false);
+    t.headers(RESP_DIR, 9, OK, false);
+    t.data(REQ_DIR, 9, 5, true);
+    t.data(RESP_DIR, 9, 12, true);
+    let d = t.one();
+    assert_eq!((d.stream, d.method, d.status, d.req_bytes, d.resp_bytes), (9, method::POST, 200, 5, 12));
+    assert_eq!((d.certain, t.stats().joined_late), (false, 2));
+    t.headers(REQ_DIR, 11, GET, true);
+    t.headers(RESP_DIR, 11, OK, true);
+    assert!(t.one().certain);
 }
 
 #[test]

@@ -29,8 +29,9 @@ fn decode(d: &mut Decoder, block: &[u8]) -> Result<Fields, Error> {
 /// The dynamic table, newest first, checked against its size as HPACK counts it.
 fn table(d: &Decoder) -> Fields {
     let t = &d.table;
-    let out: Fields =
-        (0..t.entries.len()).map(|j| t.get(62 + j).map(|(n, v)| (n.to_vec(), v.to_vec())).unwrap()).collect();
+    let out: Fields = (0..t.entries.len())
+        .map(|j| t.get(62 + j, false).unwrap().map(|(n, v)| (n.to_vec(), v.to_vec())).unwrap())
+        .collect();
     assert_eq!(t.size, out.iter().map(|(n, v)| n.len() + v.len() + 32).sum::<usize>());
     assert!(t.size <= t.max && t.max <= d.max_allowed);
     assert!(t.bytes.len() <= t.room() && t.bytes.capacity() <= t.room().max(64), "{} {}", t.bytes.capacity(), t.max);
@@ -290,9 +291,10 @@ fn malformed_blocks() {
     ] {
         let mut d = Decoder::new(4096);
         assert_eq!(decode(&mut d, &hex(block)), Err(err), "{block}");
-        // Unusable from then on, its table emptied.
-        assert_eq!(decode(&mut d, &hex("82")), Err(Error::Failed), "{block}");
-        assert_eq!((d.table.size, d.table.entries.len()), (0, 0));
+        // Its table emptied and no longer known: a dynamic index is unknown from then on.
+        assert_eq!((d.table.size, d.table.entries.len(), d.partial()), (0, 0, true));
+        assert_eq!(decode(&mut d, &hex("82 be")).unwrap(), fields(&[(":method", "GET")]), "{block}");
+        assert_eq!(d.unknown(), 1);
     }
     // Valid neighbours: `a` with 3 bits of padding, an empty Huffman string, an empty block.
     let mut d = Decoder::new(4096);
@@ -441,6 +443,94 @@ fn header_list(rng: &mut Rng, pool: &mut Vec<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>,
             (name, value, huffman | indexing | best)
         })
         .collect()
+}
+
+#[test]
+fn partial_table() {
+    let mut d = Decoder::new(4096).with_ceiling(65536);
+    d.forget();
+    assert_eq!((d.partial(), d.table.max), (true, 65536));
+    // An index beyond the entries seen: unknown, not an error.
+    assert_eq!(decode(&mut d, &hex("82 be 85")).unwrap(), fields(&[(":method", "GET"), (":path", "/index.html")]));
+    assert_eq!(d.unknown(), 1);
+    // Entries added from now on are known: index 62 is the latest.
+    let custom = "400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572";
+    assert_eq!(decode(&mut d, &hex(custom)).unwrap(), fields(&[("custom-key", "custom-header")]));
+    assert_eq!((decode(&mut d, &hex("be bf")).unwrap(), d.unknown()), (fields(&[("custom-key", "custom-header")]), 1));
+    // A literal named by an entry never seen: unknown, and the entry it adds has no known name.
+    assert_eq!((decode(&mut d, &hex("7f01 0178")).unwrap(), d.unknown()), (vec![], 1));
+    assert_eq!(
+        (decode(&mut d, &hex("be bf c0")).unwrap(), d.unknown()),
+        (fields(&[("custom-key", "custom-header")]), 2)
+    );
+    // Taking its name from it is unknown too (without indexing: nothing added).
+    assert_eq!((decode(&mut d, &hex("0f2f 0179")).unwrap(), d.unknown()), (vec![], 1));
+    // A size update to 0 evicts everything: the table is known again.
+    assert_eq!(decode(&mut d, &hex("20 3f e11f 82")).unwrap(), fields(&[(":method", "GET")]));
+    assert!(!d.partial());
+    assert_eq!(decode(&mut d, &hex("be")), Err(Error::Index));
+}
+
+/// Decodes a block, also returning how many fields were unknown.
+fn decode_partial(d: &mut Decoder, block: &[u8]) -> (Fields, usize) {
+    let got = decode(d, block).unwrap();
+    (got, d.unknown())
+}
+
+/// Whether `part` is `whole` with some fields left out, in order.
+fn is_subsequence(part: &Fields, whole: &Fields) -> bool {
+    let mut it = whole.iter();
+    part.iter().all(|f| it.any(|w| w == f))
+}
+
+#[test]
+fn partial_tables_against_whole_ones() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut known, mut unknown, mut healed) = (0, 0, 0);
+    for _ in 0..40 {
+        let mut enc = Encoder::default();
+        let mut whole = Decoder::new(16384);
+        // Joins after a random number of blocks, as the decoder of a connection followed from
+        // its middle.
+        let join = rng.below(60);
+        let mut late = Decoder::new(4096).with_ceiling(65536);
+        late.forget();
+        let mut pool = Vec::new();
+        for i in 0..150 {
+            let mut block = Vec::new();
+            match rng.below(16) {
+                0 => {
+                    let size = [64, 256, 1000, 4096, 8192, 16384][rng.below(6)];
+                    enc.update_max_dynamic_size(size, &mut block).unwrap();
+                }
+                1 => {
+                    enc.update_max_dynamic_size(0, &mut block).unwrap();
+                    enc.update_max_dynamic_size(4096, &mut block).unwrap();
+                }
+                _ => {}
+            }
+            let list = header_list(&mut rng, &mut pool);
+            for (n, v, flags) in &list {
+                enc.encode((n.clone(), v.clone(), *flags), &mut block).unwrap();
+            }
+            let want = decode(&mut whole, &block).unwrap();
+            if i < join {
+                continue;
+            }
+            let (got, n) = decode_partial(&mut late, &block);
+            // What it passes is exactly what the whole table gives; the rest is counted.
+            assert_eq!(got.len() + n, want.len());
+            assert!(is_subsequence(&got, &want));
+            if !late.partial() {
+                assert_eq!(got, want);
+                healed += 1;
+            }
+            known += got.len();
+            unknown += n;
+        }
+    }
+    println!("partial: {known} fields known, {unknown} unknown, {healed} blocks after the table was whole again");
+    assert!(known > 10 * unknown && unknown > 0 && healed > 0);
 }
 
 #[test]
