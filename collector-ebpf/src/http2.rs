@@ -269,17 +269,22 @@ pub fn tls_conn(key: &TlsKey) -> Option<&'static mut TlsConn<H2>> {
     TLS_H2_CONNS.get_ptr_mut(key).and_then(|p| unsafe { p.as_mut() })
 }
 
-/// Creates the HTTP/2 TLS connection of `key`, whose first bytes (`call`) are the client's
-/// preface (`server_first` false) or a server's first SETTINGS frame.
+/// Creates the HTTP/2 TLS connection of `key`, whose first bytes (`call`) are (`class`, a
+/// `plain::TLS_H2*`) the client's preface, a server's first SETTINGS frame, or in the middle of
+/// a connection a request's or a response's HEADERS frame.
 #[inline(always)]
-pub fn tls_create(key: &TlsKey, call: &Call, server_first: bool) -> Option<&'static mut TlsConn<H2>> {
+pub fn tls_create(key: &TlsKey, call: &Call, class: i64) -> Option<&'static mut TlsConn<H2>> {
     let _ = TLS_H2_CONNS.insert(key, &ZERO_TLS_CONN, BPF_NOEXIST as u64);
     let Some(conn) = tls_conn(key) else {
         drops::count(drop::TLS_CONN_FULL);
         return None;
     };
     if conn.id.role == 0 {
-        plain::start(conn, call, server_first);
+        let response = class == plain::TLS_H2_SERVER || class == plain::TLS_H2_JOIN_RESPONSE;
+        plain::start(conn, call, response);
+        if class >= plain::TLS_H2_JOIN_REQUEST {
+            conn.p.join(!response, 0);
+        }
         // The daemon's key of the connection: the process and the library's connection object,
         // with the top bit set (socket cookies count up from 1).
         conn.id.cookie = 1 << 63 | (key.tgid as u64) << 44 ^ key.ssl;

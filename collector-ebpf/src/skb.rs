@@ -23,7 +23,10 @@ use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock, sock_ops},
     programs::{SkBuffContext, SockContext, SockOpsContext},
 };
-use collector_common::drop;
+use collector_common::{
+    drop,
+    http2::{JOIN_HEADERS, JOIN_RESPONSE, midstream_join},
+};
 
 use crate::{
     capture::{
@@ -135,8 +138,17 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
     let at_start = at_stream_start(tp, egress, seq);
     let class = classify(head, at_start);
     let response = class == Class::Response;
-    // HTTP/2 only from the start of a stream (its frames cannot be found from the middle).
-    let h2 = at_start && (class == Class::Http2 || class == Class::Http2Server);
+    // HTTP/2 from the start of a stream, or from a segment in its middle (a connection open
+    // before the collector started) that starts with a request's or a response's HEADERS frame.
+    let join = if !at_start && class == Class::Other && plen >= 16 {
+        // (Its first 16 bytes as two little-endian words: BPF is little-endian.)
+        load::<[u64; 2]>(skb, payload).map_or(0, |b| midstream_join(b[0], b[1], plen))
+    } else {
+        0
+    };
+    // (A HEADERS frame that does not tell whether it is a request's does not decide the role.)
+    let join = if join == JOIN_HEADERS { 0 } else { join };
+    let h2 = (at_start && (class == Class::Http2 || class == Class::Http2Server)) || join != 0;
     if h2 {
         // A server's first SETTINGS and the client's preface can reach the hooks on two CPUs at
         // once, and the kernel fails the second of two creations of a socket's storage: what
@@ -150,8 +162,12 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
         }
         if conn.id.role == 0 {
             // The client's preface starts the requests' stream, a server's SETTINGS the
-            // responses'.
-            segment::start(conn, skb, sk, tp, egress, class == Class::Http2Server, syn, seq, ports, family);
+            // responses'; a HEADERS frame in the middle the stream of its kind.
+            let response = if join != 0 { join == JOIN_RESPONSE } else { class == Class::Http2Server };
+            segment::start(conn, skb, sk, tp, egress, response, syn, seq, ports, family);
+            if join != 0 {
+                conn.p.join(!response, seq);
+            }
         }
         return NEW_HTTP2;
     }

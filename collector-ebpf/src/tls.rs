@@ -170,8 +170,8 @@ pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
         return TAKE_H2 | (1 + plain::place(c, &call, n) as i64);
     }
     let class = plain::classify(&key, &call, n);
-    if class == plain::TLS_H2 || class == plain::TLS_H2_SERVER {
-        return match http2::tls_create(&key, &call, class == plain::TLS_H2_SERVER) {
+    if class >= plain::TLS_H2 {
+        return match http2::tls_create(&key, &call, class) {
             Some(c) => TAKE_H2 | (1 + plain::place(c, &call, n) as i64),
             None => 0,
         };

@@ -1,8 +1,9 @@
 # The gRPC peer of the tests (collector/tests/http2.rs, deploy_live.rs): a grpcio server
 # (`serve PORT`) with generic handlers for `test.Echo`, whose requests say what to do
 # ("delay_ms status count"), and a client (`call PORT KIND DELAY_MS STATUS SIZE REPS`) that
-# makes the calls and prints each one's status and duration by its own clock; `for PORT SECS`
-# is a load for cargo xtask bench.
+# makes the calls and prints each one's status and duration by its own clock; `session PORT`
+# keeps one channel open and calls on it as told (a connection open before the collector
+# starts); `for PORT SECS` is a load for cargo xtask bench.
 import sys, time, grpc
 from concurrent import futures
 
@@ -57,6 +58,16 @@ if sys.argv[1] == "serve":
     s.start()
     print("ready", flush=True)
     s.wait_for_termination()
+elif sys.argv[1] == "session":
+    # One channel kept open (`session PORT`): each line read, "N", makes N unary calls (OK,
+    # nothing to wait for) one after the other on it, then prints "done N".
+    ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
+    call = ch.unary_unary("/test.Echo/Unary", ident, ident)
+    for line in sys.stdin:
+        n = int(line)
+        for _ in range(n):
+            call(b"0 OK 64")
+        print("done", n, flush=True)
 elif sys.argv[1] == "for":
     # A load (cargo xtask bench): unary calls with nothing to wait for, one after the other,
     # for SECS seconds; prints how many.

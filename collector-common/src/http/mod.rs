@@ -17,7 +17,7 @@ pub mod framer;
 mod parse;
 mod stream;
 
-pub use bytes::{byte_at, le};
+pub use bytes::{byte_at, le, window8};
 pub use parse::known_method;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

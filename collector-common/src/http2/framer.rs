@@ -7,19 +7,23 @@
 //! spans the connection, and the daemon decodes the chunks (`collector/src/http2/`).
 //!
 //! HTTP/2 has no message boundary to re-synchronise on: a direction whose needed bytes are
-//! gone (or whose frames stop making sense) reports `EV_LOST` and is followed no further.
+//! gone (or whose frames stop making sense) reports `EV_LOST` and is followed no further. A
+//! connection seen from the middle of its streams (open before the collector started) is
+//! followed from a segment that starts with a request's or a response's HEADERS frame
+//! (`super::midstream_join`), and its other direction from its first segment that starts with
+//! one of its own ([`S_SEEK`]).
 
 use crate::{
     capture::{Sink, WINDOW, after},
     drop,
-    http::byte_at,
+    http::{byte_at, window8},
 };
 
 pub use crate::capture::Window;
 
 use super::{
-    CONTINUATION, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FRAME_HEADER, Frame, HEADERS, PREFACE, PUSH_PROMISE,
-    SETTINGS, reported_at_end,
+    CONTINUATION, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FRAME_HEADER, Frame, HEADERS, JOIN_HEADERS, JOIN_REQUEST,
+    JOIN_RESPONSE, PREFACE, PUSH_PROMISE, SETTINGS, midstream_join, reported_at_end,
 };
 
 // Direction states.
@@ -33,6 +37,12 @@ pub const S_CHUNKS: u8 = 2;
 pub const S_SKIP: u8 = 3;
 /// Nothing more to follow on this direction (ended, or its place lost).
 pub const S_IGNORE: u8 = 4;
+/// A direction of a connection seen from its middle, whose frames are not found yet: each
+/// segment that starts at or beyond everything seen of it is looked at for a HEADERS frame of
+/// its own (`super::midstream_join`), from which it is followed.
+pub const S_SEEK: u8 = 5;
+/// Bytes [`S_SEEK`] looks at (`super::midstream_join`'s).
+const SEEK_BYTES: u32 = 16;
 
 // Stream flags (`Dir::sflags`).
 /// `pos` and `hi` hold positions of this stream.
@@ -119,11 +129,12 @@ impl Dir {
 
     /// The bytes the next step needs loaded into the window, `(position, length)`, when the
     /// window does not hold them: a frame header wants its 9 bytes together where the segment
-    /// has them; a chunk of payload starts the window (its bytes go out as they lie there).
+    /// has them (and a segment looked at for a frame to join at its first 16); a chunk of
+    /// payload starts the window (its bytes go out as they lie there).
     #[inline(always)]
     pub fn needs_window(&self, seg_end: u32) -> Option<(u32, u32)> {
         let pos = self.pos;
-        if !after(seg_end, pos) || !needs_bytes(self.state) {
+        if !after(seg_end, pos) || !(needs_bytes(self.state) || self.state == S_SEEK) {
             return None;
         }
         let base = self.w.base;
@@ -134,7 +145,7 @@ impl Dir {
             // `pos`, the stash from the 8-byte boundary below it).
             inside
         } else {
-            let want = FRAME_HEADER - self.got;
+            let want = if self.state == S_SEEK { SEEK_BYTES } else { FRAME_HEADER - self.got };
             inside && (loaded_end.wrapping_sub(pos) >= want || !after(seg_end, loaded_end))
         };
         if ok {
@@ -168,6 +179,17 @@ impl H2 {
     #[inline(always)]
     pub fn dir_mut(&mut self, is_req: bool) -> &mut Dir {
         if is_req { &mut self.req } else { &mut self.resp }
+    }
+
+    /// Follows a connection seen from its middle: direction `is_req` from `pos`, a HEADERS
+    /// frame's first byte (`super::midstream_join`), the other from its first segment that
+    /// starts with one of its own ([`S_SEEK`]). After `Stream::start`.
+    #[inline(always)]
+    pub fn join(&mut self, is_req: bool, pos: u32) {
+        self.dir_mut(is_req).sync(pos, false);
+        let other = self.dir_mut(!is_req);
+        other.sflags = 0;
+        other.state = S_HEAD;
     }
 
     /// Reports an event of direction `is_req` (`kind`, with the current frame's fields; a chunk
@@ -219,16 +241,24 @@ impl H2 {
         let d = self.dir_mut(is_req);
         if d.sflags & SF_SYNCED == 0 {
             // A direction whose start was not known when the connection was set up: its frames
-            // cannot be found.
+            // are looked for.
             d.sync(seq, false);
-            self.lose(is_req, drop::HTTP_OUT_OF_ORDER, now, sink);
-            return false;
+            d.state = S_SEEK;
         }
         if after(end, d.hi) {
             d.hi = end;
         }
         if !after(end, d.pos) || len == 0 || d.state == S_IGNORE {
             return false;
+        }
+        if d.state == S_SEEK {
+            // Only a segment that starts at or beyond everything seen may start the frames.
+            if after(d.pos, seq) {
+                d.pos = end;
+                return false;
+            }
+            d.pos = seq;
+            return true;
         }
         if after(seq, d.pos) && skippable(d.state) {
             // A gap inside a skipped payload: the missing bytes are its bytes.
@@ -338,6 +368,27 @@ impl H2 {
                     d.got = 0;
                 }
             }
+            S_SEEK => {
+                // The first 16 bytes, loaded unless the segment is shorter (`needs_window`); the
+                // frame must lie in the segment, not in the window.
+                let i = d.pos.wrapping_sub(d.w.base);
+                let avail = seg_end.wrapping_sub(d.pos);
+                // Its own kind of head, or a HEADERS frame that does not tell (the direction is
+                // known: what matters is where its frames start).
+                let own = if is_req { JOIN_REQUEST } else { JOIN_RESPONSE };
+                let found = if i >= d.w.len || d.w.len > WINDOW || (d.w.len - i < SEEK_BYTES && d.w.len - i < avail) {
+                    0
+                } else {
+                    midstream_join(window8(&d.w.buf, i), window8(&d.w.buf, i + 8), avail)
+                };
+                if found != own && found != JOIN_HEADERS {
+                    d.pos = seg_end;
+                    return true;
+                }
+                d.state = S_HEAD;
+                d.got = 0;
+                return false;
+            }
             _ => return true,
         }
         !after(seg_end, self.dir(is_req).pos) || self.dir(is_req).state == S_IGNORE
@@ -415,7 +466,7 @@ impl H2 {
     #[inline(always)]
     pub fn fin<S: Sink>(&mut self, is_req: bool, fin: u32, now: u64, sink: &mut S) {
         let d = self.dir_mut(is_req);
-        if d.sflags & SF_SYNCED == 0 {
+        if d.sflags & SF_SYNCED == 0 || d.state == S_SEEK {
             d.sync(fin, false);
             d.state = S_IGNORE;
         }

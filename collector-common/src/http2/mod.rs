@@ -186,3 +186,68 @@ pub fn is_server_preface(head: u64) -> bool {
         && len.is_multiple_of(6)
         && len < 6 * 64
 }
+
+/// [`midstream_join`]: a HEADERS frame that opens a request.
+pub const JOIN_REQUEST: u8 = 1;
+/// [`midstream_join`]: a HEADERS frame that carries a response's head.
+pub const JOIN_RESPONSE: u8 = 2;
+/// [`midstream_join`]: a HEADERS frame whose first field does not tell (a dynamic table entry,
+/// a size update, a regular field: trailers).
+pub const JOIN_HEADERS: u8 = 3;
+/// Largest frame [`midstream_join`] takes: SETTINGS_MAX_FRAME_SIZE's initial value.
+pub const JOIN_MAX_FRAME: u32 = 16384;
+
+/// Where a connection is seen from the middle of its streams (it was open before the collector
+/// started), whether bytes that start a segment of one direction (`lo`, `hi`: its first 16
+/// bytes, little-endian, as the capture reads them; `avail`: how many it has) start a frame to
+/// follow the direction from: a whole HEADERS frame (END_HEADERS, stream id odd, at most
+/// [`JOIN_MAX_FRAME`] bytes, all in the segment) whose header block begins with a pseudo-header
+/// field (RFC 9113 §8.3: they come first) named by the static table — `:authority`,
+/// `:method`, `:path` or `:scheme` ([`JOIN_REQUEST`]), or `:status` ([`JOIN_RESPONSE`]) —
+/// or with another first field ([`JOIN_HEADERS`]: enough where the direction is known); 0
+/// otherwise. Writers put a frame at the start of most writes, and most requests' and
+/// responses' first field is one of these. A frame header's bytes are not recognisable as such,
+/// so this can take another protocol's bytes for a frame; the framer then loses its place at
+/// the first frame that makes no sense (`EV_LOST`).
+#[inline(always)]
+pub fn midstream_join(lo: u64, hi: u64, avail: u32) -> u8 {
+    let byte = |i: u32| if i < 8 { (lo >> (i * 8)) as u8 } else { (hi >> ((i - 8) * 8)) as u8 };
+    let flen = (byte(0) as u32) << 16 | (byte(1) as u32) << 8 | byte(2) as u32;
+    let flags = byte(4);
+    let stream = (byte(5) as u32) << 24 | (byte(6) as u32) << 16 | (byte(7) as u32) << 8 | byte(8) as u32;
+    let known = FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY;
+    if byte(3) != HEADERS
+        || flags & !known != 0
+        || flags & FLAG_END_HEADERS == 0
+        || stream & 0x8000_0001 != 1
+        || flen == 0
+        || flen > JOIN_MAX_FRAME
+        || flen + FRAME_HEADER > avail
+    {
+        return 0;
+    }
+    // Pad length, then the priority fields (RFC 9113 §6.2).
+    let padded = flags & FLAG_PADDED != 0;
+    let skip = padded as u32 + if flags & FLAG_PRIORITY != 0 { 5 } else { 0 };
+    let pad = if padded { byte(FRAME_HEADER) as u32 } else { 0 };
+    if skip + pad >= flen {
+        return 0;
+    }
+    // The first field's name: indexed (§6.1), literal with incremental indexing (§6.2.1), or
+    // without or never indexed (§6.2.2, §6.2.3); a size update (§6.3) is not taken.
+    let x = byte(FRAME_HEADER + skip);
+    let name = if x & 0x80 != 0 {
+        x & 0x7f
+    } else if x & 0xc0 == 0x40 {
+        x & 0x3f
+    } else if x & 0xe0 == 0x20 {
+        0
+    } else {
+        x & 0x0f
+    };
+    match name {
+        1..=7 => JOIN_REQUEST,
+        8..=14 => JOIN_RESPONSE,
+        _ => JOIN_HEADERS,
+    }
+}

@@ -1,7 +1,7 @@
 //! HTTP/2 behind the capture's seam: the framer (`framer::H2`) as a
 //! `collector_common::capture::Stream`.
 
-use super::framer::{H2, S_IGNORE, Window, needs_bytes, skippable};
+use super::framer::{H2, S_IGNORE, S_SEEK, Window, needs_bytes, skippable};
 use crate::capture::{Sink, Stream};
 
 impl Stream for H2 {
@@ -87,7 +87,7 @@ impl Stream for H2 {
     }
 
     #[inline(always)]
-    fn resyncs(&self, _is_req: bool) -> bool {
-        false
+    fn resyncs(&self, is_req: bool) -> bool {
+        self.dir(is_req).state == S_SEEK
     }
 }

@@ -183,3 +183,102 @@ fn server_stream_and_end() {
     h.abandon_all(&mut rec);
     assert_eq!(rec.got.iter().filter(|g| g.f.kind == EV_CLOSED).count(), 1);
 }
+
+/// 16 bytes of `b` as `midstream_join` takes them, zero-padded.
+fn join_of(b: &[u8], avail: usize) -> u8 {
+    let mut x = [0u8; 16];
+    for (i, v) in b.iter().take(16).enumerate() {
+        x[i] = *v;
+    }
+    let lo = u64::from_le_bytes(x[..8].try_into().unwrap());
+    let hi = u64::from_le_bytes(x[8..].try_into().unwrap());
+    super::midstream_join(lo, hi, avail as u32)
+}
+
+#[test]
+fn midstream_join_points() {
+    use super::{FLAG_PADDED, FLAG_PRIORITY, JOIN_HEADERS, JOIN_REQUEST, JOIN_RESPONSE};
+    let eh = FLAG_END_HEADERS;
+    let cases: [(Vec<u8>, u8); 16] = [
+        // `:method: POST`, `:method: GET` with END_STREAM, `:path` literal, `:authority`.
+        (frame(HEADERS, eh, 1, &[0x83, 0x86, 0x44, 1, b'/']), JOIN_REQUEST),
+        (frame(HEADERS, eh | FLAG_END_STREAM, 7, &[0x82, 0x86, 0x84]), JOIN_REQUEST),
+        (frame(HEADERS, eh, 3, &[0x04, 1, b'/', 0x82]), JOIN_REQUEST),
+        (frame(HEADERS, eh, 3, &[0x41, 1, b'a', 0x82]), JOIN_REQUEST),
+        // `:status: 200`, a literal `:status` without indexing and with incremental indexing.
+        (frame(HEADERS, eh, 5, &[0x88, 0xbe]), JOIN_RESPONSE),
+        (frame(HEADERS, eh, 5, &[0x08, 3, b'4', b'0', b'3']), JOIN_RESPONSE),
+        (frame(HEADERS, eh, 5, &[0x48, 3, b'4', b'0', b'3']), JOIN_RESPONSE),
+        // Padded and with priority: the block starts after them.
+        (frame(HEADERS, eh | FLAG_PADDED | FLAG_PRIORITY, 9, &[2, 0, 0, 0, 1, 16, 0x88, 0, 0]), JOIN_RESPONSE),
+        // HEADERS frames that do not tell their kind: trailers (a regular field first), a
+        // dynamic entry first, a size update first.
+        (frame(HEADERS, eh | FLAG_END_STREAM, 5, &[0x40, 11, b'g', b'r', b'p', b'c']), JOIN_HEADERS),
+        (frame(HEADERS, eh, 5, &[0xbe, 0x88]), JOIN_HEADERS),
+        (frame(HEADERS, eh, 5, &[0x20, 0x88]), JOIN_HEADERS),
+        // Not join points: without END_HEADERS, on an even or a zero stream, a DATA frame,
+        // padding as long as the frame, a frame longer than the segment.
+        (frame(HEADERS, 0, 5, &[0x88]), 0),
+        (frame(HEADERS, eh, 4, &[0x88]), 0),
+        (frame(DATA, 0, 5, &[0x88, 0, 0, 0, 0, 0, 0]), 0),
+        (frame(HEADERS, eh | FLAG_PADDED, 5, &[2, 0x88, 0]), 0),
+        (frame(HEADERS, eh, 0, &[0x88]), 0),
+    ];
+    for (i, (b, want)) in cases.iter().enumerate() {
+        assert_eq!(join_of(b, b.len()), *want, "case {i}");
+    }
+    let f = frame(HEADERS, eh, 1, &[0x83, 0x86, 0x84]);
+    assert_eq!(join_of(&f, f.len() - 1), 0);
+}
+
+/// A connection seen from its middle: the requests' direction joined at a request's HEADERS
+/// frame, the responses' at its first segment that starts with a response's.
+#[test]
+fn joined_from_the_middle() {
+    let mut req = frame(HEADERS, FLAG_END_HEADERS, 5, &[0x83, 0x86, 0x44, 2, b'/', b'x', 0xbf]);
+    req.extend(frame(DATA, FLAG_END_STREAM, 5, &[1; 40]));
+    // Responses: the end of a DATA payload of stream 3, a PING, then stream 5's response.
+    let tail = [9u8; 30];
+    let ping = frame(PING, 0, 0, &[2; 8]);
+    let mut resp5 = frame(HEADERS, FLAG_END_HEADERS, 5, &[0x88, 0xc0]);
+    resp5.extend(frame(DATA, 0, 5, &[3; 20]));
+    resp5.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 5, &[0x40, 1, b'a', 1, b'b']));
+    let mut resp = tail.to_vec();
+    resp.extend(&ping);
+    resp.extend(&resp5);
+
+    let mut h = H2::ZERO;
+    // As the kernel sets it up (skb.rs): the requests' direction from the segment's start.
+    h.start(true, true, 1000, Some(7000));
+    h.join(true, 1000);
+    let mut rec = Rec::default();
+    assert!(feed(&mut h, true, &req, 1000, req.len() as u32, 1000, 1, &mut rec));
+    // Each response segment is looked at; the first two start no response.
+    let (a, b) = (tail.len() as u32, ping.len() as u32);
+    let r = |seq: u32| 7000 + seq;
+    feed_at(&mut h, false, &resp, 7000, r(0), a, r(0), 2, &mut rec);
+    feed_at(&mut h, false, &resp, 7000, r(a), b, r(a), 3, &mut rec);
+    assert!(!h.stopped(false));
+    feed_at(&mut h, false, &resp, 7000, r(a + b), resp5.len() as u32, r(a + b), 4, &mut rec);
+    let got: Vec<(bool, u8, u32, u32)> = rec.got.iter().map(|g| (g.f.is_req, g.f.ftype, g.f.stream, g.f.n)).collect();
+    assert_eq!(
+        got,
+        std::vec![
+            (true, HEADERS, 5, 7),
+            (true, DATA, 5, 0),
+            (false, HEADERS, 5, 2),
+            (false, DATA, 5, 0),
+            (false, HEADERS, 5, 5),
+        ]
+    );
+    assert!(rec.got.iter().all(|g| g.f.kind == EV_FRAME));
+    assert!(rec.drops.is_empty());
+    // A segment that starts before what was seen is not looked at.
+    let mut h = H2::ZERO;
+    h.start(true, true, 1000, Some(7000));
+    h.join(true, 1000);
+    let mut rec = Rec::default();
+    feed_at(&mut h, false, &resp, 7000, r(a + b), 4, r(a + b), 1, &mut rec);
+    feed_at(&mut h, false, &resp, 7000, r(a + b), resp5.len() as u32, r(a + b), 2, &mut rec);
+    assert!(rec.got.is_empty());
+}

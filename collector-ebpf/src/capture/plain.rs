@@ -21,7 +21,7 @@ use collector_common::{
     capture::{Pending, Sink, Stream, WINDOW, Window},
     drop,
     http::tls::{MAX_TLS_CONNS, Peer, TlsKey},
-    http2::Frame,
+    http2::{Frame, JOIN_REQUEST, JOIN_RESPONSE, midstream_join},
 };
 
 use super::{
@@ -364,10 +364,15 @@ pub const TLS_RESPONSE: i64 = 2;
 pub const TLS_H2: i64 = 3;
 /// An HTTP/2 server's first SETTINGS frame.
 pub const TLS_H2_SERVER: i64 = 4;
+/// A request's HEADERS frame in the middle of an HTTP/2 connection (open before the collector
+/// started, `collector_common::http2::midstream_join`).
+pub const TLS_H2_JOIN_REQUEST: i64 = 5;
+/// A response's HEADERS frame in the middle of an HTTP/2 connection.
+pub const TLS_H2_JOIN_RESPONSE: i64 = 6;
 
 /// The class of a TLS connection's new bytes (`call`'s `n` bytes): an HTTP/1 request or
-/// response, the HTTP/2 preface, or, on the first call of a connection, an HTTP/2 server's
-/// SETTINGS (`TLS_*`); `TLS_NONE` is counted as one more try (the connection is given up after
+/// response, the HTTP/2 preface, on the first call of a connection an HTTP/2 server's
+/// SETTINGS, or a request's or response's HTTP/2 HEADERS frame (`TLS_*`); `TLS_NONE` is counted as one more try (the connection is given up after
 /// `MIDSTREAM_TRIES`). Plaintext may be seen from the middle of its stream (a process attached
 /// mid-connection), so an HTTP/1 request starts only with a known method.
 #[inline(always)]
@@ -389,8 +394,21 @@ pub fn classify(key: &TlsKey, call: &Call, n: u64) -> i64 {
         }
         super::detect::Class::Response => TLS_RESPONSE,
         _ => {
-            let _ = TLS_TRIES.insert(key, &(tries + 1), 0);
-            TLS_NONE
+            // A call's bytes start at a frame's start where the peer's writes do, as they
+            // mostly do: an HTTP/2 connection seen from its middle.
+            let join = if n >= 16 {
+                read_user::<[u64; 2]>(call.buf).map_or(0, |b| midstream_join(b[0], b[1], n as u32))
+            } else {
+                0
+            };
+            match join {
+                JOIN_REQUEST => TLS_H2_JOIN_REQUEST,
+                JOIN_RESPONSE => TLS_H2_JOIN_RESPONSE,
+                _ => {
+                    let _ = TLS_TRIES.insert(key, &(tries + 1), 0);
+                    TLS_NONE
+                }
+            }
         }
     }
 }
