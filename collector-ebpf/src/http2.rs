@@ -19,7 +19,7 @@ use collector_common::{
     capture::{Stream, WINDOW_WORDS, Window, after},
     drop,
     http::tls::{MAX_TLS_CONNS, TlsKey},
-    http2::{EV_UPGRADE, Event, Frame, is_server_preface},
+    http2::{EV_UPGRADE, Event, Frame, is_server_preface, midstream_join},
 };
 
 use crate::{
@@ -174,6 +174,18 @@ fn emit(id: &Ident, f: &Frame, w: &Window) {
 
 /// Takes the connection of `skb`, waiting up to `CLAIM_ROUNDS` rounds (as `http1::http_claim`).
 // SAFETY: unmangled: see above.
+/// `collector_common::http2::midstream_join` of a TLS call's bytes (`buf` in the traced
+/// process, `n` bytes, at least 16), for a connection seen from its middle. A global function:
+/// its frame (the 16 bytes read) is not on the stack of the chain of calls that follows the
+/// connection (5.10 allows 512 bytes for the deepest chain).
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn h2_join_user(buf: u64, n: u64) -> i64 {
+    plain::read_user::<[u64; 2]>(buf).map_or(0, |b| midstream_join(b[0], b[1], n as u32) as i64)
+}
+
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn h2_claim(skb: *mut __sk_buff) -> i64 {

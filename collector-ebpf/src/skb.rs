@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     drop,
-    http2::{JOIN_HEADERS, JOIN_RESPONSE, midstream_join},
+    http2::{JOIN_REQUEST, JOIN_RESPONSE, midstream_join},
 };
 
 use crate::{
@@ -138,44 +138,24 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
     let at_start = at_stream_start(tp, egress, seq);
     let class = classify(head, at_start);
     let response = class == Class::Response;
-    // HTTP/2 from the start of a stream, or from a segment in its middle (a connection open
-    // before the collector started) that starts with a request's or a response's HEADERS frame.
-    let join = if !at_start && class == Class::Other && plen >= 16 {
-        // (Its first 16 bytes as two little-endian words: BPF is little-endian.)
-        load::<[u64; 2]>(skb, payload).map_or(0, |b| midstream_join(b[0], b[1], plen))
-    } else {
-        0
-    };
-    // (A HEADERS frame that does not tell whether it is a request's does not decide the role.)
-    let join = if join == JOIN_HEADERS { 0 } else { join };
-    let h2 = (at_start && (class == Class::Http2 || class == Class::Http2Server)) || join != 0;
-    if h2 {
-        // A server's first SETTINGS and the client's preface can reach the hooks on two CPUs at
-        // once, and the kernel fails the second of two creations of a socket's storage: what
-        // the other CPU created is taken then.
-        let Some(conn) = http2::conn_of(sk, true).or_else(|| http2::conn_of(sk, false)) else {
-            drops::count(drop::HTTP_CONN_STORAGE);
-            return NEW_NONE;
-        };
-        if !wait(|| http2::h2_claim(skb) != 0) {
-            return NEW_NONE;
-        }
-        if conn.id.role == 0 {
-            // The client's preface starts the requests' stream, a server's SETTINGS the
-            // responses'; a HEADERS frame in the middle the stream of its kind.
-            let response = if join != 0 { join == JOIN_RESPONSE } else { class == Class::Http2Server };
-            segment::start(conn, skb, sk, tp, egress, response, syn, seq, ports, family);
-            if join != 0 {
-                conn.p.join(!response, seq);
-            }
-        }
-        return NEW_HTTP2;
+    // HTTP/2 from the start of a stream: the client's preface starts the requests' stream, a
+    // server's SETTINGS the responses'.
+    if at_start && (class == Class::Http2 || class == Class::Http2Server) {
+        return skb_new_h2(skb, how, seq as u64, (class == Class::Http2Server) as u64);
     }
     if class != Class::Request && !response {
         if !egress && !at_start && tp.bytes_received == 0 {
             // Received ahead of the stream's first byte (which was lost or reordered): it
             // decides when it comes, and this segment costs no try.
             return NEW_NONE;
+        }
+        // HTTP/2 from a segment in the middle of a connection (open before the collector
+        // started) that starts with a request's or a response's HEADERS frame.
+        if !at_start && class == Class::Other {
+            let r = skb_join_h2(skb, how, seq as u64);
+            if r != NEW_NONE {
+                return r;
+            }
         }
         let mark = if mark.is_null() { sk_storage::<u8>(not_followed(), sk, true) } else { mark };
         if mark.is_null() {
@@ -215,6 +195,70 @@ pub extern "C" fn skb_new_conn(skb: *mut __sk_buff, how: u64, seq: u64, at: u64)
         segment::start(conn, skb, sk, tp, egress, response, syn, seq, ports, family);
     }
     NEW_FOLLOWED
+}
+
+/// `skb_new_conn` for a socket seen from the middle of its stream whose segment (`seq` and
+/// `how` as there) starts with a request's or a response's HTTP/2
+/// HEADERS frame (`collector_common::http2::midstream_join`; one that does not tell which
+/// does not decide the connection's role): follows it as HTTP/2 from there ([`skb_new_h2`]).
+/// A global function, as `skb_new_h2`.
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn skb_join_h2(skb: *mut __sk_buff, how: u64, seq: u64) -> i64 {
+    // The payload's offset and length, found again (fewer values kept across the call).
+    let ip_len = (how >> 16) as u32 & 0xffff;
+    let Some(doff) = load::<u8>(skb, ip_len + 12) else { return NEW_NONE };
+    let payload = ip_len + (doff >> 4) as u32 * 4;
+    // SAFETY: `skb` is the calling program's `__sk_buff` context, valid for its whole run;
+    // reading `len` is a context load that the verifier checks and rewrites.
+    let plen = unsafe { (*skb).len }.saturating_sub(payload);
+    if plen < 16 {
+        return NEW_NONE;
+    }
+    // Its first 16 bytes as two little-endian words (BPF is little-endian).
+    let Some(b) = load::<[u64; 2]>(skb, payload) else { return NEW_NONE };
+    match midstream_join(b[0], b[1], plen) {
+        JOIN_REQUEST => skb_new_h2(skb, how, seq, 2),
+        JOIN_RESPONSE => skb_new_h2(skb, how, seq, 3),
+        _ => NEW_NONE,
+    }
+}
+
+/// `skb_new_conn` for a socket whose segment (`seq`; `how` as there) starts HTTP/2 (`what`: bit
+/// 0, it starts the responses' stream; bit 1, in the middle of the connection): creates and
+/// takes its state. A global function of its own, so that its frame is not on the stack of
+/// `skb_new_conn`'s other paths (5.10 allows 512 bytes for the deepest chain of calls).
+// SAFETY: unmangled (and exported) so that it stays a global function, verified once; the name
+// is unique in the object.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn skb_new_h2(skb: *mut __sk_buff, how: u64, seq: u64, what: u64) -> i64 {
+    let (egress, family, ip_len) = (how & 1 != 0, (how >> 8) as u8, (how >> 16) as u32 & 0xffff);
+    let (seq, response, joined) = (seq as u32, what & 1 != 0, what & 2 != 0);
+    let Some(sk) = socket_of(skb) else { return NEW_NONE };
+    let Some(tcp) = load::<[u8; 14]>(skb, ip_len) else { return NEW_NONE };
+    let syn = tcp[13] & TCP_SYN != 0;
+    let ports = u32::from_be_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]);
+    let Some(tp) = tcp_sock(sk) else { return NEW_NONE };
+    // A server's first SETTINGS and the client's preface can reach the hooks on two CPUs at
+    // once, and the kernel fails the second of two creations of a socket's storage: what the
+    // other CPU created is taken then.
+    let Some(conn) = http2::conn_of(sk, true).or_else(|| http2::conn_of(sk, false)) else {
+        drops::count(drop::HTTP_CONN_STORAGE);
+        return NEW_NONE;
+    };
+    if !wait(|| http2::h2_claim(skb) != 0) {
+        return NEW_NONE;
+    }
+    if conn.id.role == 0 {
+        segment::start(conn, skb, sk, tp, egress, response, syn, seq, ports, family);
+        if joined {
+            conn.p.join(!response, seq);
+        }
+    }
+    NEW_HTTP2
 }
 
 #[inline(always)]

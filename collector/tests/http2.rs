@@ -506,6 +506,10 @@ fn go_net_http_h2_over_tls() {
             &[("server_port", &p), ("network_protocol_version", "2")]
         )
     );
+    for s in m.find("http_server_request_duration_seconds_count", &[("network_protocol_version", "2")]) {
+        eprintln!("server series {:?} {}", s.labels, s.value);
+    }
+    eprintln!("drops:{why} uncertain {}", total(&m, "collector_http2_streams_uncertain_total", &[]));
 }
 
 /// `curl --http2` over cleartext: an HTTP/1.1 request with `Upgrade: h2c`, answered 101 by a

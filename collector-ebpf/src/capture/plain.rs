@@ -21,7 +21,7 @@ use collector_common::{
     capture::{Pending, Sink, Stream, WINDOW, Window},
     drop,
     http::tls::{MAX_TLS_CONNS, Peer, TlsKey},
-    http2::{Frame, JOIN_REQUEST, JOIN_RESPONSE, midstream_join},
+    http2::{Frame, JOIN_REQUEST, JOIN_RESPONSE},
 };
 
 use super::{
@@ -396,11 +396,7 @@ pub fn classify(key: &TlsKey, call: &Call, n: u64) -> i64 {
         _ => {
             // A call's bytes start at a frame's start where the peer's writes do, as they
             // mostly do: an HTTP/2 connection seen from its middle.
-            let join = if n >= 16 {
-                read_user::<[u64; 2]>(call.buf).map_or(0, |b| midstream_join(b[0], b[1], n as u32))
-            } else {
-                0
-            };
+            let join = if n >= 16 { crate::http2::h2_join_user(call.buf, n) as u8 } else { 0 };
             match join {
                 JOIN_REQUEST => TLS_H2_JOIN_REQUEST,
                 JOIN_RESPONSE => TLS_H2_JOIN_RESPONSE,
