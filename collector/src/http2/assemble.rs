@@ -134,6 +134,17 @@ pub struct Ident {
 }
 
 impl Ident {
+    /// Takes the socket of a later event of the connection: over TLS the kernel learns it
+    /// from a read of the connection (docs/metrics.md, HTTPS), which can come after its first
+    /// frames (Go's HTTP/2 server writes its SETTINGS before any read is seen), and a write's
+    /// guess is corrected by a read.
+    fn named(&mut self, ev: &Event) {
+        if ev.local_port != 0 {
+            (self.local_port, self.peer_port, self.family, self.addr) =
+                (ev.local_port, ev.peer_port, ev.family, ev.addr);
+        }
+    }
+
     pub(super) fn of(ev: &Event) -> Self {
         Self {
             cookie: ev.cookie,
@@ -233,6 +244,7 @@ impl Assembler {
                     Some(c) => {
                         self.lru.remove(&c.tick);
                         c.tick = self.tick;
+                        c.id.named(ev);
                     }
                     None => {
                         if self.conns.len() >= self.limits.conns

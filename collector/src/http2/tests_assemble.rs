@@ -60,6 +60,8 @@ struct T {
     ns: u64,
     /// The next event number of each connection (`Event::seq`), as the kernel counts them.
     seqs: std::collections::HashMap<u64, u32>,
+    /// The local port the events carry (0: the kernel does not know the socket yet).
+    port: u16,
 }
 
 impl T {
@@ -69,7 +71,28 @@ impl T {
     }
 
     fn with(limits: Limits) -> Self {
-        let mut t = T { a: Assembler::new(limits), done: Vec::new(), cookie: 1, ns: 1000, seqs: Default::default() };
+        let mut t = T {
+            a: Assembler::new(limits),
+            done: Vec::new(),
+            cookie: 1,
+            ns: 1000,
+            seqs: Default::default(),
+            port: 50051,
+        };
+        t.preface();
+        t
+    }
+
+    /// With both directions' SETTINGS sent carrying local port `port`.
+    fn with_port(port: u16) -> Self {
+        let mut t = T {
+            a: Assembler::new(Limits::default()),
+            done: Vec::new(),
+            cookie: 1,
+            ns: 1000,
+            seqs: Default::default(),
+            port,
+        };
         t.preface();
         t
     }
@@ -97,8 +120,8 @@ impl T {
         ev.cgroup_id = 42;
         ev.comm[..4].copy_from_slice(b"grpc");
         ev.addr[..4].copy_from_slice(&[10, 0, 0, 2]);
-        ev.local_port = 50051;
-        ev.peer_port = 40000;
+        ev.local_port = self.port;
+        ev.peer_port = if self.port == 0 { 0 } else { 40000 };
         ev.family = 2;
         ev.role = 1;
         ev.is_req = u8::from(is_req);
@@ -615,4 +638,21 @@ fn lost_events_give_up_the_open_streams() {
     assert!(t.done.is_empty() || !t.done[0].certain, "{:?}", t.done);
     let st = t.stats();
     assert_eq!((st.events_lost, st.abandoned), (1, 2));
+}
+
+/// Over TLS the kernel may name the socket after the connection's first frames (Go's HTTP/2
+/// server writes its SETTINGS before a read is seen): the exchanges take the later name.
+#[test]
+fn socket_named_after_the_first_frames() {
+    let mut t = T::with_port(0);
+    t.port = 50051;
+    t.headers(REQ_DIR, 1, GET, true);
+    t.headers(RESP_DIR, 1, OK, true);
+    let d = t.one();
+    assert_eq!((d.conn.local_port, d.conn.peer_port, d.conn.family), (50051, 40000, 2));
+    // An event without a name (a write before the read that names it) changes nothing.
+    t.port = 0;
+    t.headers(REQ_DIR, 3, GET, true);
+    t.headers(RESP_DIR, 3, OK, true);
+    assert_eq!(t.one().conn.local_port, 50051);
 }
