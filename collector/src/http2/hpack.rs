@@ -292,6 +292,9 @@ fn wipe(buf: &mut Vec<u8>) {
     buf.clear();
 }
 
+/// A field's name and value.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
 /// One dynamic table entry: its name then its value, at `start` in `Table::bytes`.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -329,7 +332,7 @@ impl Table {
     /// The field at HPACK index `i` (static table first); `None` where it is not known: an
     /// entry whose name is unknown, or (`partial`: the table holds entries never seen) an index
     /// beyond the entries seen.
-    fn get(&self, i: usize, partial: bool) -> Result<Option<(&[u8], &[u8])>, Error> {
+    fn get(&self, i: usize, partial: bool) -> Result<Option<Field<'_>>, Error> {
         if let Some(&field) = i.checked_sub(1).and_then(|j| STATIC.get(j)) {
             return Ok(Some(field));
         }
