@@ -783,3 +783,29 @@ fn connections_open_before_the_collector_started() {
     assert!(uncertain >= 38.0 && uncertain <= counted, "uncertain {uncertain} of {counted}");
     assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "abandoned")]), 0.0, "{why}");
 }
+
+/// Small HPACK tables on both sides, with real encoders (Python's h2 and hpack): each side
+/// announces a 96-byte table, so the other's encoder starts its blocks with a dynamic table
+/// size update and evicts an entry for nearly every one it adds; the client quadruples its
+/// table halfway (another update). Statuses outside the static table (201, 299, 418, 503) are
+/// indexed and referred to. Every status exact on both sides, and no label uncertain.
+#[test]
+fn hpack_table_size_updates_and_evictions() {
+    let c = Collector::start(FAST);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hpack_peer.py");
+    let port = free_port();
+    let _srv = tls_util::spawn_ready(
+        Command::new(python()).arg(&script).args(["serve", &port.to_string(), "96"]),
+        "h2 server",
+    );
+    let out = run_ok(Command::new(python()).arg(&script).args(["call", &port.to_string(), "96", "96"]));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["200 12", "201 12", "299 12", "404 12", "418 24", "503 24"]);
+    let m = quiet(&c);
+    let why = drops(&m);
+    let want = [("200", 12.0), ("201", 12.0), ("299", 12.0), ("404", 12.0), ("418", 24.0), ("503", 24.0)];
+    for side in ["server", "client"] {
+        assert_counts(&m, side, port, "http", "GET", &want, &why);
+    }
+    assert_eq!(total(&m, "collector_http2_streams_uncertain_total", &[]), 0.0, "{why}");
+    assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "decode_errors")]), 0.0, "{why}");
+}
