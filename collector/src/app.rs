@@ -20,6 +20,7 @@ fn setup(cli: &Cli) -> anyhow::Result<collectors::Started> {
         flags: &cli.collectors,
         identity: &cli.identity,
         procfs: &cli.procfs,
+        rootfs: &cli.rootfs,
         tracefs_flag: cli.tracefs.as_deref(),
         tracefs: Default::default(),
         cgroup_ttl: cli.cgroup_ttl,

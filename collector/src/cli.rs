@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long = "path.procfs", default_value = "/proc")]
     pub procfs: PathBuf,
 
+    /// The host's root filesystem (where the filesystem collector measures the mount points of
+    /// `<path.procfs>/1/mountinfo`; e.g. /host/root in a container).
+    #[arg(long = "path.rootfs", default_value = "/")]
+    pub rootfs: PathBuf,
+
     /// sysfs mountpoint.
     #[arg(long = "path.sysfs", default_value = "/sys")]
     pub sysfs: PathBuf,

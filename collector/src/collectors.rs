@@ -20,7 +20,7 @@ use collector_common::names;
 
 use crate::{
     bpf::{self, Globals, Loader},
-    caps, cgroup, disk, host, http,
+    caps, cgroup, disk, filesystem, host, http,
     metrics::{Collector, Registry, Skipped},
     network,
 };
@@ -34,6 +34,10 @@ pub enum Name {
     Pressure,
     Diskstats,
     Netdev,
+    Filesystem,
+    Filefd,
+    Conntrack,
+    Time,
     Diskbpf,
     Http,
     Netbpf,
@@ -48,6 +52,10 @@ impl Name {
             Name::Pressure => "pressure",
             Name::Diskstats => "diskstats",
             Name::Netdev => "netdev",
+            Name::Filesystem => "filesystem",
+            Name::Filefd => "filefd",
+            Name::Conntrack => "conntrack",
+            Name::Time => "time",
             Name::Diskbpf => "diskbpf",
             Name::Http => "http",
             Name::Netbpf => "netbpf",
@@ -92,7 +100,7 @@ pub struct Spec {
 
 /// Every collector, in start-up order: `http` before `netbpf`, which counts packets in the
 /// HTTP programs when they are attached (one program run per packet instead of two).
-pub const TABLE: [Spec; 9] = [
+pub const TABLE: [Spec; 13] = [
     Spec {
         name: Name::Cpu,
         default: true,
@@ -128,6 +136,30 @@ pub const TABLE: [Spec; 9] = [
         default: true,
         help: "per-interface network counters (/proc/net/dev)",
         start: Start::Files(|c| Ok(Box::new(network::Netdev::new(c.procfs)))),
+    },
+    Spec {
+        name: Name::Filesystem,
+        default: true,
+        help: "filesystem space and inodes per mount (statvfs of the mounts in <path.procfs>/1/mountinfo)",
+        start: Start::Files(|c| Ok(Box::new(filesystem::Filesystem::new(c.procfs, c.rootfs, &c.flags.filesystem)?))),
+    },
+    Spec {
+        name: Name::Filefd,
+        default: true,
+        help: "file handles allocated and maximum (/proc/sys/fs/file-nr)",
+        start: Start::Files(|c| Ok(Box::new(host::FileFd::new(c.procfs)?))),
+    },
+    Spec {
+        name: Name::Conntrack,
+        default: true,
+        help: "connection tracking entries and limit (/proc/sys/net/netfilter, once nf_conntrack is loaded)",
+        start: Start::Files(|c| Ok(Box::new(host::Conntrack::new(c.procfs)?))),
+    },
+    Spec {
+        name: Name::Time,
+        default: true,
+        help: "boot time, the clock and its synchronisation (/proc/stat btime, adjtimex)",
+        start: Start::Files(|c| Ok(Box::new(host::Clock::new(c.procfs)?))),
     },
     Spec {
         name: Name::Diskbpf,
@@ -194,6 +226,8 @@ pub struct Flags {
     #[command(flatten)]
     pub diskstats: disk::DiskstatsFlags,
     #[command(flatten)]
+    pub filesystem: filesystem::FilesystemFlags,
+    #[command(flatten)]
     pub http: http::HttpFlags,
 }
 
@@ -208,6 +242,8 @@ pub struct Context<'a> {
     pub flags: &'a Flags,
     pub identity: &'a crate::identity::IdentityFlags,
     pub procfs: &'a Path,
+    /// `--path.rootfs`.
+    pub rootfs: &'a Path,
     /// `--path.tracefs`, when given.
     pub tracefs_flag: Option<&'a Path>,
     /// Where tracefs was found (or mounted), looked for once, by the first collector asking.

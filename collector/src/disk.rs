@@ -69,7 +69,7 @@ pub struct DiskstatsFlags {
 #[derive(Debug, Clone)]
 pub struct Exclude(pub Option<regex::Regex>);
 
-fn parse_exclude(s: &str) -> Result<Exclude, regex::Error> {
+pub fn parse_exclude(s: &str) -> Result<Exclude, regex::Error> {
     Ok(Exclude(if s.is_empty() { None } else { Some(regex::Regex::new(s)?) }))
 }
 

@@ -1,4 +1,5 @@
-//! Host: CPU, memory, load and pressure (PSI), read from procfs on every scrape.
+//! Host: CPU, memory, load and pressure (PSI), file handles, connection tracking and the clock,
+//! read from procfs (and `adjtimex(2)`) on every scrape.
 use std::{
     path::PathBuf,
     sync::Mutex,
@@ -318,5 +319,188 @@ mod tests {
         // Counters going backwards (a CPU taken offline) never give a ratio outside 0..1.
         assert!((0.0..=1.0).contains(&busy_ratio((1000, 2000), (130, 300))));
         assert!((0.0..=1.0).contains(&busy_ratio((100, 200), (300, 250))));
+    }
+}
+
+/// One unsigned integer of a procfs file (the first word of its first line).
+fn read_u64(path: &std::path::Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let word = text.split_whitespace().next().with_context(|| format!("{} is empty", path.display()))?;
+    word.parse().with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `/proc/sys/fs/file-nr`: file handles allocated and the system's maximum.
+pub struct FileFd {
+    path: PathBuf,
+}
+
+impl FileFd {
+    pub fn new(procfs_root: &std::path::Path) -> Result<Self, String> {
+        let f = Self { path: procfs_root.join("sys/fs/file-nr") };
+        f.read().map_err(|e| format!("{e:#}"))?;
+        Ok(f)
+    }
+
+    /// Allocated and maximum.
+    fn read(&self) -> anyhow::Result<(u64, u64)> {
+        let text = std::fs::read_to_string(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        let w: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing {}", self.path.display()))?;
+        anyhow::ensure!(w.len() == 3, "{}: 3 numbers expected, found {}", self.path.display(), w.len());
+        Ok((w[0], w[2]))
+    }
+}
+
+impl Collector for FileFd {
+    fn name(&self) -> &'static str {
+        "filefd"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let (allocated, maximum) = self.read()?;
+        let mut a = Family::gauge("system_filefd_allocated", "File handles allocated on the host (file-nr).");
+        a.add(&[], allocated as f64);
+        out.push(a);
+        let mut m = Family::gauge("system_filefd_maximum", "Most file handles the host allocates (fs.file-max).");
+        m.add(&[], maximum as f64);
+        out.push(m);
+        Ok(())
+    }
+}
+
+/// `/proc/sys/net/netfilter/nf_conntrack_{count,max}`: connection tracking entries and limit
+/// (present once the nf_conntrack module is loaded).
+pub struct Conntrack {
+    count: PathBuf,
+    max: PathBuf,
+}
+
+impl Conntrack {
+    pub fn new(procfs_root: &std::path::Path) -> Result<Self, String> {
+        let dir = procfs_root.join("sys/net/netfilter");
+        let c = Self { count: dir.join("nf_conntrack_count"), max: dir.join("nf_conntrack_max") };
+        if !c.count.exists() {
+            return Err(format!("{} is absent (the nf_conntrack module is not loaded)", c.count.display()));
+        }
+        read_u64(&c.count).and_then(|_| read_u64(&c.max)).map_err(|e| format!("{e:#}"))?;
+        Ok(c)
+    }
+}
+
+impl Collector for Conntrack {
+    fn name(&self) -> &'static str {
+        "conntrack"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut e =
+            Family::gauge("system_conntrack_entries", "Connection tracking entries in use (nf_conntrack_count).");
+        e.add(&[], read_u64(&self.count)? as f64);
+        out.push(e);
+        let mut l =
+            Family::gauge("system_conntrack_entries_limit", "Most connection tracking entries (nf_conntrack_max).");
+        l.add(&[], read_u64(&self.max)? as f64);
+        out.push(l);
+        Ok(())
+    }
+}
+
+/// The clock: boot time (`btime` of /proc/stat), the current time, and the kernel's clock
+/// discipline (`adjtimex(2)` read-only: offset, errors, synchronised or not), as node_exporter's
+/// `time`, `stat` and `timex` collectors.
+pub struct Clock {
+    stat: PathBuf,
+}
+
+/// What `adjtimex(2)` (modes 0: read only, no privilege needed) says.
+#[derive(Clone, Copy, Debug)]
+pub struct Timex {
+    pub offset_s: f64,
+    pub maxerror_s: f64,
+    pub esterror_s: f64,
+    /// STA_UNSYNC clear: the kernel's clock is synchronised (by an NTP or PTP daemon).
+    pub synced: bool,
+}
+
+/// Reads the kernel's clock discipline.
+pub fn timex() -> std::io::Result<Timex> {
+    // SAFETY: an all-zero `timex` is valid (modes 0: the call only reads the kernel's state
+    // into it).
+    let mut t: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid, writable `timex` for the duration of the call.
+    let state = unsafe { libc::adjtimex(&mut t) };
+    if state < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The offset is in ns when STA_NANO is set, else in µs.
+    let unit = if t.status & libc::STA_NANO != 0 { 1e-9 } else { 1e-6 };
+    Ok(Timex {
+        offset_s: t.offset as f64 * unit,
+        maxerror_s: t.maxerror as f64 * 1e-6,
+        esterror_s: t.esterror as f64 * 1e-6,
+        synced: t.status & libc::STA_UNSYNC == 0 && state != libc::TIME_ERROR,
+    })
+}
+
+impl Clock {
+    pub fn new(procfs_root: &std::path::Path) -> Result<Self, String> {
+        let c = Self { stat: procfs_root.join("stat") };
+        c.boot_time().map_err(|e| format!("{e:#}"))?;
+        timex().map_err(|e| format!("adjtimex: {e}"))?;
+        Ok(c)
+    }
+
+    fn boot_time(&self) -> anyhow::Result<u64> {
+        let text = std::fs::read_to_string(&self.stat).with_context(|| format!("reading {}", self.stat.display()))?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .with_context(|| format!("no btime in {}", self.stat.display()))?;
+        line.trim().parse().with_context(|| format!("parsing btime in {}", self.stat.display()))
+    }
+}
+
+impl Collector for Clock {
+    fn name(&self) -> &'static str {
+        "time"
+    }
+
+    fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
+        let mut b =
+            Family::gauge("system_boot_time_seconds", "When the host booted, in seconds since the epoch (btime).");
+        b.add(&[], self.boot_time()? as f64);
+        out.push(b);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut n = Family::gauge("system_time_seconds", "The host's clock, in seconds since the epoch.");
+        n.add(&[], now.as_secs_f64());
+        out.push(n);
+        let t = timex().context("adjtimex")?;
+        let gauges = [
+            (
+                "system_timex_offset_seconds",
+                "The kernel clock's offset from its reference, as the time daemon last set it (adjtimex).",
+                t.offset_s,
+            ),
+            (
+                "system_timex_maxerror_seconds",
+                "Maximum error the kernel assumes for its clock (adjtimex).",
+                t.maxerror_s,
+            ),
+            ("system_timex_estimated_error_seconds", "Estimated error of the kernel's clock (adjtimex).", t.esterror_s),
+            (
+                "system_timex_sync_status",
+                "1 when the kernel's clock is synchronised by a time daemon (adjtimex: STA_UNSYNC clear).",
+                if t.synced { 1.0 } else { 0.0 },
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let mut f = Family::gauge(name, help);
+            f.add(&[], v);
+            out.push(f);
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod collectors;
 pub mod disk;
+pub mod filesystem;
 pub mod host;
 pub mod http;
 pub mod http2;

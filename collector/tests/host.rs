@@ -1,7 +1,9 @@
 //! Host metrics against /proc read at the same moment, and the exposition against promtool.
 mod common;
 
-use common::{Collector, promtool_check};
+use std::process::Command;
+
+use common::{Collector, process::run_ok, promtool_check};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap()
@@ -120,6 +122,19 @@ fn exposition_passes_promtool_and_has_every_metric() {
         "system_network_errors_total",
         "system_network_dropped_total",
         "system_pressure_stalled_seconds_total",
+        "system_filesystem_size_bytes",
+        "system_filesystem_free_bytes",
+        "system_filesystem_avail_bytes",
+        "system_filesystem_files",
+        "system_filesystem_files_free",
+        "system_filesystem_readonly",
+        "system_filesystem_device_error",
+        "system_filefd_allocated",
+        "system_filefd_maximum",
+        "system_boot_time_seconds",
+        "system_time_seconds",
+        "system_timex_offset_seconds",
+        "system_timex_sync_status",
         "system_disk_io_latency_seconds",
         "cgroup_network_bytes_total",
         "cgroup_disk_io_bytes_total",
@@ -154,4 +169,113 @@ fn exposition_passes_promtool_and_has_every_metric() {
     let attached = m.find("collector_bpf_program_attached", &[]);
     assert_eq!(attached.len(), 21, "{attached:?}");
     assert!(attached.iter().all(|s| s.value == 1.0), "{attached:?}");
+}
+
+/// `stat -f` of a path (coreutils, apart from the collector's own statvfs): block size, blocks,
+/// free, available, inodes, free inodes.
+fn stat_f(path: &str) -> [f64; 6] {
+    let out = run_ok(Command::new("stat").args(["-f", "-c", "%S %b %f %a %c %d", path]));
+    let v: Vec<f64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    [v[0], v[1], v[2], v[3], v[4], v[5]]
+}
+
+/// A mount the test makes, unmounted (and its loop device freed) on drop.
+struct Mounted(String);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Filesystem space and inodes of a tmpfs and of a loop-mounted ext4 the test makes, against
+/// `stat -f` of them, empty, filled and emptied again; file handles against
+/// /proc/sys/fs/file-nr; connection tracking against /proc/sys/net/netfilter (or skipped with
+/// the reason where the module is not loaded); the clock against /proc/stat and this process's.
+#[test]
+fn filesystem_file_handles_conntrack_and_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().display().to_string();
+    let tmpfs = format!("{base}/tmpfs");
+    let ext4 = format!("{base}/ext4");
+    let image = format!("{base}/ext4.img");
+    std::fs::create_dir(&tmpfs).unwrap();
+    std::fs::create_dir(&ext4).unwrap();
+    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m,nr_inodes=1000", "tmpfs", &tmpfs]));
+    let _t = Mounted(tmpfs.clone());
+    run_ok(Command::new("truncate").args(["-s", "32M", &image]));
+    run_ok(Command::new("mkfs.ext4").args(["-q", "-F", &image]));
+    run_ok(Command::new("mount").args(["-o", "loop", &image, &ext4]));
+    let _e = Mounted(ext4.clone());
+    let c = Collector::start(&["--no-collector.diskbpf", "--no-collector.netbpf", "--no-collector.http"]);
+    let check = |what: &str| {
+        let m = c.scrape();
+        for (path, fstype) in [(&tmpfs, "tmpfs"), (&ext4, "ext4")] {
+            let [bsize, blocks, free, avail, files, ffree] = stat_f(path);
+            let l = [("mountpoint", path.as_str()), ("fstype", fstype)];
+            assert_eq!(m.get("system_filesystem_size_bytes", &l), blocks * bsize, "{what} {path}");
+            assert_eq!(m.get("system_filesystem_free_bytes", &l), free * bsize, "{what} {path}");
+            assert_eq!(m.get("system_filesystem_avail_bytes", &l), avail * bsize, "{what} {path}");
+            assert_eq!(m.get("system_filesystem_files", &l), files, "{what} {path}");
+            assert_eq!(m.get("system_filesystem_files_free", &l), ffree, "{what} {path}");
+            assert_eq!(m.get("system_filesystem_readonly", &l), 0.0);
+            assert_eq!(m.get("system_filesystem_device_error", &l), 0.0);
+        }
+        m
+    };
+    let empty = check("empty");
+    for dir in [&tmpfs, &ext4] {
+        std::fs::write(format!("{dir}/fill"), vec![7u8; 3 << 20]).unwrap();
+        for i in 0..20 {
+            std::fs::write(format!("{dir}/f{i}"), b"x").unwrap();
+        }
+    }
+    run_ok(&mut Command::new("sync"));
+    let full = check("filled");
+    let l = [("mountpoint", tmpfs.as_str())];
+    let used = empty.get("system_filesystem_free_bytes", &l) - full.get("system_filesystem_free_bytes", &l);
+    assert!(used >= (3 << 20) as f64, "tmpfs: {used} bytes used by a 3 MiB file");
+    assert_eq!(empty.get("system_filesystem_files_free", &l) - full.get("system_filesystem_files_free", &l), 21.0);
+    for dir in [&tmpfs, &ext4] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    run_ok(&mut Command::new("sync"));
+    let after = check("emptied");
+    assert_eq!(after.get("system_filesystem_free_bytes", &l), empty.get("system_filesystem_free_bytes", &l));
+    // Pseudo filesystems are left out.
+    assert!(after.find("system_filesystem_size_bytes", &[("mountpoint", "/proc")]).is_empty());
+    assert!(after.find("system_filesystem_size_bytes", &[("fstype", "sysfs")]).is_empty());
+
+    // File handles: the maximum exactly, the allocated count as the kernel's moves.
+    let nr: Vec<f64> = read("/proc/sys/fs/file-nr").split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert_eq!(after.get("system_filefd_maximum", &[]), nr[2]);
+    let allocated = after.get("system_filefd_allocated", &[]);
+    assert!((allocated - nr[0]).abs() <= 50.0 + nr[0] * 0.1, "file handles {allocated} against {}", nr[0]);
+
+    // Connection tracking, where the module is loaded.
+    let count = "/proc/sys/net/netfilter/nf_conntrack_count";
+    if std::path::Path::new(count).exists() {
+        let max: f64 = read("/proc/sys/net/netfilter/nf_conntrack_max").trim().parse().unwrap();
+        assert_eq!(after.get("system_conntrack_entries_limit", &[]), max);
+        let now: f64 = read(count).trim().parse().unwrap();
+        let entries = after.get("system_conntrack_entries", &[]);
+        assert!((entries - now).abs() <= 50.0 + now * 0.1, "conntrack {entries} against {now}");
+    } else {
+        assert!(after.find("system_conntrack_entries", &[]).is_empty());
+        let log = c.log_text();
+        assert!(log.contains("nf_conntrack module is not loaded"), "no skip reason for conntrack: {log}");
+    }
+
+    // The clock.
+    let btime: f64 = read("/proc/stat").lines().find_map(|l| l.strip_prefix("btime ")).unwrap().trim().parse().unwrap();
+    assert_eq!(after.get("system_boot_time_seconds", &[]), btime);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((after.get("system_time_seconds", &[]) - now).abs() < 5.0);
+    assert!([0.0, 1.0].contains(&after.get("system_timex_sync_status", &[])));
 }
