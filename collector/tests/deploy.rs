@@ -268,7 +268,7 @@ fn container_mounts() -> Vec<(String, String, bool)> {
         .iter()
         .map(|v| {
             let f: Vec<&str> = v.as_str().unwrap().split(':').collect();
-            (f[0].to_owned(), f[1].to_owned(), f.get(2) == Some(&"ro"))
+            (f[0].to_owned(), f[1].to_owned(), f.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro")))
         })
         .collect();
     let ds = yaml(&deploy("kubernetes/daemonset.yaml")).remove(0);
@@ -348,7 +348,7 @@ exec chroot {r} /collector "$@""#,
     thread::sleep(Duration::from_millis(1100));
     let m = c.scrape();
     let enabled = m.find("collector_collector_enabled", &[]);
-    assert_eq!(enabled.len(), 9, "{enabled:?}");
+    assert_eq!(enabled.len(), 13, "{enabled:?}");
     for s in enabled {
         let name = &s.labels["collector"];
         assert_eq!(s.value, 1.0, "collector {name} not running");
@@ -371,4 +371,7 @@ exec chroot {r} /collector "$@""#,
     assert!(attached.iter().any(|s| s.labels["hook"].contains("/host/sys/fs/cgroup")), "{attached:?}");
     assert!(!m.find("cgroup_network_bytes_total", &[("cgroup", "/")]).is_empty(), "no root cgroup traffic");
     assert!(!m.find("system_network_bytes_total", &[("device", "lo")]).is_empty(), "no host interfaces");
+    // The host's root filesystem, measured through /host/root.
+    let size = m.get("system_filesystem_size_bytes", &[("mountpoint", "/")]);
+    assert!(size > 0.0 && m.get("system_filesystem_device_error", &[("mountpoint", "/")]) == 0.0, "{size}");
 }
