@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fuzz;
 mod kernels;
+mod stack;
 
 /// bpf-linker release known to work with the pinned toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -207,7 +208,9 @@ pub(crate) fn build_ebpf() -> anyhow::Result<()> {
             install_commands(major)
         ))
     })?;
-    strip_debug(major, &dir.join("target/bpfel-unknown-none/release/collector"))
+    let object = dir.join("target/bpfel-unknown-none/release/collector");
+    stack::check(major, &object)?;
+    strip_debug(major, &object)
 }
 
 /// Removes the DWARF sections from the eBPF object, which the collector embeds: bpf-linker
