@@ -591,7 +591,9 @@ fn prometheus_evaluates_every_dashboard_query_and_alert_rule() {
         &prom,
         &|var, found| {
             let want = match var {
-                "namespace" => "shop",
+                // The pod's Kubernetes namespace (workloads) and its service namespace (HTTP,
+                // gRPC: service.namespace, else the Kubernetes namespace), the same here.
+                "k8s_namespace" | "service_namespace" => "shop",
                 "pod" => "checkout-7d4b9c8f6d-x2k9p",
                 _ => return None,
             };
