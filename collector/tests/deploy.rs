@@ -189,12 +189,18 @@ fn dashboards_are_what_grafana_provisions() {
         let mut refs = Vec::new();
         datasource_refs(d, String::new(), &mut refs);
         assert!(refs.len() > 10, "{name}: only {} datasource references", refs.len());
+        // Every panel, query and variable asks the $datasource variable (a dashboard imported
+        // into a Grafana whose Prometheus has another uid works); the variable lists the
+        // Prometheus data sources and starts on the provisioned one.
         for (path, r) in refs {
-            assert_eq!(r["uid"], uid, "{name}{path}: datasource {r} is not the provisioned one ({uid})");
+            assert_eq!(r["uid"], "${datasource}", "{name}{path}: datasource {r} is not the $datasource variable");
             assert_eq!(r["type"], "prometheus", "{name}{path}");
         }
-        let vars: Vec<&str> =
-            d["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        let list = d["templating"]["list"].as_array().unwrap();
+        let var = list.iter().find(|v| v["name"] == "datasource").unwrap_or_else(|| panic!("{name}: no $datasource"));
+        assert_eq!((&var["type"], &var["query"]), (&json!("datasource"), &json!("prometheus")), "{name}");
+        assert_eq!(var["current"]["value"], uid, "{name}: $datasource does not start on the provisioned one");
+        let vars: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
         for v in ["job", "instance"] {
             assert!(vars.contains(&v), "{name}: no ${v} variable");
         }

@@ -370,6 +370,10 @@ fn check_dashboards(p: &Prometheus, choose: &Choose<'_>, problems: &mut Vec<Stri
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for v in d["templating"]["list"].as_array().unwrap() {
             let var = v["name"].as_str().unwrap().to_owned();
+            // The data source variable picks Grafana's data source: here the one Prometheus.
+            if v["type"] == "datasource" {
+                continue;
+            }
             let q = v["query"]["query"].as_str().or(v["query"].as_str()).unwrap();
             let q = substitute(q, &vars);
             n += 1;
