@@ -175,9 +175,7 @@ impl Collector for Memory {
             ),
         ];
         for (name, help, v) in gauges {
-            let mut f = Family::gauge(name, help);
-            f.add(&[], v as f64);
-            out.push(f);
+            gauge(out, name, help, v as f64);
         }
         Ok(())
     }
@@ -322,6 +320,13 @@ mod tests {
     }
 }
 
+/// Pushes one label-less gauge.
+fn gauge(out: &mut Out, name: &str, help: &str, value: f64) {
+    let mut f = Family::gauge(name, help);
+    f.add(&[], value);
+    out.push(f);
+}
+
 /// One unsigned integer of a procfs file (the first word of its first line).
 fn read_u64(path: &std::path::Path) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -361,12 +366,8 @@ impl Collector for FileFd {
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
         let (allocated, maximum) = self.read()?;
-        let mut a = Family::gauge("system_filefd_allocated", "File handles allocated on the host (file-nr).");
-        a.add(&[], allocated as f64);
-        out.push(a);
-        let mut m = Family::gauge("system_filefd_maximum", "Most file handles the host allocates (fs.file-max).");
-        m.add(&[], maximum as f64);
-        out.push(m);
+        gauge(out, "system_filefd_allocated", "File handles allocated on the host (file-nr).", allocated as f64);
+        gauge(out, "system_filefd_maximum", "Most file handles the host allocates (fs.file-max).", maximum as f64);
         Ok(())
     }
 }
@@ -396,14 +397,19 @@ impl Collector for Conntrack {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let mut e =
-            Family::gauge("system_conntrack_entries", "Connection tracking entries in use (nf_conntrack_count).");
-        e.add(&[], read_u64(&self.count)? as f64);
-        out.push(e);
-        let mut l =
-            Family::gauge("system_conntrack_entries_limit", "Most connection tracking entries (nf_conntrack_max).");
-        l.add(&[], read_u64(&self.max)? as f64);
-        out.push(l);
+        let (count, max) = (read_u64(&self.count)?, read_u64(&self.max)?);
+        gauge(
+            out,
+            "system_conntrack_entries",
+            "Connection tracking entries in use (nf_conntrack_count).",
+            count as f64,
+        );
+        gauge(
+            out,
+            "system_conntrack_entries_limit",
+            "Most connection tracking entries (nf_conntrack_max).",
+            max as f64,
+        );
         Ok(())
     }
 }
@@ -469,16 +475,12 @@ impl Collector for Clock {
     }
 
     fn collect(&self, out: &mut Out) -> anyhow::Result<()> {
-        let mut b =
-            Family::gauge("system_boot_time_seconds", "When the host booted, in seconds since the epoch (btime).");
-        b.add(&[], self.boot_time()? as f64);
-        out.push(b);
+        let boot = self.boot_time()? as f64;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let mut n = Family::gauge("system_time_seconds", "The host's clock, in seconds since the epoch.");
-        n.add(&[], now.as_secs_f64());
-        out.push(n);
         let t = timex().context("adjtimex")?;
         let gauges = [
+            ("system_boot_time_seconds", "When the host booted, in seconds since the epoch (btime).", boot),
+            ("system_time_seconds", "The host's clock, in seconds since the epoch.", now.as_secs_f64()),
             (
                 "system_timex_offset_seconds",
                 "The kernel clock's offset from its reference, as the time daemon last set it (adjtimex).",
@@ -497,9 +499,7 @@ impl Collector for Clock {
             ),
         ];
         for (name, help, v) in gauges {
-            let mut f = Family::gauge(name, help);
-            f.add(&[], v);
-            out.push(f);
+            gauge(out, name, help, v);
         }
         Ok(())
     }
