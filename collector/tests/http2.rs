@@ -3,6 +3,8 @@
 //! client (unary, server streaming, client streaming, bidirectional; statuses set by the
 //! server); counts exact per status on both sides, durations against the clients' own clocks.
 mod common;
+#[path = "common/h2.rs"]
+mod h2;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/tls_peers.rs"]
@@ -11,7 +13,7 @@ mod tls_peers;
 mod tls_util;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -20,55 +22,7 @@ use common::{
     Collector, FAST, Metrics,
     process::{KillOnDrop, free_port, run_ok, wait_port},
 };
-
-/// Samples of `name` whose labels include `want`, summed.
-fn total(m: &Metrics, name: &str, want: &[(&str, &str)]) -> f64 {
-    m.find(name, want).iter().map(|s| s.value).sum()
-}
-
-/// The collector's non-zero drop counters (kernel and HTTP/2 assembler), for messages.
-fn drops(m: &Metrics) -> String {
-    let mut out = String::new();
-    for name in ["collector_bpf_events_dropped_total", "collector_http2_dropped_total"] {
-        for s in m.find(name, &[]) {
-            if s.value != 0.0 {
-                out.push_str(&format!(" {}={}", s.labels["reason"], s.value));
-            }
-        }
-    }
-    out
-}
-
-/// A scrape once the daemon has caught up with the kernel's frames: the exchanges counted
-/// (HTTP/2 and RPC histograms, streams given up) no longer change between two scrapes 300 ms
-/// apart (the frames are decoded on a thread of the daemon, a little after the load ends; up
-/// to 20 s under emulation).
-fn quiet(c: &Collector) -> Metrics {
-    let total = |m: &Metrics| -> f64 {
-        m.samples
-            .iter()
-            // HTTP/2 and RPC series only: the scrapes themselves are HTTP/1.1 exchanges.
-            .filter(|s| {
-                (s.name.ends_with("_duration_seconds_count")
-                    && (s.name.starts_with("rpc_")
-                        || s.labels.get("network_protocol_version").is_some_and(|v| v == "2")))
-                    || s.name == "collector_http2_dropped_total"
-            })
-            .map(|s| s.value)
-            .sum()
-    };
-    let mut last = -1.0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = c.scrape();
-        let t = total(&m);
-        if (t == last && t > 0.0) || std::time::Instant::now() > deadline {
-            return m;
-        }
-        last = t;
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
+use h2::{NODE_H2_SERVER, assert_counts, drops, grpc_peer, grpc_server, python, quiet, total};
 
 /// nghttpd serving `dir` over cleartext HTTP/2 (prior knowledge) on a free port.
 fn nghttpd(dir: &Path) -> (KillOnDrop, u16) {
@@ -108,27 +62,6 @@ fn docroot() -> tempfile::TempDir {
     std::fs::write(dir.path().join("small"), "hello from nghttpd, h2c\n\n").unwrap();
     std::fs::write(dir.path().join("big"), vec![b'x'; 20 << 10]).unwrap();
     dir
-}
-
-/// Asserts one side's HTTP/2 exchanges for `port` per status (`want`), with `scheme` and
-/// `method` when not empty; `why` (the drop counters) goes into the message.
-fn assert_counts(m: &Metrics, side: &str, port: u16, scheme: &str, method: &str, want: &[(&str, f64)], why: &str) {
-    let p = port.to_string();
-    for (status, n) in want {
-        let mut labels = vec![
-            ("server_port", p.as_str()),
-            ("network_protocol_version", "2"),
-            ("http_response_status_code", *status),
-        ];
-        if !scheme.is_empty() {
-            labels.push(("url_scheme", scheme));
-        }
-        if !method.is_empty() {
-            labels.push(("http_request_method", method));
-        }
-        let got = total(m, &format!("http_{side}_request_duration_seconds_count"), &labels);
-        assert_eq!(got, *n, "{side} {method} {status};{why}");
-    }
 }
 
 /// Requests of one side for `port` over HTTP/2, per status ("" = all).
@@ -252,23 +185,6 @@ fn curl_prior_knowledge_methods_bodies_and_durations() {
     assert!(server_sum > 0.0 && server_sum < client_total, "server {server_sum} s against curl's {client_total} s");
 }
 
-/// The gRPC peer (`tests/grpc_peer.py`): a grpcio server and a client that prints each call's
-/// status and duration by its own clock.
-fn grpc_peer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_peer.py")
-}
-
-/// The Python with grpcio and h2: the test tools' venv (`DEPLOY_TOOLS`, or where `cargo xtask
-/// test` makes it: the kernel matrix's guests get no environment), else the system's.
-fn python() -> PathBuf {
-    let venv = match std::env::var_os("DEPLOY_TOOLS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/deploy-tools"),
-    };
-    let p = venv.join("bin/python");
-    if p.exists() { p } else { PathBuf::from("python3") }
-}
-
 /// Runs `reps` calls of `kind`; the client's own durations (s), each checked to end in `status`.
 fn grpc_calls(script: &Path, port: u16, kind: &str, delay_ms: u32, status: &str, reps: u32) -> Vec<f64> {
     let out = run_ok(Command::new(python()).arg(script).args([
@@ -294,15 +210,7 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
     let c = Collector::start(FAST);
     let script = grpc_peer();
     let port = free_port();
-    let _srv = KillOnDrop(
-        Command::new(python())
-            .arg(&script)
-            .args(["serve", &port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python with grpcio"),
-    );
-    wait_port(port);
+    let _srv = grpc_server(port);
     // The client's own mean for a call with nothing to wait for (its share of the noise model).
     let nulls = grpc_calls(&script, port, "Unary", 0, "OK", 10);
     let null = nulls.iter().sum::<f64>() / nulls.len() as f64;
@@ -394,24 +302,6 @@ fn h2_over_tls_counts_every_request() {
     let big = [("server_port", p.as_str()), ("url_scheme", "https"), ("http_response_status_code", "200")];
     assert_eq!(total(&m, "http_client_response_body_size_bytes_sum", &big), 500.0 * 25.0 + 5.0 * 20480.0);
 }
-
-/// Node.js's http2 server (`MODE PORT CERT KEY`, MODE `tls` or `plain`): /ok, /delay (10 ms),
-/// else 404. Prints `ready` once it listens.
-const NODE_H2_SERVER: &str = r#"
-const http2 = require('http2');
-const fs = require('fs');
-const [mode, port, cert, key] = process.argv.slice(2);
-const handle = (req, res) => {
-  const send = (status, body) => { res.writeHead(status, { 'content-type': 'text/plain' }); res.end(body); };
-  if (req.url === '/ok') send(200, 'ok');
-  else if (req.url === '/delay') setTimeout(() => send(200, 'delayed'), 10);
-  else send(404, 'not found');
-};
-const server = mode === 'tls'
-  ? http2.createSecureServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, handle)
-  : http2.createServer(handle);
-server.listen(Number(port), '127.0.0.1', () => console.log('ready'));
-"#;
 
 /// Node.js's http2 client: `URL N PATH...`, N requests on one connection, all in flight at
 /// once, the paths in turn; prints `STATUS COUNT` per status.
@@ -645,167 +535,4 @@ fn h2load_exact_under_loss_reordering_and_duplication() {
             assert_counts(&m, side, port, "http", "", &[("200", 1200.0), ("404", 100.0)], &format!("{fault:?}{why}"));
         }
     }
-}
-
-/// Node.js's http2 client kept running (`URL`): each line read, `N PATH`, makes N requests for
-/// PATH one after the other on its one connection, then prints `STATUS COUNT` per status.
-const NODE_H2_SESSION: &str = r#"
-const http2 = require('http2');
-const readline = require('readline');
-const client = http2.connect(process.argv[2], { rejectUnauthorized: false });
-const one = (path) => new Promise((resolve) => {
-  const req = client.request({ ':path': path });
-  let status = 0;
-  req.on('response', (h) => { status = h[':status']; });
-  req.resume();
-  req.on('end', () => resolve(status));
-  req.end();
-});
-readline.createInterface({ input: process.stdin }).on('line', async (line) => {
-  const [n, path] = line.split(' ');
-  const counts = {};
-  for (let i = 0; i < Number(n); i++) {
-    const s = await one(path);
-    counts[s] = (counts[s] || 0) + 1;
-  }
-  console.log(Object.entries(counts).map(([s, c]) => `${s} ${c}`).join(' '));
-});
-"#;
-
-/// A client that stays up and answers each line it is sent with one line.
-struct Session {
-    child: KillOnDrop,
-    out: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn start(cmd: &mut Command, what: &str) -> Self {
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-        let out = std::io::BufReader::new(child.stdout.take().unwrap());
-        Self { child: KillOnDrop(child), out }
-    }
-
-    fn ask(&mut self, line: &str) -> String {
-        use std::io::{BufRead, Write};
-        let stdin = self.child.0.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-        let mut answer = String::new();
-        self.out.read_line(&mut answer).unwrap();
-        answer.trim().to_owned()
-    }
-}
-
-/// Connections opened before the collector started: followed from a request's or response's
-/// HEADERS frame on, their streams counted with the labels that can be known (the static
-/// table's and what the connection indexes from then on), and counted as uncertain where a
-/// label may be missing. Node.js's http2 over TLS (its `:method` and `:status` come from the
-/// static table: exact per status), and grpcio cleartext (C-core indexes nearly every field:
-/// most labels unknown).
-#[test]
-fn connections_open_before_the_collector_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = tls_util::make_cert(dir.path());
-    let server = tls_util::script(dir.path(), "h2_server.js", NODE_H2_SERVER);
-    let session = tls_util::script(dir.path(), "h2_session.js", NODE_H2_SESSION);
-    let nport = free_port();
-    let nsrv = tls_util::spawn_ready(
-        Command::new("node").arg(&server).args(["tls", &nport.to_string()]).arg(&cert.cert).arg(&cert.key),
-        "node http2 server",
-    );
-    let node_path = std::fs::read_link(format!("/proc/{}/exe", nsrv.id())).unwrap().display().to_string();
-    let mut node = Session::start(Command::new("node").arg(&session).arg(format!("https://127.0.0.1:{nport}")), "node");
-    assert_eq!(node.ask("5 /ok"), "200 5");
-    let script = grpc_peer();
-    let gport = free_port();
-    let _gsrv = KillOnDrop(
-        Command::new(python())
-            .arg(&script)
-            .args(["serve", &gport.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python with grpcio"),
-    );
-    wait_port(gport);
-    let mut grpc = Session::start(Command::new(python()).arg(&script).args(["session", &gport.to_string()]), "grpc");
-    assert_eq!(grpc.ask("5"), "done 5");
-
-    let c = Collector::start(FAST);
-    tls_util::wait_attached(&c, &node_path);
-    assert_eq!(node.ask("30 /ok"), "200 30");
-    assert_eq!(node.ask("10 /nope"), "404 10");
-    assert_eq!(grpc.ask("20"), "done 20");
-    let m = quiet(&c);
-    let why = drops(&m);
-    // Node.js: every request, per status, on both sides. The socket (its ports) is learnt from
-    // the process's first receive after the start, which the first exchange may precede.
-    let mut counted = 0.0;
-    let np = nport.to_string();
-    for side in ["server", "client"] {
-        let name = format!("http_{side}_request_duration_seconds_count");
-        for (status, n) in [("200", 30.0), ("404", 10.0)] {
-            let mut want = vec![
-                ("service_name", "node"),
-                ("url_scheme", "https"),
-                ("network_protocol_version", "2"),
-                ("http_request_method", "GET"),
-                ("http_response_status_code", status),
-            ];
-            assert_eq!(total(&m, &name, &want), n, "node {side} {status};{why}");
-            want.push(("server_port", &np));
-            let named = total(&m, &name, &want);
-            assert!(named >= n - 1.0, "node {side} {status}: {named} with the port;{why}");
-            counted += n;
-        }
-        assert_eq!(total(&m, &name, &[("service_name", "node")]), 40.0, "node {side};{why}");
-    }
-    // grpcio: C-core sends a request's first field from the dynamic table, so the connection is
-    // picked up at the first response's HEADERS frame: the call in flight then is not counted,
-    // every later one is. Its `content-type` is an entry never seen, so the calls count as
-    // HTTP/2 POSTs with status 200 (both from the static table), uncertain.
-    let g = gport.to_string();
-    for side in ["server", "client"] {
-        let http = total(
-            &m,
-            &format!("http_{side}_request_duration_seconds_count"),
-            &[("server_port", &g), ("http_request_method", "POST"), ("http_response_status_code", "200")],
-        );
-        let all = total(&m, &format!("http_{side}_request_duration_seconds_count"), &[("server_port", &g)])
-            + total(&m, &format!("rpc_{side}_call_duration_seconds_count"), &[("server_port", &g)]);
-        assert!((19.0..=20.0).contains(&http) && all == http, "grpc {side}: {http} of {all};{why}");
-        counted += http;
-    }
-    // Each direction of the four sockets was seen from its middle; the streams whose labels may
-    // be incomplete are counted (gRPC's at least), and no stream was given up.
-    let uncertain = total(&m, "collector_http2_streams_uncertain_total", &[]);
-    assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "joined_late")]), 8.0, "{why}");
-    assert!(uncertain >= 38.0 && uncertain <= counted, "uncertain {uncertain} of {counted}");
-    assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "abandoned")]), 0.0, "{why}");
-}
-
-/// Small HPACK tables on both sides, with real encoders (Python's h2 and hpack): each side
-/// announces a 96-byte table, so the other's encoder starts its blocks with a dynamic table
-/// size update and evicts an entry for nearly every one it adds; the client quadruples its
-/// table halfway (another update). Statuses outside the static table (201, 299, 418, 503) are
-/// indexed and referred to. Every status exact on both sides, and no label uncertain.
-#[test]
-fn hpack_table_size_updates_and_evictions() {
-    let c = Collector::start(FAST);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hpack_peer.py");
-    let port = free_port();
-    let _srv = tls_util::spawn_ready(
-        Command::new(python()).arg(&script).args(["serve", &port.to_string(), "96"]),
-        "h2 server",
-    );
-    let out = run_ok(Command::new(python()).arg(&script).args(["call", &port.to_string(), "96", "96"]));
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["200 12", "201 12", "299 12", "404 12", "418 24", "503 24"]);
-    let m = quiet(&c);
-    let why = drops(&m);
-    let want = [("200", 12.0), ("201", 12.0), ("299", 12.0), ("404", 12.0), ("418", 24.0), ("503", 24.0)];
-    for side in ["server", "client"] {
-        assert_counts(&m, side, port, "http", "GET", &want, &why);
-    }
-    assert_eq!(total(&m, "collector_http2_streams_uncertain_total", &[]), 0.0, "{why}");
-    assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "decode_errors")]), 0.0, "{why}");
 }
