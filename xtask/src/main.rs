@@ -256,7 +256,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // the kernel's maps for the fault tests; ethtool turns segmentation offloads off on the loss
     // tests' veth pairs; curl, openssl and golang-go are HTTPS clients, certificates and a Go
     // crypto/tls server and client for the TLS tests (Node.js comes with the machine); nghttpd
-    // and h2load are an HTTP/2 server and load generator for the HTTP/2 tests.
+    // and h2load are an HTTP/2 server and load generator for the HTTP/2 tests; jsonnet makes the
+    // rules and dashboards from deploy/mixin, which the deploy test compares with deploy/.
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),
@@ -269,6 +270,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "ethtool".to_owned(),
         "nghttp2-server".to_owned(),
         "nghttp2-client".to_owned(),
+        "jsonnet".to_owned(),
     ])?;
     let deploy_tools = install_deploy_tools()?;
     let tls_libs = fetch_tls_libs()?;
