@@ -124,7 +124,13 @@ fn compose_file_validates() {
     let c = &services["collector"];
     assert_eq!(c["pid"], "host");
     assert_eq!(c["network_mode"], "host");
-    assert_eq!(c["privileged"], true);
+    // Capabilities, not privileged (the set: `manifest_capabilities`), no new privileges, a
+    // read-only root.
+    assert_eq!(c["privileged"], false);
+    assert_eq!(c["read_only"], true);
+    let opts = c["security_opt"].to_string();
+    assert!(opts.contains("no-new-privileges=true") && !opts.contains("seccomp"), "{opts}");
+    let _ = manifest_capabilities();
     // The same host mounts as the DaemonSet, all read-only.
     let mounts = container_mounts();
     assert!(mounts.iter().all(|(_, _, ro)| *ro), "{mounts:?}");
@@ -266,7 +272,26 @@ fn dashboards_are_what_grafana_provisions() {
 }
 
 // ------------------------------------------------------------------------------------------
-// The container's flags
+// The container's capabilities and flags
+
+/// The capabilities the compose file and the DaemonSet give the collector (one set: every other
+/// is dropped, nothing runs privileged), as setpriv names them (`bpf`, `net_admin`).
+fn manifest_capabilities() -> Vec<String> {
+    let compose = yaml(&deploy("docker-compose.yml")).remove(0);
+    let c = &compose["services"]["collector"];
+    assert_eq!(c["cap_drop"], json!(["ALL"]), "the compose file keeps Docker's default capabilities");
+    let ds = yaml(&deploy("kubernetes/daemonset.yaml")).remove(0);
+    let sc = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "the DaemonSet keeps the runtime's default capabilities");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_ascii_lowercase()).collect()
+    };
+    let (from_compose, from_k8s) = (names(&c["cap_add"]), names(&sc["capabilities"]["add"]));
+    assert_eq!(from_compose, from_k8s, "compose cap_add and DaemonSet capabilities.add differ");
+    from_compose.into_iter().collect()
+}
 
 /// The collector's flags in the image (CMD), the compose file and the DaemonSet: one set.
 fn container_flags() -> Vec<String> {
@@ -328,12 +353,14 @@ fn container_mounts() -> Vec<(String, String, bool)> {
     from_compose
 }
 
-/// The collector with the container's flags, in a new mount namespace laid out like the
-/// container: a fresh root holding only /usr (for the loader and libc), its own procfs and
-/// sysfs (as a privileged container with the host's PID and network namespaces gets them),
-/// and the host mounts of the compose file and DaemonSet (recursive binds, read-only). The
-/// default paths (/sys/fs/cgroup, /sys/kernel/tracing) are empty there unless a mount fills
-/// them: only the flags and mounts lead to the host's files.
+/// The collector with the container's flags and capabilities, in a new mount namespace laid
+/// out like the container: a fresh root holding only /usr (for the loader and libc), its own
+/// procfs and sysfs (as a container with the host's PID and network namespaces gets them), and
+/// the host mounts of the compose file and DaemonSet (recursive binds, read-only). The default
+/// paths (/sys/fs/cgroup, /sys/kernel/tracing) are empty there unless a mount fills them: only
+/// the flags and mounts lead to the host's files. It runs as uid 0 with exactly the
+/// capabilities the manifests add (setpriv, as the runtime sets them: bounding, permitted and
+/// effective; no ambient ones), and every collector runs and every program attaches.
 #[test]
 fn container_flags_start_every_collector_in_a_container_layout() {
     let flags: Vec<String> = container_flags()
@@ -354,7 +381,8 @@ mount -t proc proc {r}/proc
 mount -t sysfs sysfs {r}/sys
 mount --rbind /dev {r}/dev
 {binds}touch {r}/collector && mount --bind {bin} {r}/collector
-exec chroot {r} /collector "$@""#,
+exec chroot {r} setpriv --bounding-set=-all,{caps} --inh-caps=-all /collector "$@""#,
+        caps = manifest_capabilities().iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(","),
         bin = common::BIN,
         binds = container_mounts()
             .iter()
@@ -367,6 +395,24 @@ exec chroot {r} /collector "$@""#,
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"]).args(&flags);
     let c = Collector::spawn(cmd);
+    // Its bounding set is the manifests' set, and nothing it holds is outside it.
+    let bit = |name: &str| match name {
+        "dac_read_search" => 2,
+        "net_admin" => 12,
+        "sys_ptrace" => 19,
+        "sys_admin" => 21,
+        "perfmon" => 38,
+        "bpf" => 39,
+        other => panic!("a capability the test does not know: {other}"),
+    };
+    let want: u64 = manifest_capabilities().iter().map(|c| 1u64 << bit(c)).sum();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let set = |key: &str| {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(set("CapBnd:"), want, "{status}");
+    assert_eq!(set("CapPrm:") & !want, 0, "{status}");
     // The start line reaches the log just after spawn() returns.
     let _ = c.log_appears("collector started", Duration::from_secs(5));
     let log = c.log_text();
@@ -383,9 +429,10 @@ exec chroot {r} /collector "$@""#,
         assert_eq!(m.get("collector_scrape_collector_success", &[("collector", name)]), 1.0, "{name} failed:\n{log}");
     }
     let attached = m.find("collector_bpf_program_attached", &[]);
-    // Three block tracepoints, the HTTP pair (which also counts netbpf's packets) and the HTTP
-    // close hook (sock_ops), all on the host's cgroup root and tracefs.
-    assert!(attached.len() >= 6 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
+    // Every program: the block tracepoints, the HTTP pair (which also counts netbpf's packets),
+    // the HTTP close hook (sock_ops) and the process-name hooks, on the host's cgroup root and
+    // tracefs, and the HTTPS capture's uprobes and receive tracepoint (faults.rs counts them).
+    assert!(attached.len() == 21 && attached.iter().all(|s| s.value == 1.0), "{attached:?}");
     for p in ["block_rq_issue", "http_ingress", "http_egress", "http_sock_close"] {
         assert_eq!(m.get("collector_bpf_program_attached", &[("program", p)]), 1.0, "{p}");
     }
@@ -407,18 +454,18 @@ exec chroot {r} /collector "$@""#,
 // ------------------------------------------------------------------------------------------
 // What the mixin generates
 
-const GENERATED: &str = "# Generated from deploy/mixin (the monitoring mixin: edit its .libsonnet files and\n\
+const GENERATED: &str = "# Generated from deploy/collector-mixin (the monitoring mixin: edit its .libsonnet files and\n\
 # config.libsonnet, not this file). Write the generated files again with\n\
 # COLLECTOR_WRITE_DEPLOY=1 cargo test -p collector --test deploy generated.\n";
 
 /// Every file the mixin makes, by path under deploy/, with the text that is to be checked in:
-/// the rules as YAML and the dashboards as JSON, as deploy/mixin/generate.jsonnet makes them
+/// the rules as YAML and the dashboards as JSON, as deploy/collector-mixin/generate.jsonnet makes them
 /// with the default configuration, and the Kubernetes objects made of those: the
 /// PrometheusRule (kube-prometheus-stack's Prometheus selects rules by its `release` label: set
 /// yours) and one ConfigMap per dashboard (labelled for the Grafana sidecar).
 fn generated_files() -> Vec<(String, String)> {
     let jsonnet = tool("jsonnet", "apt-get install jsonnet (cargo xtask test installs it)");
-    let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("mixin")).arg(deploy("mixin/generate.jsonnet")));
+    let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("collector-mixin")).arg(deploy("collector-mixin/generate.jsonnet")));
     let made: serde_json::Map<String, Value> = serde_json::from_str(&out).unwrap();
     let mut files = Vec::new();
     let mut maps = Vec::new();
@@ -490,7 +537,7 @@ fn generated_files_are_what_the_mixin_makes() {
         assert!(path.exists(), "deploy/{file} is missing: COLLECTOR_WRITE_DEPLOY=1 writes it");
         assert!(
             std::fs::read_to_string(&path).unwrap() == *text,
-            "deploy/{file} is not what deploy/mixin makes: edit the mixin, then COLLECTOR_WRITE_DEPLOY=1 \
+            "deploy/{file} is not what deploy/collector-mixin makes: edit the mixin, then COLLECTOR_WRITE_DEPLOY=1 \
              cargo test -p collector --test deploy generated writes it"
         );
     }
@@ -499,7 +546,7 @@ fn generated_files_are_what_the_mixin_makes() {
     for (dir, ext) in [("prometheus/rules", "yml"), ("grafana/dashboards", "json")] {
         for f in files(dir, &[ext]) {
             let rel = f.strip_prefix(deploy("")).unwrap().to_string_lossy().into_owned();
-            assert!(made.iter().any(|(m, _)| *m == rel), "deploy/{rel} is not made by deploy/mixin");
+            assert!(made.iter().any(|(m, _)| *m == rel), "deploy/{rel} is not made by deploy/collector-mixin");
         }
     }
 }
@@ -530,19 +577,29 @@ fn a_configured_mixin_uses_its_configuration() {
     let jsonnet = tool("jsonnet", "apt-get install jsonnet (cargo xtask test installs it)");
     let code = r#"
         local m = (import 'mixin.libsonnet') + { _config+:: {
-          collectorSelector: 'job="ebpf"',
-          runbookURLPattern: 'https://wiki.example/runbooks#%s',
+          collectorSelector: 'job="ebpf", cluster="eu"',
+          collectorJobLabels: 'cluster, job',
+          collectorRunbookURLPattern: 'https://wiki.example/runbooks#%s',
           datasourceUid: 'mimir',
-          alerts+: { HTTPHighLatency+: { threshold: 2.5, 'for': '20m' }, HostFileDescriptorLimit+: { critical: null } },
+          dashboardTag: 'ebpf',
+          collectorAlerts+: { HTTPHighLatency+: { threshold: 2.5, 'for': '20m' }, HostFileDescriptorLimit+: { critical: null } },
         } };
         { rules: m.prometheusRules.groups + m.prometheusAlerts.groups, dashboards: m.grafanaDashboards }"#;
-    let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("mixin")).args(["-e", code]));
+    let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("collector-mixin")).args(["-e", code]));
     let made: Value = serde_json::from_str(&out).unwrap();
     let rules: Vec<&Value> = made["rules"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
     assert!(rules.len() > 30, "{}", rules.len());
+    // Every rule selects the configured collectors, or reads only recorded series (made from
+    // them, with every label but the per-request ones).
+    let recorded: Vec<&str> = rules.iter().filter_map(|r| r["record"].as_str()).collect();
     for r in &rules {
         let expr = r["expr"].as_str().unwrap();
-        assert!(expr.contains(r#"job="ebpf""#) && !expr.contains(r#"job="collector""#), "{expr}");
+        let reads_recorded = recorded.iter().any(|rec| expr.contains(rec));
+        assert!(
+            (expr.contains(r#"job="ebpf", cluster="eu""#) || reads_recorded) && !expr.contains(r#"job="collector""#),
+            "{expr}"
+        );
+        assert!(!expr.contains("by (job") && !expr.contains("on (job"), "not per cluster: {expr}");
         if let Some(name) = r["alert"].as_str() {
             assert_eq!(r["annotations"]["runbook_url"], format!("https://wiki.example/runbooks#{}", name.to_lowercase()));
         }
@@ -561,8 +618,10 @@ fn a_configured_mixin_uses_its_configuration() {
         let ds = vars.iter().find(|v| v["name"] == "datasource").unwrap();
         assert_eq!(ds["current"]["value"], "mimir", "{name}");
         let job = vars.iter().find(|v| v["name"] == "job").unwrap();
-        assert_eq!(job["query"]["query"], r#"label_values(collector_build_info{job="ebpf"}, job)"#, "{name}");
+        assert_eq!(job["query"]["query"], r#"label_values(collector_build_info{job="ebpf", cluster="eu"}, job)"#, "{name}");
         assert!(!d.to_string().contains(r#"job=\"collector\""#), "{name} still selects job=\"collector\"");
+        assert_eq!(d["tags"][0], "ebpf", "{name}");
+        assert_eq!(d["links"][0]["tags"], json!(["ebpf"]), "{name}");
     }
     let http = &dashboards["http.json"];
     let thresholds = http.to_string();

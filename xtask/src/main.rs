@@ -257,7 +257,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // tests' veth pairs; curl, openssl and golang-go are HTTPS clients, certificates and a Go
     // crypto/tls server and client for the TLS tests (Node.js comes with the machine); nghttpd
     // and h2load are an HTTP/2 server and load generator for the HTTP/2 tests; jsonnet makes the
-    // rules and dashboards from deploy/mixin, which the deploy test compares with deploy/.
+    // rules and dashboards from deploy/collector-mixin, which the deploy test compares with deploy/.
     apt_install(&[
         "prometheus".to_owned(),
         "nginx".to_owned(),

@@ -2,10 +2,10 @@ local g = import '../lib/grafana.libsonnet';
 local text = import '../lib/text.libsonnet';
 
 function(config)
-  local latency = config.alerts.HTTPHighLatency;
-  local errors = config.alerts.HTTPHighErrorRate;
+  local latency = config.collectorAlerts.HTTPHighLatency;
+  local errors = config.collectorAlerts.HTTPHighErrorRate;
   local sel = 'job=~"$job", instance=~"$instance", service_namespace=~"$service_namespace", k8s_pod_name=~"$pod", service_name=~"$service"';
-  g.dashboard(config, 'collector-http', 'Collector / HTTP services', 'HTTP/1.x and HTTP/2 request rate, errors and latency of every service on the host, measured from its sockets by eBPF.', ['collector', 'http']) {
+  g.dashboard(config, 'collector-http', 'Collector / HTTP services', 'HTTP/1.x and HTTP/2 request rate, errors and latency of every service on the host, measured from its sockets by eBPF.', 'http') {
     templating: { list: [
       g.datasourceVar(config),
       g.jobVar(config),

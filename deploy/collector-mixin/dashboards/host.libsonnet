@@ -2,7 +2,7 @@ local g = import '../lib/grafana.libsonnet';
 
 function(config)
   local sel = 'job=~"$job", instance=~"$instance"';
-  g.dashboard(config, 'collector-host', 'Collector / Host', 'CPU, memory, load, pressure, disks, network interfaces, filesystems, file handles, connection tracking and the clock of each host.', ['collector', 'host']) {
+  g.dashboard(config, 'collector-host', 'Collector / Host', 'CPU, memory, load, pressure, disks, network interfaces, filesystems, file handles, connection tracking and the clock of each host.', 'host') {
     templating: { list: [
       g.datasourceVar(config),
       g.jobVar(config),

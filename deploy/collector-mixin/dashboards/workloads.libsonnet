@@ -2,7 +2,7 @@ local g = import '../lib/grafana.libsonnet';
 
 function(config)
   local sel = 'job=~"$job", instance=~"$instance"';
-  g.dashboard(config, 'collector-workloads', 'Collector / Containers & processes', 'Network and disk bytes per cgroup (container, systemd unit), HTTP per service, and the collector\'s own health.', ['collector', 'containers']) {
+  g.dashboard(config, 'collector-workloads', 'Collector / Containers & processes', 'Network and disk bytes per cgroup (container, systemd unit), HTTP per service, and the collector\'s own health.', 'containers') {
     templating: { list: [
       g.datasourceVar(config),
       g.jobVar(config),

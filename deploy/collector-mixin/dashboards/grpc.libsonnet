@@ -2,7 +2,7 @@ local g = import '../lib/grafana.libsonnet';
 
 function(config)
   local sel = 'job=~"$job", instance=~"$instance", service_namespace=~"$service_namespace", k8s_pod_name=~"$pod", service_name=~"$rpc_service"';
-  g.dashboard(config, 'collector-grpc', 'Collector / gRPC calls', 'gRPC calls served and made on the collector\'s hosts (HTTP/2, from the kernel): rate, error ratio by status code, latency. OpenTelemetry RPC conventions (rpc_server_call_duration_seconds, rpc_client_call_duration_seconds).', ['collector', 'grpc']) {
+  g.dashboard(config, 'collector-grpc', 'Collector / gRPC calls', 'gRPC calls served and made on the collector\'s hosts (HTTP/2, from the kernel): rate, error ratio by status code, latency. OpenTelemetry RPC conventions (rpc_server_call_duration_seconds, rpc_client_call_duration_seconds).', 'grpc') {
     templating: { list: [
       g.datasourceVar(config),
       g.jobVar(config),

@@ -1,11 +1,13 @@
-// Alerting rules. Thresholds, `for:` durations and severities come from _config.alerts
+// Alerting rules. Thresholds, `for:` durations and severities come from _config.collectorAlerts
 // (config.libsonnet); each alert links its section of docs/runbooks.md.
 local text = import 'lib/text.libsonnet';
 
 {
   local cfg = $._config,
-  local a = cfg.alerts,
+  local a = cfg.collectorAlerts,
   local sel = cfg.collectorSelector,
+  local jobs = cfg.collectorJobLabels,
+  local instances = jobs + ', instance',
 
   // One rule; `for` and severity from the alert's configuration unless given.
   local alert(name, expr, summary, description, severity=a[name].severity, for_=std.get(a[name], 'for')) = {
@@ -15,7 +17,7 @@ local text = import 'lib/text.libsonnet';
     annotations: {
       summary: summary,
       description: description,
-      runbook_url: cfg.runbookURLPattern % std.asciiLower(name),
+      runbook_url: cfg.collectorRunbookURLPattern % std.asciiLower(name),
     },
   } + (if for_ == null then {} else { 'for': for_ }),
 
@@ -30,12 +32,11 @@ local text = import 'lib/text.libsonnet';
   // HTTP and gRPC exchanges recorded (both sides, HTTP/1, HTTP/2 and gRPC): what losses are
   // compared with.
   local exchanges(extra='') =
-    'sum by (job, instance) (rate({__name__=~"http_(server|client)_request_duration_seconds_count|rpc_(server|client)_call_duration_seconds_count", %s%s}[15m]))' % [sel, extra],
+    'sum by (%s) (rate({__name__=~"http_(server|client)_request_duration_seconds_count|rpc_(server|client)_call_duration_seconds_count", %s%s}[15m]))' % [instances, sel, extra],
 
-  // Identity of a served HTTP endpoint, and of a client's target.
-  local server = 'job, instance, service_namespace, service_name, k8s_namespace_name, k8s_pod_name, server_port',
-  local client = 'job, instance, service_namespace, service_name, k8s_namespace_name, k8s_pod_name, server_address, server_port',
-  local rpc = 'job, instance, service_namespace, service_name, k8s_namespace_name, k8s_pod_name, rpc_method',
+  // Requests per second by status, per endpoint (a recorded series), without the status.
+  local requests(record, status='') =
+    'sum without (http_response_status_code) (%s%s)' % [record, if status == '' then '' else '{http_response_status_code=~"%s"}' % status],
   local podSuffix = '{{ with $labels.k8s_pod_name }} (pod {{ $labels.k8s_namespace_name }}/{{ . }}){{ end }}',
 
   prometheusAlerts+:: {
@@ -54,7 +55,7 @@ local text = import 'lib/text.libsonnet';
           ),
           alert(
             'CollectorJobDown',
-            'count by (job) (up{%s} == 0) == count by (job) (up{%s})' % [sel, sel],
+            'count by (%s) (up{%s} == 0) == count by (%s) (up{%s})' % [jobs, sel, jobs, sel],
             'Every collector of job {{ $labels.job }} is down',
             "Prometheus could scrape none of the {{ $value }} collectors of job {{ $labels.job }} for %s: no host or HTTP metrics at all (the collector's deployment, or Prometheus's way to it, is broken)." % text.duration(a.CollectorJobDown['for']),
           ),
@@ -84,13 +85,13 @@ local text = import 'lib/text.libsonnet';
           alert(
             'CollectorHTTPEventsLost',
             |||
-              sum by (job, instance, reason) (rate(collector_bpf_events_dropped_total{%(sel)s, reason=~"http_.*|tls_.*"}[15m]))
-                / on (job, instance) group_left
+              sum by (%(instances)s, reason) (rate(collector_bpf_events_dropped_total{%(sel)s, reason=~"http2?_.*|tls_.*"}[15m]))
+                / on (%(instances)s) group_left
               %(exchanges)s
               > %(ratio).10g
-              and on (job, instance)
+              and on (%(instances)s)
               %(exchanges)s > %(minRate).10g
-            ||| % { sel: sel, exchanges: exchanges(), ratio: a.CollectorHTTPEventsLost.ratio, minRate: a.CollectorHTTPEventsLost.minRate },
+            ||| % { instances: instances, sel: sel, exchanges: exchanges(), ratio: a.CollectorHTTPEventsLost.ratio, minRate: a.CollectorHTTPEventsLost.minRate },
             '{{ $labels.instance }}: HTTP events lost ({{ $labels.reason }}), {{ $value | humanizePercentage }} of the exchanges recorded',
             'The kernel programs on {{ $labels.instance }} could not follow HTTP traffic ({{ $labels.reason }}) at {{ $value | humanizePercentage }} of the rate of exchanges recorded, for %s: the HTTP metrics undercount. docs/metrics.md lists each reason and what to do.' % text.duration(a.CollectorHTTPEventsLost['for']),
           ),
@@ -99,13 +100,13 @@ local text = import 'lib/text.libsonnet';
           alert(
             'CollectorHTTP2StreamsLost',
             |||
-              sum by (job, instance, reason) (rate(collector_http2_dropped_total{%(sel)s}[15m]))
-                / on (job, instance) group_left
+              sum by (%(instances)s, reason) (rate(collector_http2_dropped_total{%(sel)s}[15m]))
+                / on (%(instances)s) group_left
               %(exchanges)s
               > %(ratio).10g
-              and on (job, instance)
+              and on (%(instances)s)
               %(exchanges)s > %(minRate).10g
-            ||| % { sel: sel, exchanges: exchanges(', network_protocol_version=~"2|"'), ratio: a.CollectorHTTP2StreamsLost.ratio, minRate: a.CollectorHTTP2StreamsLost.minRate },
+            ||| % { instances: instances, sel: sel, exchanges: exchanges(', network_protocol_version=~"2|"'), ratio: a.CollectorHTTP2StreamsLost.ratio, minRate: a.CollectorHTTP2StreamsLost.minRate },
             '{{ $labels.instance }}: HTTP/2 streams lost ({{ $labels.reason }}), {{ $value | humanizePercentage }} of those recorded',
             'The collector on {{ $labels.instance }} gave up HTTP/2 streams or header decoding ({{ $labels.reason }}) at {{ $value | humanizePercentage }} of the rate of HTTP/2 streams and gRPC calls recorded, for %s (docs/metrics.md, HTTP/2).' % text.duration(a.CollectorHTTP2StreamsLost['for']),
           ),
@@ -113,11 +114,11 @@ local text = import 'lib/text.libsonnet';
           alert(
             'CollectorDiskEventsLost',
             |||
-              sum by (job, instance) (rate(collector_bpf_events_dropped_total{%(sel)s, reason="disk_completion_unmatched"}[15m]))
+              sum by (%(instances)s) (rate(collector_bpf_events_dropped_total{%(sel)s, reason="disk_completion_unmatched"}[15m]))
                 /
-              sum by (job, instance) (rate(system_disk_io_latency_seconds_count{%(sel)s}[15m]))
+              sum by (%(instances)s) (rate(system_disk_io_latency_seconds_count{%(sel)s}[15m]))
               > %(ratio).10g
-            ||| % { sel: sel, ratio: a.CollectorDiskEventsLost.ratio },
+            ||| % { instances: instances, sel: sel, ratio: a.CollectorDiskEventsLost.ratio },
             '{{ $labels.instance }}: {{ $value | humanizePercentage }} of disk completions unmatched',
             'Disk requests completed on {{ $labels.instance }} that the kernel programs never saw issued, at {{ $value | humanizePercentage }} of the requests measured, for %s: the disk latency histograms undercount (docs/metrics.md, Disk).' % text.duration(a.CollectorDiskEventsLost['for']),
           ),
@@ -131,7 +132,7 @@ local text = import 'lib/text.libsonnet';
         ],
       },
       {
-        name: 'http',
+        name: 'collector-http',
         rules: [
           // 5xx answers over a share of a service's requests, while it serves a minimum rate
           // (so that a single failure on an idle service does not page). Per service and, in
@@ -139,14 +140,10 @@ local text = import 'lib/text.libsonnet';
           alert(
             'HTTPHighErrorRate',
             |||
-              (
-                  sum by (%(by)s) (service:http_server_requests:rate5m{%(sel)s, http_response_status_code=~"5.."})
-                /
-                  sum by (%(by)s) (service:http_server_requests:rate5m{%(sel)s})
-              ) > %(ratio).10g
+              %(errors)s / %(all)s > %(ratio).10g
               and
-              sum by (%(by)s) (service:http_server_requests:rate5m{%(sel)s}) > %(minRate).10g
-            ||| % { by: server, sel: sel, ratio: a.HTTPHighErrorRate.ratio, minRate: a.HTTPHighErrorRate.minRate },
+              %(all)s > %(minRate).10g
+            ||| % { errors: requests('service:http_server_requests:rate5m', '5..'), all: requests('service:http_server_requests:rate5m'), ratio: a.HTTPHighErrorRate.ratio, minRate: a.HTTPHighErrorRate.minRate },
             '{{ $labels.service_name }}:{{ $labels.server_port }}%s on {{ $labels.instance }} answers 5xx to {{ $value | humanizePercentage }} of requests' % podSuffix,
             'More than %s of the HTTP requests to {{ $labels.service_name }} (port {{ $labels.server_port }}) got a 5xx status over the last 5 minutes.' % text.percent(a.HTTPHighErrorRate.ratio),
           ),
@@ -155,19 +152,17 @@ local text = import 'lib/text.libsonnet';
           alert(
             'HTTPHighLatency',
             |||
-              histogram_quantile(%(q).10g,
-                sum by (%(by)s, le) (service:http_server_request_duration_seconds_bucket:rate5m{%(sel)s})
-              ) > %(threshold).10g
+              histogram_quantile(%(q).10g, service:http_server_request_duration_seconds_bucket:rate5m) > %(threshold).10g
               and
-              sum by (%(by)s) (service:http_server_requests:rate5m{%(sel)s}) > %(minRate).10g
-            ||| % { q: a.HTTPHighLatency.quantile, by: server, sel: sel, threshold: a.HTTPHighLatency.threshold, minRate: a.HTTPHighLatency.minRate },
+              %(all)s > %(minRate).10g
+            ||| % { q: a.HTTPHighLatency.quantile, all: requests('service:http_server_requests:rate5m'), threshold: a.HTTPHighLatency.threshold, minRate: a.HTTPHighLatency.minRate },
             '{{ $labels.service_name }}:{{ $labels.server_port }}%s on {{ $labels.instance }}: p%g latency {{ $value | humanizeDuration }}' % [podSuffix, a.HTTPHighLatency.quantile * 100],
             'The %gth percentile of HTTP request duration of {{ $labels.service_name }} (port {{ $labels.server_port }}) has been over %s for %s. The duration runs to the last byte of the response leaving: large responses to slow clients take long without the service being slow (see the response size panels).' % [a.HTTPHighLatency.quantile * 100, text.ms(a.HTTPHighLatency.threshold), text.duration(a.HTTPHighLatency['for'])],
           ),
         ],
       },
       {
-        name: 'grpc',
+        name: 'collector-grpc',
         rules: [
           // Calls ending with a server-side error status (OpenTelemetry's list for RPC
           // servers: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
@@ -178,13 +173,13 @@ local text = import 'lib/text.libsonnet';
             'GRPCHighErrorRate',
             |||
               (
-                  sum by (%(by)s) (rate(rpc_server_call_duration_seconds_count{%(sel)s, rpc_response_status_code=~"UNKNOWN|DEADLINE_EXCEEDED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"}[5m]))
+                  sum without (rpc_response_status_code) (rate(rpc_server_call_duration_seconds_count{%(sel)s, rpc_response_status_code=~"UNKNOWN|DEADLINE_EXCEEDED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"}[5m]))
                 /
-                  sum by (%(by)s) (rate(rpc_server_call_duration_seconds_count{%(sel)s}[5m]))
+                  sum without (rpc_response_status_code) (rate(rpc_server_call_duration_seconds_count{%(sel)s}[5m]))
               ) > %(ratio).10g
               and
-              sum by (%(by)s) (rate(rpc_server_call_duration_seconds_count{%(sel)s}[5m])) > %(minRate).10g
-            ||| % { by: rpc, sel: sel, ratio: a.GRPCHighErrorRate.ratio, minRate: a.GRPCHighErrorRate.minRate },
+              sum without (rpc_response_status_code) (rate(rpc_server_call_duration_seconds_count{%(sel)s}[5m])) > %(minRate).10g
+            ||| % { sel: sel, ratio: a.GRPCHighErrorRate.ratio, minRate: a.GRPCHighErrorRate.minRate },
             '{{ $labels.service_name }} {{ $labels.rpc_method }}%s on {{ $labels.instance }} fails {{ $value | humanizePercentage }} of gRPC calls' % podSuffix,
             'More than %s of the gRPC calls to {{ $labels.service_name }} ({{ $labels.rpc_method }}) ended with a server error status (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) over the last 5 minutes.' % text.percent(a.GRPCHighErrorRate.ratio),
           ),
@@ -193,38 +188,32 @@ local text = import 'lib/text.libsonnet';
       // The client side: what a service asks of one server (address and port), at a minimum
       // rate: a dependency failing or slow, seen from its callers.
       {
-        name: 'http-client',
+        name: 'collector-http-client',
         rules: [
           alert(
             'HTTPClientHighErrorRate',
             |||
-              (
-                  sum by (%(by)s) (service:http_client_requests:rate5m{%(sel)s, http_response_status_code=~"5.."})
-                /
-                  sum by (%(by)s) (service:http_client_requests:rate5m{%(sel)s})
-              ) > %(ratio).10g
+              %(errors)s / %(all)s > %(ratio).10g
               and
-              sum by (%(by)s) (service:http_client_requests:rate5m{%(sel)s}) > %(minRate).10g
-            ||| % { by: client, sel: sel, ratio: a.HTTPClientHighErrorRate.ratio, minRate: a.HTTPClientHighErrorRate.minRate },
+              %(all)s > %(minRate).10g
+            ||| % { errors: requests('service:http_client_requests:rate5m', '5..'), all: requests('service:http_client_requests:rate5m'), ratio: a.HTTPClientHighErrorRate.ratio, minRate: a.HTTPClientHighErrorRate.minRate },
             '{{ $labels.service_name }} on {{ $labels.instance }} gets 5xx from {{ $labels.server_address }}:{{ $labels.server_port }} for {{ $value | humanizePercentage }} of its requests',
             'More than %s of the HTTP requests {{ $labels.service_name }} made to {{ $labels.server_address }}:{{ $labels.server_port }} got a 5xx status over the last 5 minutes.' % text.percent(a.HTTPClientHighErrorRate.ratio),
           ),
           alert(
             'HTTPClientHighLatency',
             |||
-              histogram_quantile(%(q).10g,
-                sum by (%(by)s, le) (service:http_client_request_duration_seconds_bucket:rate5m{%(sel)s})
-              ) > %(threshold).10g
+              histogram_quantile(%(q).10g, service:http_client_request_duration_seconds_bucket:rate5m) > %(threshold).10g
               and
-              sum by (%(by)s) (service:http_client_requests:rate5m{%(sel)s}) > %(minRate).10g
-            ||| % { q: a.HTTPClientHighLatency.quantile, by: client, sel: sel, threshold: a.HTTPClientHighLatency.threshold, minRate: a.HTTPClientHighLatency.minRate },
+              %(all)s > %(minRate).10g
+            ||| % { q: a.HTTPClientHighLatency.quantile, all: requests('service:http_client_requests:rate5m'), threshold: a.HTTPClientHighLatency.threshold, minRate: a.HTTPClientHighLatency.minRate },
             '{{ $labels.service_name }} on {{ $labels.instance }}: p%g latency {{ $value | humanizeDuration }} to {{ $labels.server_address }}:{{ $labels.server_port }}' % (a.HTTPClientHighLatency.quantile * 100),
             'The %gth percentile of the duration of the HTTP requests {{ $labels.service_name }} made to {{ $labels.server_address }}:{{ $labels.server_port }} has been over %s for %s, from the request leaving to the last byte of the response arriving.' % [a.HTTPClientHighLatency.quantile * 100, text.ms(a.HTTPClientHighLatency.threshold), text.duration(a.HTTPClientHighLatency['for'])],
           ),
         ],
       },
       {
-        name: 'disk',
+        name: 'collector-disk',
         rules: [
           // A percentile of the device service time of reads or writes over the threshold
           // while the device does a minimum rate (eBPF histogram: issue to completion). The
@@ -233,12 +222,10 @@ local text = import 'lib/text.libsonnet';
           alert(
             'DiskHighLatency',
             |||
-              histogram_quantile(%(q).10g,
-                sum by (job, instance, device, operation, le) (device:system_disk_io_latency_seconds_bucket:rate5m{%(sel)s, operation=~"read|write"})
-              ) > %(threshold).10g
+              histogram_quantile(%(q).10g, device:system_disk_io_latency_seconds_bucket:rate5m{operation=~"read|write"}) > %(threshold).10g
               and
-              sum by (job, instance, device, operation) (device:system_disk_io_latency_seconds_count:rate5m{%(sel)s, operation=~"read|write"}) > %(minRate).10g
-            ||| % { q: a.DiskHighLatency.quantile, sel: sel, threshold: a.DiskHighLatency.threshold, minRate: a.DiskHighLatency.minRate },
+              device:system_disk_io_latency_seconds_count:rate5m{operation=~"read|write"} > %(minRate).10g
+            ||| % { q: a.DiskHighLatency.quantile, threshold: a.DiskHighLatency.threshold, minRate: a.DiskHighLatency.minRate },
             'Disk {{ $labels.device }} on {{ $labels.instance }}: p%g {{ $labels.operation }} latency {{ $value | humanizeDuration }}' % (a.DiskHighLatency.quantile * 100),
             'The %gth percentile of {{ $labels.operation }} service time on {{ $labels.device }} has been over %s for %s.' % [a.DiskHighLatency.quantile * 100, text.ms(a.DiskHighLatency.threshold), text.duration(a.DiskHighLatency['for'])],
           ),
@@ -247,7 +234,7 @@ local text = import 'lib/text.libsonnet';
       // The host alerts of node_exporter's node-mixin that the collector's metrics allow, with
       // its thresholds and durations, on the collector's `system_*` names.
       {
-        name: 'host',
+        name: 'collector-host',
         rules:
           // Less of a writable filesystem's space available to users than the threshold.
           perSeverity('HostFilesystemAlmostOutOfSpace', function(sev, ratio) alert(
@@ -270,6 +257,18 @@ local text = import 'lib/text.libsonnet';
             ||| % { sel: sel, ratio: t.ratio, hours: t.hours },
             '{{ $labels.mountpoint }} on {{ $labels.instance }} is filling up%s' % (if sev == 'critical' then ' fast' else ''),
             'Filesystem {{ $labels.device }} at {{ $labels.mountpoint }} has {{ $value | humanizePercentage }} space left and, at the rate of the last 6 hours, will be full within %s.' % text.duration('%dh' % t.hours),
+            severity=sev,
+          ))
+          // Few inodes left and, at the last 6 hours' rate, none within the given time.
+          + perSeverity('HostFilesystemFilesFillingUp', function(sev, t) alert(
+            'HostFilesystemFilesFillingUp',
+            |||
+              (system_filesystem_files_free{%(sel)s} / system_filesystem_files{%(sel)s} < %(ratio).10g
+              and predict_linear(system_filesystem_files_free{%(sel)s}[6h], %(hours)d * 3600) < 0
+              and system_filesystem_readonly{%(sel)s} == 0)
+            ||| % { sel: sel, ratio: t.ratio, hours: t.hours },
+            '{{ $labels.mountpoint }} on {{ $labels.instance }} is running out of inodes%s' % (if sev == 'critical' then ' fast' else ''),
+            'Filesystem {{ $labels.device }} at {{ $labels.mountpoint }} has {{ $value | humanizePercentage }} of its inodes free and, at the rate of the last 6 hours, will have none within %s.' % text.duration('%dh' % t.hours),
             severity=sev,
           ))
           // Few inodes free: new files fail before space runs out.
@@ -334,7 +333,7 @@ local text = import 'lib/text.libsonnet';
               'HostCPUHighUsage',
               |||
                 sum without (mode, cpu) (rate(system_cpu_time_seconds_total{%(sel)s, mode!~"idle|iowait"}[2m]))
-                  / on (job, instance)
+                  /
                 system_cpus{%(sel)s} > %(ratio).10g
               ||| % { sel: sel, ratio: a.HostCPUHighUsage.ratio },
               '{{ $labels.instance }}: CPUs {{ $value | humanizePercentage }} busy',
@@ -343,7 +342,7 @@ local text = import 'lib/text.libsonnet';
             // Runnable processes per CPU: node-mixin's NodeSystemSaturation.
             alert(
               'HostSystemSaturation',
-              'system_load_average{%(sel)s, period="1m"} / on (job, instance) system_cpus{%(sel)s} > %(perCpu).10g' % { sel: sel, perCpu: a.HostSystemSaturation.perCpu },
+              'system_load_average{%(sel)s, period="1m"} / ignoring (period) system_cpus{%(sel)s} > %(perCpu).10g' % { sel: sel, perCpu: a.HostSystemSaturation.perCpu },
               '{{ $labels.instance }}: load {{ $value | humanize }} per CPU',
               'The 1-minute load average of {{ $labels.instance }} has been over %g per CPU for %s: processes wait for CPU or uninterruptible I/O.' % [a.HostSystemSaturation.perCpu, text.duration(a.HostSystemSaturation['for'])],
             ),

@@ -82,12 +82,13 @@ local defaults = {
 
 {
   // A dashboard of the collector: the layout, links and time settings they all share; the
-  // caller adds templating and panels.
-  dashboard(config, uid, title, description, tags):: {
+  // caller adds templating and panels. Tagged with the configured tag, which the links find,
+  // and its own.
+  dashboard(config, uid, title, description, tag):: {
     uid: uid,
     title: title,
     description: description,
-    tags: tags,
+    tags: [config.dashboardTag, tag],
     schemaVersion: 39,
     version: 1,
     editable: true,
