@@ -71,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         cli.telemetry_path
     );
     let keep = caps::parse_keep(&cli.capabilities_keep).map_err(|e| anyhow::anyhow!("--capabilities.keep: {e}"))?;
+    let runas = cli.runas_user.as_deref().map(|u| runas_checked(u).map(|ids| (u, ids))).transpose()?;
     // Everything that can be wrong with the configuration fails before any program is loaded.
     let web = match &cli.web_config_file {
         Some(path) => webconfig::load(path).context("--web.config.file")?,
@@ -83,7 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         header_read_timeout: cli.header_read_timeout,
         request_timeout: cli.request_timeout,
     };
-    let collectors::Started { registry, loader, map_reads_need } = setup(&cli)?;
+    let collectors::Started { mut registry, loader, map_reads_need } = setup(&cli)?;
     // Bound while still privileged (a port below 1024 needs CAP_NET_BIND_SERVICE), after the
     // programs are attached: the endpoint's own socket is then named after this process too.
     let listener = bind(listen)?;
@@ -98,21 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         keep.insert(::caps::Capability::CAP_NET_ADMIN);
     }
     let http_running = registry.collectors.iter().any(|c| c.name() == collectors::Name::Http.as_str());
-    if http_running && !cli.identity.no_environment {
-        // Reading the environment of another user's process (OTEL_SERVICE_NAME): the file is
-        // the owner's, mode 0400 (CAP_DAC_READ_SEARCH), and the kernel adds a ptrace read
-        // access check (CAP_SYS_PTRACE). One without the other is of no use: both or neither.
-        use ::caps::Capability::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
-        let permitted = ::caps::read(None, ::caps::CapSet::Permitted).unwrap_or_default();
-        if permitted.contains(&CAP_SYS_PTRACE) && permitted.contains(&CAP_DAC_READ_SEARCH) {
-            keep.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
-        } else {
-            tracing::info!(
-                "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, service names declared in process \
-                 environments (OTEL_SERVICE_NAME) are read from this user's processes only"
-            );
-        }
-    }
+    let environment = http_running && !cli.identity.no_environment;
     let tls = crate::tls::CAPTURE.get().cloned();
     if let Some(capture) = &tls {
         // The TLS capture attaches uprobes to libraries found after start-up (perf_event_open
@@ -147,9 +134,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         );
         keep.insert(cap);
     }
+    // Other users' processes' declared service names (`/proc/<pid>/environ`: the owner's,
+    // mode 0400, behind a ptrace read check) and Docker's container names (root's files): read
+    // by the privileged helper, which keeps CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for it. This
+    // process keeps neither for them.
+    if environment || cli.identity.docker_dir.is_dir() {
+        start_helper(&cli, &mut registry, environment);
+    }
+    if let Some((user, (uid, gid))) = runas {
+        run_as(user, uid, gid)?;
+    }
     // Programs are attached and maps open: no capability is needed from here on. Dropped
     // before the runtime starts any thread, so every thread runs without them.
     let kept = caps::drop_all_except(&keep).context("dropping capabilities")?;
+    // SAFETY: prctl takes plain values. Nothing this process executes gains privileges.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     let mut kept: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
     kept.sort();
     release_startup_memory();
@@ -179,6 +178,98 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::tls::shutdown();
     drop(loader);
     Ok(())
+}
+
+/// Forks the privileged helper ([`crate::helper`]) where this process can read other users'
+/// processes; says what is read without it otherwise.
+fn start_helper(cli: &Cli, registry: &mut Registry, environment: bool) {
+    let Some(keep) = crate::helper::capabilities() else {
+        if environment {
+            tracing::info!(
+                "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, service names declared in process \
+                 environments (OTEL_SERVICE_NAME) are read from this user's processes only"
+            );
+        }
+        return;
+    };
+    let scope = crate::helper::Scope { procfs: cli.procfs.clone(), docker_dir: cli.identity.docker_dir.clone() };
+    match crate::helper::spawn(scope, &keep) {
+        Ok(pid) => {
+            tracing::info!(
+                pid,
+                "helper: other users' declared service names and Docker container names are read by the privileged helper"
+            );
+            registry.sources.push(Box::new(crate::helper::Metrics));
+        }
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "helper: not started: declared service names and Docker container names are read from what \
+             this process can read"
+        ),
+    }
+}
+
+/// Switches to `user` (`name`, `uid` or `uid:gid`), keeping the permitted capabilities (the
+/// caller drops those not needed next). The process stays dumpable, so that it reads its own
+/// `/proc` entries (open file descriptors): other processes of that user cannot trace it while
+/// it holds capabilities, and the user should be its own.
+fn run_as(user: &str, uid: libc::uid_t, gid: libc::gid_t) -> anyhow::Result<()> {
+    use ::caps::CapSet;
+    // SAFETY: prctl, setgroups, setresgid and setresuid take plain values (setgroups an empty
+    // list).
+    let failed = unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0
+            || libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("--runas.user {user}"));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+    // The switch emptied the effective set: back to the permitted one, which the drop that
+    // follows narrows (it needs CAP_SETPCAP effective for the bounding set).
+    let permitted = ::caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
+    ::caps::set(None, CapSet::Effective, &permitted).context("setting the effective capabilities")?;
+    tracing::debug!(uid, gid, "running as {user}");
+    Ok(())
+}
+
+/// `--runas.user`, checked before anything is loaded: the user exists, and this process may
+/// switch to it.
+fn runas_checked(user: &str) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {
+    let ids = resolve_user(user)?;
+    use ::caps::{CapSet, Capability};
+    let effective = ::caps::read(None, CapSet::Effective).context("reading the effective capabilities")?;
+    anyhow::ensure!(
+        effective.contains(&Capability::CAP_SETUID) && effective.contains(&Capability::CAP_SETGID),
+        "--runas.user {user}: switching users needs CAP_SETUID and CAP_SETGID"
+    );
+    Ok(ids)
+}
+
+/// `name`, `uid` or `uid:gid` to (uid, gid): a name through the user database, a number's
+/// group the same number unless given.
+pub fn resolve_user(user: &str) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g.parse::<libc::gid_t>().with_context(|| format!("--runas.user {user}: group"))?)),
+        None => (user, None),
+    };
+    if let Ok(uid) = u.parse::<libc::uid_t>() {
+        return Ok((uid, g.unwrap_or(uid)));
+    }
+    let name = std::ffi::CString::new(u).context("--runas.user")?;
+    // SAFETY: getpwnam reads the user database; the pointer it returns is used at once, on
+    // this thread, before any other call that could reuse its buffer.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    anyhow::ensure!(!pw.is_null(), "--runas.user {user}: no such user");
+    // SAFETY: not null: a record of the user database.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok((uid, g.unwrap_or(gid)))
 }
 
 /// Binds the address; for the unspecified IPv6 address, falls back to IPv4 on hosts without
@@ -217,5 +308,20 @@ fn release_startup_memory() {
     // the allocator's lock like any allocation and touches no memory in use.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_user;
+
+    #[test]
+    fn users() {
+        assert_eq!(resolve_user("root").unwrap(), (0, 0));
+        assert_eq!(resolve_user("65532").unwrap(), (65532, 65532));
+        assert_eq!(resolve_user("1000:100").unwrap(), (1000, 100));
+        assert!(resolve_user("no-such-user-here").is_err());
+        assert!(resolve_user("1000:staff").is_err());
+        assert!(resolve_user("a\0b").is_err());
     }
 }

@@ -45,6 +45,13 @@ pub struct Cli {
     #[arg(long = "capabilities.keep", default_value = "none")]
     pub capabilities_keep: String,
 
+    /// Once the eBPF programs are attached, run as this user (a name, or a numeric uid, with
+    /// `:gid` optionally; the group is the user's or the same number) instead of the one that
+    /// started it (which needs CAP_SETUID and CAP_SETGID for it). The capabilities kept after
+    /// start-up stay; the privileged helper keeps its user.
+    #[arg(long = "runas.user")]
+    pub runas_user: Option<String>,
+
     /// Series of a cgroup that no longer exists are kept this long after its last new data,
     /// then removed (with their kernel map entries). 0s keeps them forever.
     #[arg(long = "collector.cgroup.ttl", default_value = "5m", value_parser = humantime::parse_duration)]

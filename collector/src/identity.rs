@@ -248,7 +248,13 @@ impl Containers {
         })
     }
 
+    /// The names in the container's `config.v2.json` (root's, mode 0600): through the
+    /// privileged helper where it runs, else read here.
     fn docker(&self, id: &str) -> Option<Workload> {
+        if crate::helper::usable() {
+            let [container_name, compose_service, compose_project] = crate::helper::docker_names(id)?;
+            return Some(Workload { container_name, compose_service, compose_project, ..Default::default() });
+        }
         let raw = std::fs::read(self.flags.docker_dir.join(id).join("config.v2.json")).ok()?;
         parse_docker_config(&raw)
     }
@@ -394,9 +400,15 @@ impl Processes {
             if st.read.get(&pid) == Some(&comm) {
                 continue;
             }
-            // Unreadable (another user's process without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE,
-            // or gone): nothing declared.
-            let Some(d) = std::fs::read(e.path().join("environ")).ok().and_then(|raw| parse_environ(&raw)) else {
+            // Through the privileged helper where it runs (its OTEL_* variables only), else
+            // read here. Unreadable (another user's process without CAP_DAC_READ_SEARCH and
+            // CAP_SYS_PTRACE, or gone): nothing declared.
+            let raw = if crate::helper::usable() {
+                crate::helper::environ(pid)
+            } else {
+                std::fs::read(e.path().join("environ")).ok()
+            };
+            let Some(d) = raw.and_then(|raw| parse_environ(&raw)) else {
                 continue;
             };
             let Some(id) = std::fs::read_to_string(e.path().join("cgroup"))

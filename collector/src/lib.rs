@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collectors;
 pub mod disk;
 pub mod filesystem;
+pub mod helper;
 pub mod host;
 pub mod http;
 pub mod http2;

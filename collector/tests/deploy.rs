@@ -256,7 +256,8 @@ fn dashboards_are_what_grafana_provisions() {
     for (name, id, url) in links {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let uid = path.strip_prefix("/d/").unwrap_or_else(|| panic!("{name}: panel {id} links outside: {url}"));
-        let target = ds.iter().find(|(_, d)| d["uid"] == uid).unwrap_or_else(|| panic!("{name}: panel {id} links {uid}"));
+        let target =
+            ds.iter().find(|(_, d)| d["uid"] == uid).unwrap_or_else(|| panic!("{name}: panel {id} links {uid}"));
         let vars: Vec<&str> =
             target.1["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
         for param in query.split('&') {
@@ -398,6 +399,8 @@ exec chroot {r} setpriv --bounding-set=-all,{caps} --inh-caps=-all /collector "$
     // Its bounding set is the manifests' set, and nothing it holds is outside it.
     let bit = |name: &str| match name {
         "dac_read_search" => 2,
+        "setgid" => 6,
+        "setuid" => 7,
         "net_admin" => 12,
         "sys_ptrace" => 19,
         "sys_admin" => 21,
@@ -421,6 +424,14 @@ exec chroot {r} setpriv --bounding-set=-all,{caps} --inh-caps=-all /collector "$
     c.scrape();
     thread::sleep(Duration::from_millis(1100));
     let m = c.scrape();
+    // The process serving it runs as the user the flags name, with no capability to switch
+    // back or to change its own.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let line = |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap();
+    let user = flags.iter().find_map(|f| f.strip_prefix("--runas.user=")).expect("the flags name no user");
+    assert_eq!(line("Uid:"), user, "{status}");
+    let held = u64::from_str_radix(line("CapPrm:"), 16).unwrap();
+    assert_eq!(held & ((1 << 6) | (1 << 7) | (1 << 8)), 0, "CAP_SETGID, CAP_SETUID or CAP_SETPCAP held: {status}");
     let enabled = m.find("collector_collector_enabled", &[]);
     assert_eq!(enabled.len(), 13, "{enabled:?}");
     for s in enabled {
@@ -465,7 +476,9 @@ const GENERATED: &str = "# Generated from deploy/collector-mixin (the monitoring
 /// yours) and one ConfigMap per dashboard (labelled for the Grafana sidecar).
 fn generated_files() -> Vec<(String, String)> {
     let jsonnet = tool("jsonnet", "apt-get install jsonnet (cargo xtask test installs it)");
-    let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("collector-mixin")).arg(deploy("collector-mixin/generate.jsonnet")));
+    let out = run_ok(
+        Command::new(jsonnet).arg("-J").arg(deploy("collector-mixin")).arg(deploy("collector-mixin/generate.jsonnet")),
+    );
     let made: serde_json::Map<String, Value> = serde_json::from_str(&out).unwrap();
     let mut files = Vec::new();
     let mut maps = Vec::new();
@@ -587,7 +600,8 @@ fn a_configured_mixin_uses_its_configuration() {
         { rules: m.prometheusRules.groups + m.prometheusAlerts.groups, dashboards: m.grafanaDashboards }"#;
     let out = run_ok(Command::new(jsonnet).arg("-J").arg(deploy("collector-mixin")).args(["-e", code]));
     let made: Value = serde_json::from_str(&out).unwrap();
-    let rules: Vec<&Value> = made["rules"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    let rules: Vec<&Value> =
+        made["rules"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
     assert!(rules.len() > 30, "{}", rules.len());
     // Every rule selects the configured collectors, or reads only recorded series (made from
     // them, with every label but the per-request ones).
@@ -601,7 +615,10 @@ fn a_configured_mixin_uses_its_configuration() {
         );
         assert!(!expr.contains("by (job") && !expr.contains("on (job"), "not per cluster: {expr}");
         if let Some(name) = r["alert"].as_str() {
-            assert_eq!(r["annotations"]["runbook_url"], format!("https://wiki.example/runbooks#{}", name.to_lowercase()));
+            assert_eq!(
+                r["annotations"]["runbook_url"],
+                format!("https://wiki.example/runbooks#{}", name.to_lowercase())
+            );
         }
     }
     let latency = rules.iter().find(|r| r["alert"] == "HTTPHighLatency").unwrap();
@@ -618,7 +635,10 @@ fn a_configured_mixin_uses_its_configuration() {
         let ds = vars.iter().find(|v| v["name"] == "datasource").unwrap();
         assert_eq!(ds["current"]["value"], "mimir", "{name}");
         let job = vars.iter().find(|v| v["name"] == "job").unwrap();
-        assert_eq!(job["query"]["query"], r#"label_values(collector_build_info{job="ebpf", cluster="eu"}, job)"#, "{name}");
+        assert_eq!(
+            job["query"]["query"], r#"label_values(collector_build_info{job="ebpf", cluster="eu"}, job)"#,
+            "{name}"
+        );
         assert!(!d.to_string().contains(r#"job=\"collector\""#), "{name} still selects job=\"collector\"");
         assert_eq!(d["tags"][0], "ebpf", "{name}");
         assert_eq!(d["links"][0]["tags"], json!(["ebpf"]), "{name}");

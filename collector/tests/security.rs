@@ -595,14 +595,125 @@ fn capabilities_keep_keeps_the_named_ones() {
         "cap_net_admin",
     ]);
     let kept = kept_for_maps(&c);
-    // CAP_NET_ADMIN as asked, and CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE for the processes'
-    // declared service names (identity, on by default).
+    // CAP_NET_ADMIN as asked, and nothing for the processes' declared service names (identity,
+    // on by default): the helper reads them.
     for (what, v) in thread_caps(c.pid()) {
         if what.ends_with("CapEff") || what.ends_with("CapPrm") || what.ends_with("CapBnd") {
-            assert_eq!(v, (1 << 12) | (1 << 2) | (1 << 19) | kept, "{what} = {v:#x}");
+            assert_eq!(v, (1 << 12) | kept, "{what} = {v:#x}");
         }
     }
-    wait_log(&c, "CAP_SYS_PTRACE");
+    wait_log(&c, "CAP_NET_ADMIN");
+    wait_log(&c, "read by the privileged helper");
+}
+
+/// The helper the collector forked: its pid (the collector's one child).
+fn helper_of(c: &Collector) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.pid())).unwrap();
+    let kids: Vec<u32> = children.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(kids.len(), 1, "children {kids:?}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{}/comm", kids[0])).unwrap().trim(), "collector-help");
+    kids[0]
+}
+
+/// A line of /proc/<pid>/status, after its key.
+fn status_of(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("{key}: {status}"));
+    line.split_once(':').unwrap().1.trim().to_owned()
+}
+
+/// The process that listens on the network runs as its own user (`--runas.user`) without any
+/// capability and with no_new_privs, while every collector works; another user's declared
+/// service name still names its series, through the helper forked before the drop: root's, with
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only, no_new_privs, and no descriptor or eBPF map of
+/// the collector's but its socket.
+#[test]
+fn the_listening_process_runs_as_its_own_user_without_capabilities() {
+    let c = Collector::start(&["--runas.user=65532", "--no-collector.http.tls"]);
+    let kept = kept_for_maps(&c);
+    let pid = c.pid();
+    assert_eq!(status_of(pid, "Uid"), "65532\t65532\t65532\t65532");
+    assert_eq!(status_of(pid, "Gid"), "65532\t65532\t65532\t65532");
+    assert_eq!(status_of(pid, "Groups"), "");
+    assert_eq!(status_of(pid, "NoNewPrivs"), "1");
+    for (what, v) in thread_caps(pid) {
+        let want = if what.ends_with("CapAmb") { 0 } else { kept };
+        assert_eq!(v, want, "{what} = {v:#x}");
+    }
+    if kept == 0 {
+        wait_log(&c, "\"capabilities\":\"none\"");
+    }
+    let helper = helper_of(&c);
+    assert_eq!(status_of(helper, "Uid"), "0\t0\t0\t0");
+    assert_eq!(status_of(helper, "NoNewPrivs"), "1");
+    for (what, v) in thread_caps(helper) {
+        let want = if what.ends_with("CapAmb") || what.ends_with("CapInh") { 0 } else { (1 << 19) | (1 << 2) };
+        assert_eq!(v, want, "helper {what} = {v:#x}");
+    }
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{helper}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_link(e.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(fds.len(), 4, "{fds:?}");
+    assert_eq!(fds.iter().filter(|f| f.starts_with("socket:")).count(), 1, "{fds:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{helper}/maps")).unwrap();
+    assert!(!maps.contains("bpf"), "the helper maps eBPF objects: {maps}");
+    ebpf_collectors_work(&c);
+    // Another user's process (uid 65534, not the collector's): its environment is the
+    // owner's, behind a ptrace check.
+    let port = common::process::free_port();
+    let _srv = common::process::KillOnDrop(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "OTEL_SERVICE_NAME=ledger"])
+            .args(["python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", "/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::process::wait_port(port);
+    let mut n = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n < 3.0 && Instant::now() < deadline {
+        let out =
+            Command::new("curl").args(["-sf", "-o", "/dev/null"]).arg(format!("http://127.0.0.1:{port}/")).status();
+        assert!(out.unwrap().success());
+        n = c
+            .scrape()
+            .find("http_server_request_duration_seconds_count", &[("server_port", &port.to_string())])
+            .iter()
+            .filter(|s| s.labels["service_name"] == "ledger")
+            .map(|s| s.value)
+            .sum();
+    }
+    assert!(
+        n >= 3.0,
+        "another user's declared name: {:?}",
+        c.scrape().find("http_server_request_duration_seconds_count", &[])
+    );
+    assert_eq!(c.scrape().get("collector_helper_up", &[]), 1.0);
+}
+
+/// The helper killed: the collector says so (log and collector_helper_up 0), reaps it, and
+/// everything else goes on.
+#[test]
+fn the_helper_killed_mid_run_is_reported_and_the_rest_goes_on() {
+    let mut c = Collector::start(&["--no-collector.http.tls"]);
+    wait_log(&c, "collector started");
+    let helper = helper_of(&c);
+    assert_eq!(c.scrape().get("collector_helper_up", &[]), 1.0);
+    assert!(Command::new("kill").args(["-KILL", &helper.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.scrape().get("collector_helper_up", &[]) != 0.0 {
+        assert!(Instant::now() < deadline, "collector_helper_up still 1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_log(&c, "the privileged helper is gone");
+    // Reaped: no zombie left.
+    assert!(!Path::new(&format!("/proc/{helper}")).exists(), "helper {helper} not reaped");
+    ebpf_collectors_work(&c);
+    assert!(c.child.0.try_wait().is_ok_and(|s| s.is_none()), "the collector exited");
 }
 
 /// The HTTPS capture attaches uprobes to libraries found after start-up and reads every

@@ -156,12 +156,9 @@ fn python_https_server_and_clients() {
 
 /// Node.js (OpenSSL linked into /usr/bin/node, no libssl.so) as HTTPS server and keep-alive
 /// client: the uprobes attach to the node binary and count exactly on both sides.
-#[test]
-fn node_https_server_and_keep_alive_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let cert = make_cert(d);
-    let c = Collector::start(FAST);
+/// The Node.js HTTPS server of `NODE_SERVER` on a free port, ready: (process, port, the node
+/// binary's path).
+fn node_server(d: &Path, cert: &Cert) -> (KillOnDrop, u16, String) {
     let port = free_port();
     let srv = spawn_ready(
         Command::new("node")
@@ -172,6 +169,16 @@ fn node_https_server_and_keep_alive_client() {
         "the Node.js HTTPS server",
     );
     let node = std::fs::read_link(format!("/proc/{}/exe", srv.id())).unwrap().display().to_string();
+    (srv, port, node)
+}
+
+#[test]
+fn node_https_server_and_keep_alive_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let c = Collector::start(FAST);
+    let (srv, port, node) = node_server(d, &cert);
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", srv.id())).unwrap();
     assert!(!maps.contains("libssl"), "node is expected to link OpenSSL statically");
     assert_eq!(mapped_file(srv.id(), Path::new(&node).file_name().unwrap().to_str().unwrap()), node);
@@ -537,4 +544,26 @@ fn a_server_in_its_own_mount_namespace() {
     let want = python_exchanges(d, port, "keepalive", &paths, None);
     let m = c.scrape();
     assert_https_counts(&m, port, &want, &["server"], "a server in its own mount namespace");
+}
+
+/// The collector as deployed (`--runas.user`): the process that attaches uprobes to libraries
+/// found after start-up runs as an unprivileged user with only the capabilities the capture
+/// keeps, and a Node.js server and client started after it (OpenSSL inside the node binary,
+/// attached when the scan finds it mapped) are counted exactly on both sides.
+#[test]
+fn processes_started_later_are_captured_by_an_unprivileged_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let c = Collector::start(&[FAST, &["--runas.user=65532"]].concat());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65532")), "{status}");
+    let (_srv, port, node) = node_server(d, &cert);
+    wait_attached(&c, &node);
+    let paths = ["/ok", "/missing", "/ok", "/delay", "/ok"];
+    let out = run_ok(Command::new("node").arg(script(d, "client.js", NODE_CLIENT)).arg(port.to_string()).args(paths));
+    check_exchanges(&out, &paths);
+    let want = expected(&paths);
+    assert_eq!(want, [("200", 4.0), ("404", 1.0)]);
+    assert_https_counts(&c.scrape(), port, &want, &["server", "client"], "Node.js, unprivileged collector");
 }

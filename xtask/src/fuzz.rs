@@ -56,6 +56,11 @@ fn seed(target: &str, dir: &Path) -> anyhow::Result<()> {
             write("seed-buckets", b"0.001,0.01,0.1,1")?;
             write("seed-caps", b"cap_bpf,perfmon")?;
         }
+        "helper_requests" => {
+            write("seed-environ-self", &[&[1u8][..], &std::process::id().to_le_bytes()].concat())?;
+            write("seed-environ-init", &[1, 1, 0, 0, 0])?;
+            write("seed-docker", &[&[2u8][..], "0123456789abcdef".repeat(4).as_bytes()].concat())?;
+        }
         "tracepoint_format" => {
             for tp in ["block_rq_issue", "block_rq_complete", "block_bio_queue"] {
                 if let Ok(bytes) = std::fs::read(format!("/sys/kernel/tracing/events/block/{tp}/format")) {
