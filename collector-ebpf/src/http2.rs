@@ -13,7 +13,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{HashMap, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use collector_common::{
     capture::{Stream, WINDOW_WORDS, Window, after},
@@ -273,6 +273,10 @@ static ZERO_TLS_CONN: TlsConn<H2> = TlsConn {
     id: Ident::ZERO,
 };
 
+/// Where a new connection's state is built before it is inserted whole (see [`tls_create`]).
+#[map]
+static TLS_H2_NEW: PerCpuArray<TlsConn<H2>> = PerCpuArray::with_max_entries(1, 0);
+
 /// The HTTP/2 TLS connection of `key`, if followed.
 #[inline(always)]
 pub fn tls_conn(key: &TlsKey) -> Option<&'static mut TlsConn<H2>> {
@@ -283,25 +287,35 @@ pub fn tls_conn(key: &TlsKey) -> Option<&'static mut TlsConn<H2>> {
 
 /// Creates the HTTP/2 TLS connection of `key`, whose first bytes (`call`) are (`class`, a
 /// `plain::TLS_H2*`) the client's preface, a server's first SETTINGS frame, or in the middle of
-/// a connection a request's or a response's HEADERS frame.
+/// a connection a request's or a response's HEADERS frame. The state is built in `TLS_H2_NEW`
+/// and inserted whole (`BPF_NOEXIST`), so that a thread that finds the connection finds it
+/// started: two threads of a process can meet a new connection at once (Go's HTTP/2 server
+/// writes its SETTINGS on one while it reads the client's preface on another), and both compute
+/// the same start. (Inserted zeroed, then started in place, both found it unstarted and started
+/// it, the second resetting positions the first had placed bytes at: that direction was lost.)
 #[inline(always)]
 pub fn tls_create(key: &TlsKey, call: &Call, class: i64) -> Option<&'static mut TlsConn<H2>> {
-    let _ = TLS_H2_CONNS.insert(key, &ZERO_TLS_CONN, BPF_NOEXIST as u64);
-    let Some(conn) = tls_conn(key) else {
-        drops::count(drop::TLS_CONN_FULL);
-        return None;
-    };
-    if conn.id.role == 0 {
+    // SAFETY: this CPU's slot, used by this program run alone (a program runs to completion on
+    // its CPU), and valid until it returns.
+    if let Some(new) = TLS_H2_NEW.get_ptr_mut(0).and_then(|p| unsafe { p.as_mut() }) {
+        // SAFETY: both are valid, aligned values of the type, and do not overlap (a map value
+        // and a read-only global).
+        unsafe { core::ptr::copy_nonoverlapping(&ZERO_TLS_CONN, new, 1) };
         let response = class == plain::TLS_H2_SERVER || class == plain::TLS_H2_JOIN_RESPONSE;
-        plain::start(conn, call, response);
+        plain::start(new, call, response);
         if class >= plain::TLS_H2_JOIN_REQUEST {
-            conn.p.join(!response, 0);
+            new.p.join(!response, 0);
         }
         // The daemon's key of the connection: the process and the library's connection object,
         // with the top bit set (socket cookies count up from 1).
-        conn.id.cookie = 1 << 63 | (key.tgid as u64) << 44 ^ key.ssl;
+        new.id.cookie = 1 << 63 | (key.tgid as u64) << 44 ^ key.ssl;
+        let _ = TLS_H2_CONNS.insert(key, new, BPF_NOEXIST as u64);
     }
-    Some(conn)
+    let conn = tls_conn(key);
+    if conn.is_none() {
+        drops::count(drop::TLS_CONN_FULL);
+    }
+    conn
 }
 
 impl plain::Globals for Http2 {

@@ -166,6 +166,17 @@ pub fn spawn(scope: Scope, keep: &CapsHashSet) -> anyhow::Result<libc::pid_t> {
             drop(theirs);
             ours.set_read_timeout(Some(Duration::from_secs(2)))?;
             ours.set_write_timeout(Some(Duration::from_secs(2)))?;
+            // The helper says when it has shed the daemon's descriptors and capabilities: from
+            // then on it is what the documentation says it is.
+            let mut ready = [0u8; 1];
+            if !matches!(ours.recv(&mut ready), Ok(1) if ready[0] == OK) {
+                // SAFETY: kill and waitpid on the child just forked.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                anyhow::bail!("the helper did not start");
+            }
             let _ = HELPER.set(Helper { sock: Mutex::new(ours), pid, up: AtomicBool::new(true) });
             Ok(pid)
         }
@@ -212,6 +223,10 @@ fn serve(sock: UnixDatagram, scope: &Scope, keep: &CapsHashSet, parent: libc::pi
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     tracing::debug!(capabilities = ?kept, "helper: serving");
+    if sock.send(&[OK]).is_err() {
+        // SAFETY: as below.
+        unsafe { libc::_exit(0) }
+    }
     let mut buf = [0u8; MAX_REQUEST + 1];
     loop {
         let n = match sock.recv(&mut buf) {
