@@ -124,9 +124,9 @@ fn read_bounded(path: &Path, max: u64, no_symlinks: bool) -> Option<Vec<u8>> {
     Some(raw)
 }
 
-/// The daemon's end.
+/// The daemon's end: the socket, with the buffer answers are received into.
 pub struct Helper {
-    sock: Mutex<UnixDatagram>,
+    sock: Mutex<(UnixDatagram, Vec<u8>)>,
     pid: libc::pid_t,
     up: AtomicBool,
 }
@@ -170,14 +170,11 @@ pub fn spawn(scope: Scope, keep: &CapsHashSet) -> anyhow::Result<libc::pid_t> {
             // then on it is what the documentation says it is.
             let mut ready = [0u8; 1];
             if !matches!(ours.recv(&mut ready), Ok(1) if ready[0] == OK) {
-                // SAFETY: kill and waitpid on the child just forked.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
+                kill_and_reap(pid);
                 anyhow::bail!("the helper did not start");
             }
-            let _ = HELPER.set(Helper { sock: Mutex::new(ours), pid, up: AtomicBool::new(true) });
+            let answers = vec![0u8; MAX_ANSWER];
+            let _ = HELPER.set(Helper { sock: Mutex::new((ours, answers)), pid, up: AtomicBool::new(true) });
             Ok(pid)
         }
     }
@@ -263,12 +260,7 @@ impl Helper {
     /// answer is taken for the next request's, and reaped.
     fn gone(&self, why: &str) {
         if self.up.swap(false, Ordering::Relaxed) {
-            // SAFETY: kill and waitpid on the helper's pid (a child of this process until
-            // reaped here, so the pid cannot be another process's).
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-            }
+            kill_and_reap(self.pid);
             self.report(why);
         }
     }
@@ -286,9 +278,9 @@ impl Helper {
         if !self.up.load(Ordering::Relaxed) {
             return None;
         }
-        let sock = self.sock.lock().unwrap();
-        let mut buf = vec![0u8; MAX_ANSWER];
-        let answer = sock.send(request).and_then(|_| sock.recv(&mut buf));
+        let mut guard = self.sock.lock().unwrap();
+        let (sock, buf) = &mut *guard;
+        let answer = sock.send(request).and_then(|_| sock.recv(buf));
         match answer {
             Ok(n) if n > 0 && buf[0] == OK => Some(buf[1..n].to_vec()),
             Ok(n) if n > 0 => None,
@@ -301,6 +293,16 @@ impl Helper {
                 None
             }
         }
+    }
+}
+
+/// Kills the helper and waits for it (a child of this process until reaped here, so the pid
+/// cannot be another process's).
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: kill and waitpid take plain values.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 
