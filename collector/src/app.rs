@@ -101,11 +101,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let http_running = registry.collectors.iter().any(|c| c.name() == collectors::Name::Http.as_str());
     let environment = http_running && !cli.identity.no_environment;
     let tls = crate::tls::CAPTURE.get().cloned();
+    // What the HTTPS capture needs: attaching uprobes to libraries found after start-up
+    // (perf_event_open of a uprobe needs CAP_PERFMON, or CAP_SYS_ADMIN before 5.8 and on kernels
+    // that still ask for it), and reading the memory maps and files of every process, root's
+    // included (CAP_SYS_PTRACE for /proc/<pid>/maps and /proc/<pid>/root, CAP_DAC_READ_SEARCH
+    // for files of other users). The helper holds them where it runs; this process otherwise.
+    let mut tls_caps = ::caps::CapsHashSet::new();
     if let Some(capture) = &tls {
-        // The TLS capture attaches uprobes to libraries found after start-up (perf_event_open
-        // of a uprobe needs CAP_PERFMON, or CAP_SYS_ADMIN before 5.8) and reads the memory maps
-        // and files of every process, root's included (CAP_SYS_PTRACE for /proc/<pid>/maps and
-        // /proc/<pid>/root, CAP_DAC_READ_SEARCH for files of other users).
         use ::caps::Capability::{CAP_DAC_READ_SEARCH, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE};
         let permitted = ::caps::read(None, ::caps::CapSet::Permitted).unwrap_or_default();
         let admin = crate::caps::uprobes_need_sys_admin(|| capture.lock().unwrap().try_attach());
@@ -117,8 +119,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if admin {
             tracing::info!("http: this kernel attaches uprobes only with CAP_SYS_ADMIN: kept for the HTTPS capture");
         }
-        keep.extend(perf);
-        keep.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH].into_iter().filter(|c| permitted.contains(c)));
+        tls_caps.extend(perf);
+        tls_caps.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH].into_iter().filter(|c| permitted.contains(c)));
         if perf.is_none() || !permitted.contains(&CAP_SYS_PTRACE) {
             tracing::warn!(
                 "http: without CAP_PERFMON (or CAP_SYS_ADMIN) and CAP_SYS_PTRACE the HTTPS capture attaches \
@@ -135,11 +137,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         keep.insert(cap);
     }
     // Other users' processes' declared service names (`/proc/<pid>/environ`: the owner's,
-    // mode 0400, behind a ptrace read check) and Docker's container names (root's files): read
-    // by the privileged helper, which keeps CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for it. This
-    // process keeps neither for them.
-    if environment || cli.identity.docker_dir.is_dir() {
-        start_helper(&cli, &mut registry, environment);
+    // mode 0400, behind a ptrace read check), Docker's container names (root's files) and the
+    // HTTPS capture's privileged steps: run by the privileged helper, which keeps what they
+    // need. This process keeps none of it.
+    let mut tls_by_helper = false;
+    if environment || cli.identity.docker_dir.is_dir() || tls.is_some() {
+        tls_by_helper = start_helper(&cli, &mut registry, environment, tls.as_ref(), &tls_caps, map_reads_need);
+    }
+    if tls.is_some() && !tls_by_helper {
+        keep.extend(tls_caps);
     }
     if let Some((user, (uid, gid))) = runas {
         run_as(user, uid, gid)?;
@@ -158,6 +164,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     if let Some(capture) = tls {
+        // The probes, once this process has dropped its capabilities: the files are read and
+        // the probes attached by the helper where it runs (or with those kept above).
+        let attached = capture.lock().unwrap().begin(tls_by_helper);
+        tracing::info!(
+            files = attached.len(),
+            by = if tls_by_helper { "the privileged helper" } else { "this process" },
+            "http: HTTPS capture on: uprobes on OpenSSL's SSL_read/SSL_write in the files listed \
+             above (and in any file that holds OpenSSL when a process opens or maps it later)"
+        );
         // After the capabilities were dropped: the thread has only those kept above.
         std::thread::Builder::new()
             .name("tls-scan".into())
@@ -181,31 +196,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Forks the privileged helper ([`crate::helper`]) where this process can read other users'
-/// processes; says what is read without it otherwise.
-fn start_helper(cli: &Cli, registry: &mut Registry, environment: bool) {
-    let Some(keep) = crate::helper::capabilities() else {
+/// processes; says what is read without it otherwise. With the HTTPS capture (`tls`, needing
+/// `tls_caps` and, on kernels that check every `bpf()` call, `map_reads_need`), the helper also
+/// keeps the uprobe programs and those capabilities. Whether the helper runs the capture.
+fn start_helper(
+    cli: &Cli,
+    registry: &mut Registry,
+    environment: bool,
+    tls: Option<&Arc<std::sync::Mutex<crate::tls::Capture>>>,
+    tls_caps: &::caps::CapsHashSet,
+    map_reads_need: Option<::caps::Capability>,
+) -> bool {
+    let Some(mut keep) = crate::helper::capabilities() else {
         if environment {
             tracing::info!(
                 "without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, service names declared in process \
                  environments (OTEL_SERVICE_NAME) are read from this user's processes only"
             );
         }
-        return;
+        return false;
     };
-    let scope = crate::helper::Scope { procfs: cli.procfs.clone(), docker_dir: cli.identity.docker_dir.clone() };
+    // The capture goes to the helper where it can attach there.
+    let perf = [::caps::Capability::CAP_PERFMON, ::caps::Capability::CAP_SYS_ADMIN];
+    let tls = tls.filter(|_| tls_caps.iter().any(|c| perf.contains(c)));
+    let tls_programs = match tls {
+        Some(c) => {
+            keep.extend(tls_caps.iter().copied());
+            keep.extend(map_reads_need);
+            c.lock().unwrap().program_fds()
+        }
+        None => Vec::new(),
+    };
+    let by_helper = !tls_programs.is_empty();
+    let scope =
+        crate::helper::Scope { procfs: cli.procfs.clone(), docker_dir: cli.identity.docker_dir.clone(), tls_programs };
     match crate::helper::spawn(scope, &keep) {
         Ok(pid) => {
             tracing::info!(
                 pid,
-                "helper: other users' declared service names and Docker container names are read by the privileged helper"
+                tls = by_helper,
+                "helper: other users' declared service names and Docker container names are read by the privileged \
+                 helper (and, with tls, the HTTPS capture's files read and probes attached)"
             );
             registry.sources.push(Box::new(crate::helper::Metrics));
+            by_helper
         }
-        Err(e) => tracing::warn!(
-            error = format!("{e:#}"),
-            "helper: not started: declared service names and Docker container names are read from what \
-             this process can read"
-        ),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "helper: not started: declared service names and Docker container names are read from what \
+                 this process can read, and the HTTPS capture runs in this process"
+            );
+            false
+        }
     }
 }
 

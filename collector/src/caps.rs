@@ -119,8 +119,7 @@ pub fn map_reads_need(read: impl FnOnce() -> std::io::Result<()> + Send) -> Opti
 
 /// Whether `attach` (attaching a uprobe) fails without CAP_SYS_ADMIN, on a thread of its own
 /// that drops it from its effective set first, keeping CAP_PERFMON. From 5.8 on CAP_PERFMON is
-/// enough for the kernel's uprobe events; some kernels still ask for CAP_SYS_ADMIN (this
-/// machine's 6.18 does). The TLS capture attaches uprobes after start-up, so it keeps what the
+/// enough for the kernel's uprobe events; some kernels still ask for CAP_SYS_ADMIN. The TLS capture attaches uprobes after start-up, so it keeps what the
 /// kernel asks for.
 pub fn uprobes_need_sys_admin(attach: impl FnOnce() -> bool + Send) -> bool {
     let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();

@@ -1,17 +1,20 @@
 //! The privileged helper: a small process forked before the daemon drops its capabilities,
 //! which keeps only what reading other users' processes takes (`CAP_SYS_PTRACE`,
-//! `CAP_DAC_READ_SEARCH`) and answers two requests over a socket pair, nothing else:
+//! `CAP_DAC_READ_SEARCH`) and, while the HTTPS capture runs, attaching uprobes (`CAP_PERFMON` or
+//! `CAP_SYS_ADMIN`), and answers requests over a socket pair, nothing else:
 //!
 //! - the `OTEL_*` variables of a process's environment (`/proc/<pid>/environ`, only the
 //!   entries whose name starts with `OTEL_`: the rest of the environment, secrets included,
 //!   never leaves the helper);
 //! - the container and compose names in a Docker container's `config.v2.json` (only those
-//!   three names: the file also holds the container's environment).
+//!   three names: the file also holds the container's environment);
+//! - the HTTPS capture's steps ([`crate::tls::privileged`]: processes' executable mappings,
+//!   descriptors of TLS library files, their probes and watches).
 //!
-//! Each request is one message of a fixed shape (a pid; a 64-digit hexadecimal container id)
-//! and anything else is refused; each answer is bounded. The helper has no network socket, no
-//! other file descriptor or eBPF object of the daemon (it closes and unmaps them all),
-//! `no_new_privs`, and runs until the
+//! Each request is one message of a fixed shape (a pid; a 64-digit hexadecimal container id;
+//! the capture's) and anything else is refused; each answer is bounded. The helper has no
+//! network socket, no other file descriptor or eBPF object of the daemon but the capture's
+//! uprobe programs (it closes and unmaps them all), `no_new_privs`, and runs until the
 //! daemon exits (`PR_SET_PDEATHSIG`, or the end of the socket). If it dies, the daemon logs it,
 //! exports `collector_helper_up 0` and reads what it can itself (its own user's processes).
 use std::{
@@ -35,15 +38,21 @@ const ENVIRON: u8 = 1;
 const DOCKER: u8 = 2;
 
 /// Answers: the first byte.
-const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// Nothing to answer (no such process or container, not readable, nothing declared).
-const NONE: u8 = 1;
-/// The request was malformed.
-const REFUSED: u8 = 2;
+pub(crate) const NONE: u8 = 1;
+/// The request was malformed, or names what the helper may not touch.
+pub(crate) const REFUSED: u8 = 2;
+/// No such file.
+pub(crate) const MISSING: u8 = 3;
+/// More of the answer follows in the next message (the HTTPS capture's list of mappings).
+const MORE: u8 = 4;
 
-/// The largest request and answer.
-const MAX_REQUEST: usize = 128;
+/// The largest request (a path of up to `PATH_MAX` and its arguments) and answer message; an
+/// answer of several messages is at most `MAX_TOTAL` bytes.
+const MAX_REQUEST: usize = 4200;
 pub const MAX_ANSWER: usize = 16 * 1024;
+const MAX_TOTAL: usize = 16 << 20;
 /// The most of a file the helper reads: environments (the kernel allows far more, but the
 /// variables wanted are among the first of real processes) and Docker configurations.
 const MAX_ENVIRON: u64 = 1 << 20;
@@ -54,6 +63,27 @@ const MAX_DOCKER_CONFIG: u64 = 4 << 20;
 pub struct Scope {
     pub procfs: PathBuf,
     pub docker_dir: PathBuf,
+    /// The HTTPS capture's uprobe programs (their descriptors, kept in the helper), when it
+    /// attaches them (see [`crate::tls::privileged`]).
+    pub tls_programs: Vec<std::os::fd::RawFd>,
+}
+
+/// An answer: its first byte, its payload (split into messages by [`send_answer`]), and a
+/// descriptor passed with it.
+pub struct Reply {
+    pub code: u8,
+    pub payload: Vec<u8>,
+    pub fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Reply {
+    pub fn code(code: u8) -> Self {
+        Self { code, payload: Vec::new(), fd: None }
+    }
+
+    pub fn ok(payload: Vec<u8>) -> Self {
+        Self { code: OK, payload, fd: None }
+    }
 }
 
 /// The answer to one request (the helper's side, a pure function of the request and the files
@@ -164,8 +194,10 @@ pub fn spawn(scope: Scope, keep: &CapsHashSet) -> anyhow::Result<libc::pid_t> {
         }
         pid => {
             drop(theirs);
-            ours.set_read_timeout(Some(Duration::from_secs(2)))?;
-            ours.set_write_timeout(Some(Duration::from_secs(2)))?;
+            // Attaching a large binary's probes takes the longest (a second, or several under
+            // emulation); a helper that takes longer than this is taken for hung.
+            ours.set_read_timeout(Some(Duration::from_secs(20)))?;
+            ours.set_write_timeout(Some(Duration::from_secs(20)))?;
             // The helper says when it has shed the daemon's descriptors and capabilities: from
             // then on it is what the documentation says it is.
             let mut ready = [0u8; 1];
@@ -197,11 +229,13 @@ fn serve(sock: UnixDatagram, scope: &Scope, keep: &CapsHashSet, parent: libc::pi
     // Every descriptor of the daemon's (the listening socket, the eBPF objects and links, the
     // maps) but the standard ones and the socket: closed, not dropped (no destructor of the
     // daemon's runs here: a link's would detach the daemon's program).
+    // The HTTPS capture's uprobe programs stay where the helper attaches them: the descriptors
+    // of those programs, not of their maps.
     let own = sock.as_raw_fd();
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
-    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != own) {
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != own && !scope.tls_programs.contains(fd)) {
         // SAFETY: the descriptor belongs to this process, and nothing here uses it again.
         unsafe { libc::close(fd) };
     }
@@ -224,19 +258,85 @@ fn serve(sock: UnixDatagram, scope: &Scope, keep: &CapsHashSet, parent: libc::pi
         // SAFETY: as below.
         unsafe { libc::_exit(0) }
     }
-    let mut buf = [0u8; MAX_REQUEST + 1];
+    let mut tls = (!scope.tls_programs.is_empty()).then(|| crate::tls::privileged::Privileged::new(&scope.procfs));
+    let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
-        let n = match sock.recv(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let (n, fd) = match recv_message(&sock, &mut buf) {
+            Ok((0, _)) | Err(_) => break,
+            Ok(got) => got,
         };
-        let reply = if n > MAX_REQUEST { vec![REFUSED] } else { answer(scope, &buf[..n]) };
-        if sock.send(&reply).is_err() {
+        let request = &buf[..n.min(buf.len())];
+        let reply = if n > MAX_REQUEST {
+            Reply::code(REFUSED)
+        } else if crate::tls::privileged::is_request(request) {
+            match tls.as_mut() {
+                Some(t) => t.answer(request, fd),
+                None => Reply::code(REFUSED),
+            }
+        } else {
+            let a = answer(scope, request);
+            Reply { code: a[0], payload: a[1..].to_vec(), fd: None }
+        };
+        if send_answer(&sock, &reply).is_err() {
             break;
         }
     }
     // SAFETY: ends the process without running the daemon's destructors (see above).
     unsafe { libc::_exit(0) }
+}
+
+/// One message and the first descriptor passed with it (others are closed). A message longer
+/// than `buf` gives `buf.len() + 1`.
+fn recv_message(sock: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<(usize, Option<std::os::fd::OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(sock, &mut [std::io::IoSliceMut::new(buf)], &mut cmsg, RecvFlags::CMSG_CLOEXEC)?;
+    let mut fd = None;
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for f in fds {
+                fd.get_or_insert(f);
+            }
+        }
+    }
+    let n = if got.flags.contains(ReturnFlags::TRUNC) { buf.len() + 1 } else { got.bytes };
+    Ok((n, fd))
+}
+
+/// Sends one message, with `fd` when given.
+fn send_message(sock: &UnixDatagram, msg: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let Some(fd) = fd else {
+        sock.send(msg)?;
+        return Ok(());
+    };
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    cmsg.push(SendAncillaryMessage::ScmRights(&fds));
+    sendmsg(sock, &[std::io::IoSlice::new(msg)], &mut cmsg, SendFlags::empty())?;
+    Ok(())
+}
+
+/// Sends an answer: its payload in messages of at most [`MAX_ANSWER`] bytes, all but the last
+/// marked [`MORE`], the descriptor with the last.
+fn send_answer(sock: &UnixDatagram, reply: &Reply) -> std::io::Result<()> {
+    use std::os::fd::AsFd as _;
+    let mut rest = &reply.payload[..];
+    let mut msg = Vec::with_capacity(MAX_ANSWER);
+    loop {
+        let take = rest.len().min(MAX_ANSWER - 1);
+        let last = take == rest.len();
+        msg.clear();
+        msg.push(if last { reply.code } else { MORE });
+        msg.extend_from_slice(&rest[..take]);
+        rest = &rest[take..];
+        if last {
+            return send_message(sock, &msg, reply.fd.as_ref().map(|f| f.as_fd()));
+        }
+        send_message(sock, &msg, None)?;
+    }
 }
 
 /// Whether the helper runs (a scrape asks).
@@ -269,28 +369,49 @@ impl Helper {
         tracing::error!(
             why,
             "helper: the privileged helper is gone (collector_helper_up 0): declared service names and \
-             Docker container names are read only where this process can itself; restart the collector"
+             Docker container names are read only where this process can itself, and HTTPS is no longer \
+             captured (its uprobes were the helper's); restart the collector"
         );
     }
 
     /// One request and its answer: Some(payload) when answered OK, None otherwise.
     fn ask(&self, request: &[u8]) -> Option<Vec<u8>> {
+        self.exchange(request, None).filter(|r| r.code == OK).map(|r| r.payload)
+    }
+
+    /// One request (with `fd` passed along) and its whole answer; None when the helper is gone
+    /// or failed to answer (it is then killed).
+    fn exchange(&self, request: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> Option<Reply> {
         if !self.up.load(Ordering::Relaxed) {
             return None;
         }
         let mut guard = self.sock.lock().unwrap();
         let (sock, buf) = &mut *guard;
-        let answer = sock.send(request).and_then(|_| sock.recv(buf));
-        match answer {
-            Ok(n) if n > 0 && buf[0] == OK => Some(buf[1..n].to_vec()),
-            Ok(n) if n > 0 => None,
-            Ok(_) => {
-                self.gone("end of the socket");
-                None
-            }
-            Err(e) => {
-                self.gone(&e.to_string());
-                None
+        if let Err(e) = send_message(sock, request, fd) {
+            self.gone(&e.to_string());
+            return None;
+        }
+        let mut payload = Vec::new();
+        loop {
+            match recv_message(sock, buf) {
+                Ok((0, _)) => {
+                    self.gone("end of the socket");
+                    return None;
+                }
+                Ok((n, _)) if n > buf.len() || payload.len() + n > MAX_TOTAL => {
+                    self.gone("an answer over the bound");
+                    return None;
+                }
+                Ok((n, fd)) => {
+                    payload.extend_from_slice(&buf[1..n]);
+                    if buf[0] != MORE {
+                        return Some(Reply { code: buf[0], payload, fd });
+                    }
+                }
+                Err(e) => {
+                    self.gone(&e.to_string());
+                    return None;
+                }
             }
         }
     }
@@ -310,6 +431,12 @@ fn kill_and_reap(pid: libc::pid_t) {
 /// own reads).
 pub fn usable() -> bool {
     HELPER.get().is_some_and(|h| h.up.load(Ordering::Relaxed))
+}
+
+/// A request of the HTTPS capture (see [`crate::tls::privileged`]) and its answer, with `fd`
+/// passed along; None when there is no helper, or it is gone.
+pub fn exchange(request: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) -> Option<Reply> {
+    HELPER.get()?.exchange(request, fd)
 }
 
 /// The `OTEL_*` variables of process `pid` (NUL-separated), through the helper.
@@ -346,7 +473,7 @@ impl crate::metrics::Collector for Metrics {
             let mut f = crate::metrics::Family::gauge(
                 "collector_helper_up",
                 "1 while the privileged helper (other users' declared service names, Docker container \
-                 names) runs, 0 once it is gone.",
+                 names, the HTTPS capture's file reads and uprobes) runs, 0 once it is gone.",
             );
             f.add(&[], if up { 1.0 } else { 0.0 });
             out.push(f);
@@ -360,7 +487,7 @@ mod tests {
     use super::*;
 
     fn scope(dir: &Path) -> Scope {
-        Scope { procfs: dir.join("proc"), docker_dir: dir.join("docker") }
+        Scope { procfs: dir.join("proc"), docker_dir: dir.join("docker"), tls_programs: Vec::new() }
     }
 
     #[test]

@@ -420,17 +420,12 @@ impl Http {
     }
 }
 
-/// Starts the TLS capture (tls.rs) and attaches it to the TLS libraries processes map now; a
-/// failure leaves cleartext capture running.
+/// Starts the TLS capture (tls.rs), whose probes are attached once the process has dropped its
+/// privileges (`app.rs`, [`crate::tls::Capture::begin`]); a failure leaves cleartext capture
+/// running.
 fn start_tls(loader: &mut Loader, procfs: &Path, max_files: usize) {
     match crate::tls::Capture::start(loader, procfs, max_files) {
-        Ok(mut capture) => {
-            let attached = capture.scan();
-            tracing::info!(
-                files = attached.len(),
-                "http: HTTPS capture on: uprobes on OpenSSL's SSL_read/SSL_write in the files listed \
-                 above (and in any file that holds OpenSSL when a process opens or maps it later)"
-            );
+        Ok(capture) => {
             let _ = crate::tls::CAPTURE.set(Arc::new(Mutex::new(capture)));
         }
         Err(reason) => tracing::warn!(%reason, "http: HTTPS is not captured"),

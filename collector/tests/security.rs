@@ -696,11 +696,15 @@ fn the_listening_process_runs_as_its_own_user_without_capabilities() {
 }
 
 /// The helper killed: the collector says so (log and collector_helper_up 0), reaps it, and
-/// everything else goes on.
+/// everything else goes on; the HTTPS capture, whose uprobes were the helper's, says it stopped
+/// and reports no file attached any more.
 #[test]
 fn the_helper_killed_mid_run_is_reported_and_the_rest_goes_on() {
-    let mut c = Collector::start(&["--no-collector.http.tls"]);
+    let mut c = Collector::start(&[]);
     wait_log(&c, "collector started");
+    let attached =
+        |c: &Collector| c.scrape().find("collector_tls_attached", &[]).iter().filter(|s| s.value == 1.0).count();
+    assert!(attached(&c) > 0, "{}", c.log_text());
     let helper = helper_of(&c);
     assert_eq!(c.scrape().get("collector_helper_up", &[]), 1.0);
     assert!(Command::new("kill").args(["-KILL", &helper.to_string()]).status().unwrap().success());
@@ -710,6 +714,8 @@ fn the_helper_killed_mid_run_is_reported_and_the_rest_goes_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_log(&c, "the privileged helper is gone");
+    wait_log(&c, "tls: the privileged helper is gone, and its uprobes with it");
+    assert_eq!(attached(&c), 0);
     // Reaped: no zombie left.
     assert!(!Path::new(&format!("/proc/{helper}")).exists(), "helper {helper} not reaped");
     ebpf_collectors_work(&c);
@@ -717,19 +723,56 @@ fn the_helper_killed_mid_run_is_reported_and_the_rest_goes_on() {
 }
 
 /// The HTTPS capture attaches uprobes to libraries found after start-up and reads every
-/// process's memory map: it keeps CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and the capability the
-/// kernel's uprobe events ask for (CAP_PERFMON, or CAP_SYS_ADMIN on kernels that still want it,
-/// which the collector tries and logs), and nothing else.
+/// process's memory map and files: the helper does it, with CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH
+/// and the capability the kernel's uprobe events ask for (CAP_PERFMON, or CAP_SYS_ADMIN on
+/// kernels that still want it, which the collector tries and logs), and nothing else. The
+/// listening process keeps none of them; the helper holds the uprobe programs, their links and
+/// the watches, and no eBPF map.
 #[test]
-fn tls_capture_keeps_what_uprobes_need() {
-    let c = Collector::start(&["--no-identity.environment"]);
+fn the_https_capture_runs_in_the_helper_and_the_listening_process_keeps_nothing() {
+    let c = Collector::start(&["--runas.user=65532"]);
     let kept = kept_for_maps(&c);
-    let admin = c.log_appears("attaches uprobes only with CAP_SYS_ADMIN", Duration::from_secs(5));
-    let perf = if admin { 1 << 21 } else { 1 << 38 };
-    for (what, v) in thread_caps(c.pid()) {
-        let want = if what.ends_with("CapAmb") { 0 } else { perf | (1 << 19) | (1 << 2) | kept };
+    let pid = c.pid();
+    assert_eq!(status_of(pid, "Uid"), "65532\t65532\t65532\t65532");
+    assert_eq!(status_of(pid, "NoNewPrivs"), "1");
+    for (what, v) in thread_caps(pid) {
+        let want = if what.ends_with("CapAmb") { 0 } else { kept };
         assert_eq!(v, want, "{what} = {v:#x}");
     }
+    wait_log(&c, "\"by\":\"the privileged helper\"");
+    let admin = c.log_appears("attaches uprobes only with CAP_SYS_ADMIN", Duration::from_secs(1));
+    let perf = if admin { 1 << 21 } else { 1 << 38 };
+    let helper = helper_of(&c);
+    assert_eq!(status_of(helper, "Uid"), "0\t0\t0\t0");
+    assert_eq!(status_of(helper, "NoNewPrivs"), "1");
+    for (what, v) in thread_caps(helper) {
+        let want =
+            if what.ends_with("CapAmb") || what.ends_with("CapInh") { 0 } else { perf | (1 << 19) | (1 << 2) | kept };
+        assert_eq!(v, want, "helper {what} = {v:#x}");
+    }
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{helper}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_link(e.path()).unwrap().display().to_string())
+        .collect();
+    assert!(
+        fds.iter().skip(3).all(|f| f.starts_with("socket:")
+            || ["anon_inode:bpf-prog", "anon_inode:bpf_link", "anon_inode:[perf_event]", "anon_inode:inotify"]
+                .contains(&f.as_str())),
+        "{fds:?}"
+    );
+    assert_eq!(fds.iter().filter(|f| f.starts_with("socket:")).count(), 1, "{fds:?}");
+    assert_eq!(fds.iter().filter(|f| *f == "anon_inode:inotify").count(), 1, "{fds:?}");
+    assert!(fds.iter().any(|f| f == "anon_inode:bpf-prog"), "{fds:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{helper}/maps")).unwrap();
+    assert!(!maps.contains("bpf-map"), "the helper maps eBPF maps: {maps}");
+    // The host's OpenSSL, attached by the helper: its probes are the helper's links.
+    assert!(
+        c.scrape().find("collector_tls_attached", &[("library", "openssl")]).iter().any(|s| s.value == 1.0),
+        "{}",
+        c.log_text()
+    );
+    assert!(fds.iter().any(|f| f == "anon_inode:bpf_link" || f == "anon_inode:[perf_event]"), "{fds:?}");
     ebpf_collectors_work(&c);
 }
 

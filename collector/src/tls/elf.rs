@@ -56,18 +56,22 @@ const OTHER_LIBRARIES: [(&str, &str); 5] = [
     ("libmbedtls.so", "mbed TLS is not captured"),
 ];
 
-/// Looks at one file: an OpenSSL-compatible library or binary, a skipped TLS library, or
-/// nothing of interest. `inode` guards against a file replaced since it was mapped.
-pub fn examine(file: &Path, path: &str, inode: u64) -> Kind {
+/// Opens `file` for reading if it is still inode `inode` (not replaced since it was mapped).
+pub fn open_checked(file: &Path, inode: u64) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt as _;
+    let f = std::fs::File::open(file).ok()?;
+    (f.metadata().ok()?.ino() == inode).then_some(f)
+}
+
+/// Looks at one file, named `path` by processes, which `open` opens (None: not readable, or
+/// not the file that was mapped): an OpenSSL-compatible library or binary, a skipped TLS
+/// library, or nothing of interest.
+pub fn examine(path: &str, open: impl FnOnce() -> Option<std::fs::File>) -> Kind {
     let name = path.rsplit('/').next().unwrap_or(path);
     if let Some((_, reason)) = OTHER_LIBRARIES.iter().find(|(prefix, _)| name.starts_with(prefix)) {
         return Kind::Skipped(reason);
     }
-    let Ok(f) = std::fs::File::open(file) else { return Kind::None };
-    use std::os::unix::fs::MetadataExt as _;
-    if f.metadata().map(|m| m.ino()).ok() != Some(inode) {
-        return Kind::None;
-    }
+    let Some(f) = open() else { return Kind::None };
     // SAFETY: a read-only private mapping of a file opened for reading; the bytes are only
     // parsed. A file truncated meanwhile by another process could fault on access: libraries and
     // executables a process maps are not rewritten in place (installers replace them).
@@ -258,7 +262,7 @@ mod tests {
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
         use std::os::unix::fs::MetadataExt as _;
         let ino = std::fs::metadata(lib).unwrap().ino();
-        match examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino) {
+        match examine("/usr/lib/x86_64-linux-gnu/libssl.so.3", || open_checked(lib, ino)) {
             Kind::OpenSsl(offsets) => {
                 let progs: Vec<&str> = offsets.iter().map(|(p, _)| *p).collect();
                 assert_eq!(
@@ -279,8 +283,11 @@ mod tests {
         // A binary without TLS, and a wrong inode.
         let sh = Path::new("/bin/sh");
         let ino = std::fs::metadata(sh).unwrap().ino();
-        assert_eq!(examine(sh, "/bin/sh", ino), Kind::None);
-        assert_eq!(examine(lib, "/usr/lib/x86_64-linux-gnu/libssl.so.3", ino), Kind::None);
-        assert_eq!(examine(sh, "/usr/lib/libgnutls.so.30", ino), Kind::Skipped("GnuTLS is not captured"));
+        assert_eq!(examine("/bin/sh", || open_checked(sh, ino)), Kind::None);
+        assert_eq!(examine("/usr/lib/x86_64-linux-gnu/libssl.so.3", || open_checked(lib, ino)), Kind::None);
+        assert_eq!(
+            examine("/usr/lib/libgnutls.so.30", || open_checked(sh, ino)),
+            Kind::Skipped("GnuTLS is not captured")
+        );
     }
 }

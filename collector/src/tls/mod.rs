@@ -7,6 +7,8 @@
 //! - `elf`: what a file holds (OpenSSL's functions, Go's crypto/tls, another TLS library).
 //! - `files`: processes' executable mappings and file identities, from procfs.
 //! - `opens`: inotify watches on the files attached and on the libraries' directories.
+//! - `reach`: how maps and files are read and probes attached: by this process, or through the
+//!   privileged helper (`privileged`, its side), which leaves this process no capability.
 //!
 //! Files are found three ways: the host's `libssl.so*` at start-up (attached whether or not a
 //! process maps them), every process's memory map once a second ([`SCAN_INTERVAL`]), and
@@ -23,7 +25,6 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData},
-    programs::uprobe::UProbeLinkId,
 };
 use collector_common::{
     http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
@@ -37,11 +38,14 @@ mod elf;
 mod files;
 mod metrics;
 mod opens;
+pub mod privileged;
 mod probes;
+mod reach;
 
 use elf::{ENTRY_PROBES, GO_FUNCTIONS, Kind, examine};
-use files::{FileId, Stamp, file_id};
+use files::{FileId, Stamp};
 use opens::{Event, Opens};
+use reach::{Links, Meta, Missing, Reach};
 
 /// How often the processes are looked at for new TLS libraries (and the attached files checked).
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,8 +114,8 @@ struct Target {
     path: String,
     /// `openssl` or `go`.
     library: &'static str,
-    /// (program, link) of each program attached.
-    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Its probes.
+    links: Links,
     /// Processes mapping it at the last scan.
     pids: usize,
     /// The last scan that saw it mapped, or the last open of it: eviction takes the least
@@ -134,6 +138,10 @@ struct Target {
 pub struct Capture {
     ebpf: Arc<Mutex<Ebpf>>,
     procfs: PathBuf,
+    /// Who reads the processes' maps and files and attaches the probes.
+    reach: Reach,
+    /// The host's root, where its libraries are (set by [`Capture::begin`]).
+    host_root: PathBuf,
     /// The programs are the uprobe_multi twins (see [`program::UPROBES`]).
     multi: bool,
     examined: HashMap<FileId, Kind>,
@@ -181,8 +189,8 @@ enum By {
 }
 
 impl Capture {
-    /// Loads the TLS programs and attaches the receive tracepoint and the uprobes on the host's
-    /// OpenSSL libraries; those of other files are attached by [`Capture::scan`].
+    /// Loads the TLS programs and attaches the receive tracepoint; the uprobes are attached
+    /// from [`Capture::begin`] on.
     pub fn start(loader: &mut Loader, procfs: &Path, max_files: usize) -> Result<Self, String> {
         // One link per program and file (removed after one grace period) where the kernel has
         // uprobe_multi links (6.6); one per probe elsewhere.
@@ -223,9 +231,11 @@ impl Capture {
                 (None, None)
             }
         };
-        let mut capture = Self {
+        Ok(Self {
             ebpf: loader.ebpf.clone(),
             procfs: procfs.to_path_buf(),
+            reach: Reach::Own,
+            host_root: PathBuf::from("/"),
             multi,
             examined: HashMap::new(),
             targets: HashMap::new(),
@@ -240,9 +250,39 @@ impl Capture {
             detached: [0; 3],
             full: 0,
             shutting_down: false,
-        };
-        capture.attach_host_libraries();
-        Ok(capture)
+        })
+    }
+
+    /// Starts attaching: the host's OpenSSL libraries, and every TLS library processes map
+    /// now; `helper`: through the privileged helper (which was handed the programs), else by
+    /// this process. Returns the files attached.
+    pub fn begin(&mut self, helper: bool) -> Vec<String> {
+        if helper {
+            self.reach = Reach::Helper;
+            let shared = self.inotify.as_ref().is_some_and(|i| {
+                use std::os::fd::AsFd as _;
+                self.reach.share_inotify(i.as_fd())
+            });
+            if !shared && self.inotify.take().is_some() {
+                self.opens = None;
+                tracing::warn!("tls: the helper took no watches: files are attached at the scans only");
+            }
+        }
+        self.attach_host_libraries();
+        self.scan()
+    }
+
+    /// The descriptors of the uprobe programs, which the helper keeps to attach them.
+    pub fn program_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let ebpf = self.ebpf.lock().unwrap();
+        let mut names: Vec<&'static str> = ENTRY_PROBES.iter().map(|(p, _, _)| *p).collect();
+        names.extend(GO_FUNCTIONS.iter().map(|(p, _)| *p));
+        names.extend([program::TLS_RET, program::GO_TLS_RET]);
+        names
+            .into_iter()
+            .filter_map(|n| ebpf.program(self.prog(n))?.fd().ok().map(|fd| fd.as_fd().as_raw_fd()))
+            .collect()
     }
 
     /// The program loaded for `logical` (its uprobe_multi twin where those are used).
@@ -252,7 +292,7 @@ impl Capture {
 
     /// Looks at every process (see [`Capture::scan_maps`]). Returns the files newly attached.
     pub fn scan(&mut self) -> Vec<String> {
-        let maps = files::read_maps(&self.procfs);
+        let maps = self.reach.maps(&self.procfs);
         self.scan_maps(maps)
     }
 
@@ -298,7 +338,8 @@ impl Capture {
                 }
                 if !self.examined.contains_key(&m.id) {
                     let file = self.file_of(pid, m.path, m.id.1);
-                    let kind = examine(&file, m.path, m.id.1);
+                    let reach = self.reach;
+                    let kind = examine(m.path, || reach.open(&file, m.id.1));
                     self.examined.insert(m.id, kind);
                 }
                 match &self.examined[&m.id] {
@@ -364,17 +405,16 @@ impl Capture {
         if t.via.is_some_and(|p| !self.procfs.join(p.to_string()).exists()) {
             return;
         }
-        use std::os::unix::fs::MetadataExt as _;
         let (path, reach, stamp) = (t.path.clone(), t.reach.clone(), t.stamp);
         let now = Instant::now();
-        let gone = match std::fs::metadata(&reach) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Gone::Deleted),
-            Err(_) => return,
-            Ok(m) if m.ino() != stamp.ino => {
+        let gone = match self.reach.stat(&reach) {
+            Err(Missing::Gone) => Some(Gone::Deleted),
+            Err(Missing::Other) => return,
+            Ok(m) if m.stamp.ino != stamp.ino => {
                 self.attach_new(&path, &reach, &m);
                 Some(Gone::Replaced)
             }
-            Ok(m) if Stamp::of(&m) != stamp => {
+            Ok(m) if m.stamp != stamp => {
                 tracing::warn!(path, "tls: an attached file was rewritten in place: probes moved to its new code");
                 self.remove(id, Gone::Replaced);
                 self.attach_new(&path, &reach, &m);
@@ -405,8 +445,8 @@ impl Capture {
     /// Attaches the file now at `reach` (named `path`, metadata `m`) if it is a TLS library
     /// not attached yet: what took the name of a replaced file, or what was written into a
     /// watched directory. An attached file under a new name (renamed into place) is named so.
-    fn attach_new(&mut self, path: &str, reach: &Path, m: &std::fs::Metadata) {
-        let id = file_id(m);
+    fn attach_new(&mut self, path: &str, reach: &Path, m: &Meta) {
+        let id = m.id;
         if let Some(t) = self.targets.get_mut(&id) {
             if t.path != path {
                 t.path = path.to_owned();
@@ -418,7 +458,8 @@ impl Capture {
         if self.target_key(id, path).is_some() || self.failed.contains(&id) {
             return;
         }
-        let kind = examine(reach, path, id.1);
+        let r = self.reach;
+        let kind = examine(path, || r.open(reach, id.1));
         if matches!(kind, Kind::OpenSsl(_) | Kind::Go(_)) {
             self.examined.insert(id, kind);
             self.attach_target(id, path, reach, By::Created);
@@ -429,7 +470,10 @@ impl Capture {
     /// attaches it again).
     fn remove(&mut self, id: FileId, why: Gone) {
         let Some(t) = self.targets.remove(&id) else { return };
-        self.detach(t.links);
+        match t.links {
+            Links::Own(links) => self.detach(links),
+            Links::Helper(handle) => reach::detach_helper(handle),
+        }
         self.detached[Gone::ALL.iter().position(|g| *g == why).unwrap_or(0)] += 1;
         if why != Gone::Evicted
             && let Some(o) = self.opens.as_mut()
@@ -469,7 +513,7 @@ impl Capture {
             Kind::Go(o) => (o.clone(), true),
             _ => return false,
         };
-        let Ok(meta) = std::fs::metadata(file) else { return false };
+        let Ok(meta) = self.reach.stat(file) else { return false };
         if !self.make_room() {
             self.full += 1;
             tracing::warn!(path, max = self.max_files, "tls: not attached: as many files as allowed are in use");
@@ -482,9 +526,9 @@ impl Capture {
             By::Opened => (None, "opened"),
             By::Created => (None, "created"),
         };
-        match self.attach(file, &offsets, !go) {
-            Ok(links) => {
-                tracing::info!(path, pid, api, programs = links.len(), by = why, "tls: uprobes attached");
+        match self.reach.attach(self, file, id.1, &offsets, go) {
+            Ok((links, programs)) => {
+                tracing::info!(path, pid, api, programs, by = why, "tls: uprobes attached");
                 let library = if go { "go" } else { "openssl" };
                 let via = file.strip_prefix(&self.procfs).ok().and_then(|p| p.iter().next()?.to_str()?.parse().ok());
                 let target = Target {
@@ -495,20 +539,21 @@ impl Capture {
                     last_used: Instant::now(),
                     reach: file.to_owned(),
                     via,
-                    stamp: Stamp::of(&meta),
+                    stamp: meta.stamp,
                     unlinked: None,
                     host: matches!(by, By::Host) || self.in_host_library_dir(file),
                 };
                 self.targets.insert(id, target);
+                let reach = self.reach;
                 if let Some(o) = self.opens.as_mut() {
-                    o.watch_file(id, path, file);
+                    o.watch_file(reach, id, path, file);
                     // A library's directory: what is written into it later (an upgrade, a new
                     // copy) is attached before a process uses it.
                     let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if opens::is_libssl(name)
                         && let (Some(dir), Some(dpath)) = (file.parent(), Path::new(path).parent())
                     {
-                        o.watch_dir(dir, &dpath.display().to_string());
+                        o.watch_dir(reach, dir, &dpath.display().to_string());
                     }
                 }
                 true
@@ -521,47 +566,33 @@ impl Capture {
         }
     }
 
-    /// The host's root as process 1 sees it; this process's own when that is not readable (a
-    /// sandbox that hides process 1's files, even from root).
-    fn host_root(&self) -> PathBuf {
-        let init_root = self.procfs.join("1").join("root");
-        if std::fs::read_dir(&init_root).is_ok() { init_root } else { PathBuf::from("/") }
-    }
-
     /// Whether this process reaches `file` in one of the host's library directories.
     fn in_host_library_dir(&self, file: &Path) -> bool {
-        let root = self.host_root();
-        file.parent().is_some_and(|p| HOST_LIBRARY_DIRS.iter().any(|d| p == root.join(d)))
+        file.parent().is_some_and(|p| HOST_LIBRARY_DIRS.iter().any(|d| p == self.host_root.join(d)))
     }
 
-    /// Attaches the host's own OpenSSL libraries (`libssl.so*` in the usual directories),
-    /// whether or not a process maps them, and watches those directories for new ones.
+    /// Attaches the host's own OpenSSL libraries (`libssl.so*` in the usual directories, not
+    /// links to them such as the development package's `libssl.so`), whether or not a process
+    /// maps them, and watches those directories for new ones.
     fn attach_host_libraries(&mut self) {
-        let root = self.host_root();
-        for dir in HOST_LIBRARY_DIRS {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
-            if let Some(o) = self.opens.as_mut() {
-                o.watch_dir(&root.join(dir), &format!("/{dir}"));
+        let host = self.reach.host_libraries(&self.procfs);
+        self.host_root = host.root.clone();
+        let reach = self.reach;
+        if let Some(o) = self.opens.as_mut() {
+            for dir in &host.dirs {
+                o.watch_dir(reach, &host.root.join(dir), &format!("/{dir}"));
             }
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let Some(name) = name.to_str().filter(|n| opens::is_libssl(n)) else { continue };
-                // The library itself, not a link to it (`libssl.so` of the development package).
-                if e.file_type().is_ok_and(|t| t.is_symlink()) {
-                    continue;
-                }
-                let file = e.path();
-                let Ok(meta) = std::fs::metadata(&file) else { continue };
-                let id = file_id(&meta);
-                let path = format!("/{dir}/{name}");
-                if self.target_key(id, &path).is_some() {
-                    continue;
-                }
-                let kind = examine(&file, &path, id.1);
-                if matches!(kind, Kind::OpenSsl(_)) {
-                    self.examined.insert(id, kind);
-                    self.attach_target(id, &path, &file, By::Host);
-                }
+        }
+        for (rel, id) in host.files {
+            let file = host.root.join(&rel);
+            let path = format!("/{rel}");
+            if self.target_key(id, &path).is_some() {
+                continue;
+            }
+            let kind = examine(&path, || reach.open(&file, id.1));
+            if matches!(kind, Kind::OpenSsl(_)) {
+                self.examined.insert(id, kind);
+                self.attach_target(id, &path, &file, By::Host);
             }
         }
     }
@@ -590,11 +621,12 @@ impl Capture {
                     return;
                 }
                 // Evicted earlier: attached again (the watch went stale if the file changed).
-                if self.failed.contains(&id) || std::fs::metadata(&file).map(|m| file_id(&m)).ok() != Some(id) {
+                if self.failed.contains(&id) || self.reach.stat(&file).map(|m| m.id).ok() != Some(id) {
                     return;
                 }
+                let reach = self.reach;
                 if let std::collections::hash_map::Entry::Vacant(e) = self.examined.entry(id) {
-                    let kind = examine(&file, &path, id.1);
+                    let kind = examine(&path, || reach.open(&file, id.1));
                     if !matches!(kind, Kind::OpenSsl(_) | Kind::Go(_)) {
                         return;
                     }
@@ -606,9 +638,7 @@ impl Capture {
                 self.check(id);
             }
             Event::Created { path, file } => {
-                if let Ok(m) = std::fs::metadata(&file)
-                    && m.is_file()
-                {
+                if let Ok(m) = self.reach.stat(&file) {
                     self.attach_new(&path, &file, &m);
                 }
             }
@@ -619,8 +649,7 @@ impl Capture {
     /// file here too (a process sharing this one's mounts), else the path through
     /// `/proc/<pid>/root`, which resolves in the process's own mounts (a container).
     fn file_of(&self, pid: u32, path: &str, inode: u64) -> PathBuf {
-        use std::os::unix::fs::MetadataExt as _;
-        if std::fs::metadata(path).is_ok_and(|m| m.ino() == inode) {
+        if self.reach.stat(Path::new(path)).is_ok_and(|m| m.id.1 == inode) {
             return PathBuf::from(path);
         }
         self.procfs.join(pid.to_string()).join("root").join(path.trim_start_matches('/'))
@@ -646,9 +675,19 @@ pub fn shutdown() {
     let Some(capture) = CAPTURE.get() else { return };
     let mut c = capture.lock().unwrap();
     c.shutting_down = true;
-    let links: Vec<_> = c.targets.drain().flat_map(|(_, t)| t.links).collect();
-    let owned = c.take_links(links);
+    let mut own = Vec::new();
+    let mut helper = false;
+    for (_, t) in c.targets.drain() {
+        match t.links {
+            Links::Own(l) => own.extend(l),
+            Links::Helper(_) => helper = true,
+        }
+    }
+    let owned = c.take_links(own);
     drop(c);
+    if helper {
+        reach::detach_all_helper();
+    }
     probes::release(owned);
 }
 
@@ -672,13 +711,26 @@ pub fn run(capture: Arc<Mutex<Capture>>) {
             tracing::warn!(error = %e, "tls: not watching files (thread)");
         }
     }
-    let procfs = capture.lock().unwrap().procfs.clone();
+    let (procfs, reach) = {
+        let c = capture.lock().unwrap();
+        (c.procfs.clone(), c.reach)
+    };
     loop {
         std::thread::sleep(SCAN_INTERVAL);
         // Read without the lock, which an open of a watched file waits for.
-        let maps = files::read_maps(&procfs);
+        let maps = reach.maps(&procfs);
         let mut c = capture.lock().unwrap();
         if c.shutting_down {
+            return;
+        }
+        if reach == Reach::Helper && !crate::helper::usable() {
+            // The probes were the helper's: they went with it.
+            c.shutting_down = true;
+            c.targets.clear();
+            if let Some(o) = c.opens.as_mut() {
+                o.clear();
+            }
+            tracing::error!("tls: the privileged helper is gone, and its uprobes with it: HTTPS is no longer captured");
             return;
         }
         c.scan_maps(maps);

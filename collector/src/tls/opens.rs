@@ -4,15 +4,18 @@
 //! rewritten: checked at once), and the directories of the OpenSSL libraries (the host's
 //! library directories, and those of every `libssl.so*` attached) for libraries written or
 //! renamed into them (an upgrade, a new copy), which are attached before any process uses them.
+//! Watches are added through the capture's reach ([`super::reach`]: by the privileged helper,
+//! in this process's instance, where one runs) and removed here.
 use std::{
     collections::{HashMap, HashSet},
     ffi::OsString,
+    os::fd::{AsRawFd as _, RawFd},
     path::{Path, PathBuf},
 };
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchDescriptor};
 
-use super::files::{FileId, file_id};
+use super::{files::FileId, privileged::WatchKind, reach::Reach};
 
 /// At most this many files and directories are watched (a host has few TLS libraries).
 pub const MAX_WATCHED: usize = 512;
@@ -41,9 +44,10 @@ pub enum Event {
 
 /// The watches.
 pub struct Opens {
-    watches: Watches,
-    by_wd: HashMap<WatchDescriptor, Watched>,
-    files: HashMap<FileId, WatchDescriptor>,
+    /// The inotify instance's descriptor (the instance is [`read_events`]'s).
+    fd: RawFd,
+    by_wd: HashMap<i32, Watched>,
+    files: HashMap<FileId, i32>,
     dirs: HashSet<PathBuf>,
     full_logged: bool,
 }
@@ -58,7 +62,7 @@ impl Opens {
     pub fn new() -> std::io::Result<(Self, Inotify)> {
         let i = Inotify::init()?;
         let o = Self {
-            watches: i.watches(),
+            fd: i.as_raw_fd(),
             by_wd: HashMap::new(),
             files: HashMap::new(),
             dirs: HashSet::new(),
@@ -86,42 +90,54 @@ impl Opens {
     /// Watches the file `file` (identity `id`, named `path`), when this process reaches the
     /// same file there as processes' maps name (not so through an overlay mount, whose files
     /// have identities of their own).
-    pub fn watch_file(&mut self, id: FileId, path: &str, file: &Path) {
-        if std::fs::metadata(file).map(|m| file_id(&m)).ok() != Some(id) {
+    pub fn watch_file(&mut self, reach: Reach, id: FileId, path: &str, file: &Path) {
+        if reach.stat(file).map(|m| m.id).ok() != Some(id) {
             return;
         }
         if let Some(wd) = self.files.get(&id) {
             // Watched already: the path that reaches it now (an earlier one may go stale).
-            self.by_wd.insert(wd.clone(), Watched::File { id, path: path.to_owned(), file: file.to_owned() });
+            self.by_wd.insert(*wd, Watched::File { id, path: path.to_owned(), file: file.to_owned() });
             return;
         }
         if !self.room(path) {
             return;
         }
-        match self.watches.add(file, WatchMask::OPEN | WatchMask::ATTRIB | WatchMask::CLOSE_WRITE) {
+        match reach.watch(self.fd, file, id.1, WatchKind::File) {
             Ok(wd) => {
-                self.files.insert(id, wd.clone());
+                self.files.insert(id, wd);
                 self.by_wd.insert(wd, Watched::File { id, path: path.to_owned(), file: file.to_owned() });
             }
             Err(e) => tracing::debug!(path, error = %e, "tls: watching a file failed"),
         }
     }
 
+    /// Stops watching anything.
+    pub fn clear(&mut self) {
+        for wd in self.by_wd.keys() {
+            // SAFETY: plain values; a watch of this process's own instance.
+            unsafe { libc::inotify_rm_watch(self.fd, *wd) };
+        }
+        self.by_wd.clear();
+        self.files.clear();
+        self.dirs.clear();
+    }
+
     /// Stops watching file `id` (deleted, or replaced: its probes are gone).
     pub fn unwatch_file(&mut self, id: FileId) {
         if let Some(wd) = self.files.remove(&id) {
             self.by_wd.remove(&wd);
-            let _ = self.watches.remove(wd);
+            // SAFETY: plain values; a watch of this process's own instance.
+            unsafe { libc::inotify_rm_watch(self.fd, wd) };
         }
     }
 
     /// Watches the directory `dir` (named `path` by processes) for libraries written or renamed
     /// into it.
-    pub fn watch_dir(&mut self, dir: &Path, path: &str) {
+    pub fn watch_dir(&mut self, reach: Reach, dir: &Path, path: &str) {
         if self.dirs.contains(dir) || !self.room(path) {
             return;
         }
-        match self.watches.add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::ONLYDIR) {
+        match reach.watch(self.fd, dir, 0, WatchKind::Dir) {
             Ok(wd) => {
                 self.dirs.insert(dir.to_owned());
                 // The same directory under two names (`/lib` a link to `/usr/lib`): one watch,
@@ -134,6 +150,7 @@ impl Opens {
 
     /// What an event of watch `wd` means.
     pub fn resolve(&mut self, wd: &WatchDescriptor, mask: EventMask, name: Option<&OsString>) -> Option<Event> {
+        let wd = &wd.get_watch_descriptor_id();
         if mask.contains(EventMask::IGNORED) {
             // The kernel removed the watch (the file deleted and no longer in use, its file
             // system unmounted).
@@ -193,12 +210,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (mut o, mut inotify) = Opens::new().unwrap();
-        o.watch_dir(d, "/libs");
+        o.watch_dir(Reach::Own, d, "/libs");
         let lib = d.join("libssl.so.3");
         std::fs::write(&lib, b"elf").unwrap();
         std::fs::write(d.join("other.txt"), b"x").unwrap();
-        let id = file_id(&std::fs::metadata(&lib).unwrap());
-        o.watch_file(id, "/libs/libssl.so.3", &lib);
+        let id = super::super::files::file_id(&std::fs::metadata(&lib).unwrap());
+        o.watch_file(Reach::Own, id, "/libs/libssl.so.3", &lib);
         assert_eq!(o.count(), 2);
         drop(std::fs::File::open(&lib).unwrap());
         std::fs::remove_file(&lib).unwrap();
