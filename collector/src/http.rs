@@ -244,7 +244,7 @@ impl Who {
         Self { service, namespace, workload }
     }
 
-    fn named(service: &str) -> Self {
+    pub(crate) fn named(service: &str) -> Self {
         Self { service: service.to_owned(), ..Default::default() }
     }
 

@@ -1,7 +1,8 @@
 # The gRPC peer of the tests (collector/tests/http2.rs, deploy_live.rs): a grpcio server
 # (`serve PORT`) with generic handlers for `test.Echo`, whose requests say what to do
-# ("delay_ms status count"), and a client (`call PORT KIND DELAY_MS STATUS SIZE REPS`) that
-# makes the calls and prints each one's status and duration by its own clock; `session PORT`
+# ("delay_ms status count"), and a client (`call PORT KIND DELAY_MS STATUS SIZE REPS [TIMEOUT_S]`)
+# that makes the calls (with a deadline when given) and prints each one's status and duration
+# by its own clock; `session PORT`
 # keeps one channel open and calls on it as told (a connection open before the collector
 # starts); `for PORT SECS` is a load for cargo xtask bench.
 import sys, time, grpc
@@ -81,19 +82,20 @@ elif sys.argv[1] == "for":
 else:
     ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[2])
     kind, d, status, n, reps = sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+    timeout = float(sys.argv[8]) if len(sys.argv) > 8 else None
     req = f"{d} {status} {n}".encode()
     for _ in range(reps):
         t = time.monotonic()
         try:
             if kind == "Unary":
-                ch.unary_unary("/test.Echo/Unary", ident, ident)(req)
+                ch.unary_unary("/test.Echo/Unary", ident, ident)(req, timeout=timeout)
             elif kind == "ServerStream":
-                for _ in ch.unary_stream("/test.Echo/ServerStream", ident, ident)(req):
+                for _ in ch.unary_stream("/test.Echo/ServerStream", ident, ident)(req, timeout=timeout):
                     pass
             elif kind == "ClientStream":
-                ch.stream_unary("/test.Echo/ClientStream", ident, ident)(iter([req] * 5))
+                ch.stream_unary("/test.Echo/ClientStream", ident, ident)(iter([req] * 5), timeout=timeout)
             else:
-                for _ in ch.stream_stream("/test.Echo/Bidi", ident, ident)(iter([req] * 5)):
+                for _ in ch.stream_stream("/test.Echo/Bidi", ident, ident)(iter([req] * 5), timeout=timeout):
                     pass
             code = "OK"
         except grpc.RpcError as e:

@@ -187,15 +187,27 @@ fn curl_prior_knowledge_methods_bodies_and_durations() {
 
 /// Runs `reps` calls of `kind`; the client's own durations (s), each checked to end in `status`.
 fn grpc_calls(script: &Path, port: u16, kind: &str, delay_ms: u32, status: &str, reps: u32) -> Vec<f64> {
-    let out = run_ok(Command::new(python()).arg(script).args([
-        "call",
-        &port.to_string(),
-        kind,
-        &delay_ms.to_string(),
-        status,
-        "64",
-        &reps.to_string(),
-    ]));
+    grpc_calls_by(script, port, kind, delay_ms, status, reps, None)
+}
+
+/// As `grpc_calls`, with the client's deadline (`timeout` seconds) when given: the status the
+/// client reports is `status` for every call.
+fn grpc_calls_by(
+    script: &Path,
+    port: u16,
+    kind: &str,
+    delay_ms: u32,
+    status: &str,
+    reps: u32,
+    timeout: Option<f64>,
+) -> Vec<f64> {
+    let asked = if timeout.is_some() { "OK" } else { status };
+    let out = run_ok(
+        Command::new(python())
+            .arg(script)
+            .args(["call", &port.to_string(), kind, &delay_ms.to_string(), asked, "64", &reps.to_string()])
+            .args(timeout.map(|t| t.to_string())),
+    );
     out.lines()
         .map(|l| {
             let mut w = l.split_whitespace();
@@ -225,6 +237,10 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
     grpc_calls(&script, port, "ClientStream", 1, "OK", 4);
     grpc_calls(&script, port, "ClientStream", 1, "NOT_FOUND", 2);
     grpc_calls(&script, port, "Bidi", 1, "OK", 4);
+    // The client's own deadline (100 ms) expires while the server waits 300 ms: no status on
+    // the wire from the client, which resets the stream; both sides say DEADLINE_EXCEEDED, as
+    // the client's library and the server's do.
+    grpc_calls_by(&script, port, "ClientStream", 300, "DEADLINE_EXCEEDED", 3, Some(0.1));
     let m = quiet(&c);
     let why = drops(&m);
     let p = port.to_string();
@@ -238,6 +254,7 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
             ("test.Echo/ServerStream", "OK", 4.0),
             ("test.Echo/ClientStream", "OK", 4.0),
             ("test.Echo/ClientStream", "NOT_FOUND", 2.0),
+            ("test.Echo/ClientStream", "DEADLINE_EXCEEDED", 3.0),
             ("test.Echo/Bidi", "OK", 4.0),
         ] {
             let want = [
@@ -267,12 +284,14 @@ fn grpc_calls_every_kind_and_status_on_both_sides() {
     common::assert_agrees("gRPC unary, server side", mean(&m, "server", &unary), client_mean, null);
     common::assert_agrees("gRPC unary, client side", mean(&m, "client", &unary), client_mean, null);
     let stream = [("server_port", p.as_str()), ("rpc_method", "test.Echo/ServerStream")];
-    let stream_mean = mean(&m, "server", &stream);
     let streamed_client = streamed.iter().sum::<f64>() / streamed.len() as f64;
-    assert!(
-        stream_mean >= 0.100 && stream_mean <= streamed_client,
-        "streamed {stream_mean} client's clock {streamed_client}"
-    );
+    for side in ["server", "client"] {
+        let stream_mean = mean(&m, side, &stream);
+        assert!(
+            stream_mean >= 0.100 && stream_mean <= streamed_client,
+            "{side}: streamed {stream_mean} client's clock {streamed_client}"
+        );
+    }
 }
 
 /// HTTP/2 over TLS, read at the TLS library (the host's libssl, attached at start-up): nghttpd
@@ -534,5 +553,119 @@ fn h2load_exact_under_loss_reordering_and_duplication() {
         for side in ["server", "client"] {
             assert_counts(&m, side, port, "http", "", &[("200", 1200.0), ("404", 100.0)], &format!("{fault:?}{why}"));
         }
+    }
+}
+
+/// What a user's headers carry (authorization, cookies, paths, custom headers) is decoded in
+/// the daemon and dropped at once: none of it reaches the metrics or the log, while the
+/// exchanges are counted.
+#[test]
+fn http2_header_values_never_reach_the_metrics_or_the_log() {
+    let c = Collector::start(FAST);
+    let root = docroot();
+    let (_srv, port) = nghttpd(root.path());
+    let secret = format!("Zq{}x{}H2secret", std::process::id(), port);
+    for _ in 0..3 {
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "-w", "%{http_code}"])
+                .args(["-H", &format!("authorization: Bearer {secret}")])
+                .args(["-H", &format!("cookie: session={secret}")])
+                .args(["-H", &format!("x-{secret}: {secret}")])
+                .args(["-A", &secret])
+                .arg(format!("http://127.0.0.1:{port}/{secret}/login?token={secret}")),
+        );
+        assert_eq!(out, "404");
+    }
+    let m = quiet(&c);
+    assert_eq!(count(&m, "server", port, "404"), 3.0, "{}", drops(&m));
+    assert_eq!(count(&m, "client", port, "404"), 3.0, "{}", drops(&m));
+    let text = c.scrape_text();
+    let log = c.log_text();
+    for needle in [secret.as_str(), &secret.to_lowercase(), "login", "Bearer", "session="] {
+        assert!(!text.contains(needle), "{needle:?} appears in /metrics");
+        assert!(!log.contains(needle), "{needle:?} appears in the log");
+    }
+}
+
+/// Connections that are not HTTP/2 — HTTP/1.0 and 1.1 requests, and a TCP stream of other
+/// bytes — add nothing to the HTTP/2 capture: no series of version 2, no gRPC series, nothing
+/// counted by it; the HTTP/1 series carry their own version.
+#[test]
+fn http1_and_other_traffic_add_nothing_to_http2() {
+    let c = Collector::start(FAST);
+    let port = free_port();
+    let _srv = KillOnDrop(
+        Command::new(python())
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", "/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    for version in ["--http1.0", "--http1.0", "--http1.1", "--http1.1", "--http1.1"] {
+        run_ok(Command::new("curl").args(["-sf", "-o", "/dev/null", version]).arg(format!("http://127.0.0.1:{port}/")));
+    }
+    // Other bytes both ways on a connection of its own (an echo in this process).
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = echo.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let (mut s, _) = echo.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        for i in 0..50u32 {
+            let msg: Vec<u8> = (0..200u32).map(|j| (i * 7 + j * 13) as u8).collect();
+            s.write_all(&msg).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).unwrap();
+        }
+    }
+    t.join().unwrap();
+    let m = quiet(&c);
+    let p = port.to_string();
+    for (version, n) in [("1.0", 2.0), ("1.1", 3.0)] {
+        for side in ["server", "client"] {
+            let want = [("server_port", p.as_str()), ("network_protocol_version", version)];
+            assert_eq!(total(&m, &format!("http_{side}_request_duration_seconds_count"), &want), n, "{side} {version}");
+        }
+    }
+    let text = c.scrape_text();
+    assert!(!text.contains("network_protocol_version=\"2\""), "HTTP/2 series:\n{text}");
+    assert!(!text.lines().any(|l| l.starts_with("rpc_")), "gRPC series:\n{text}");
+    for name in
+        ["collector_http2_dropped_total", "collector_http2_streams_uncertain_total", "collector_http2_connections"]
+    {
+        assert_eq!(total(&m, name, &[]), 0.0, "{name}");
+    }
+}
+
+/// `--no-collector.http.grpc-method`: calls are counted per status with an empty `rpc_method`.
+#[test]
+fn the_grpc_method_label_can_be_turned_off() {
+    let c = Collector::start(&[FAST, &["--no-collector.http.grpc-method"]].concat());
+    let script = grpc_peer();
+    let port = free_port();
+    let _srv = grpc_server(port);
+    grpc_calls(&script, port, "Unary", 0, "OK", 3);
+    grpc_calls(&script, port, "ClientStream", 0, "NOT_FOUND", 2);
+    let m = quiet(&c);
+    let p = port.to_string();
+    for side in ["server", "client"] {
+        let name = format!("rpc_{side}_call_duration_seconds_count");
+        for (code, n) in [("OK", 3.0), ("NOT_FOUND", 2.0)] {
+            let want = [("server_port", p.as_str()), ("rpc_method", ""), ("rpc_response_status_code", code)];
+            assert_eq!(total(&m, &name, &want), n, "{side} {code}");
+        }
+        assert!(m.find(&name, &[]).iter().all(|s| s.labels["rpc_method"].is_empty()), "{side}");
     }
 }

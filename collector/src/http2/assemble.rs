@@ -118,7 +118,7 @@ impl Stats {
 }
 
 /// The connection an exchange was on, as the kernel identified it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Ident {
     /// The socket's cookie.
     pub cookie: u64,
@@ -168,6 +168,9 @@ pub struct Grpc {
     pub method: String,
     /// `grpc-status` of the trailers, or of the response headers of a trailers-only response.
     pub status: Option<u8>,
+    /// The request's `grpc-timeout` (ns): a call reset without a status once it has passed
+    /// ended at its deadline.
+    pub timeout_ns: Option<u64>,
 }
 
 /// One completed exchange (stream).

@@ -106,6 +106,8 @@ struct Fields {
     status: u16,
     grpc: bool,
     grpc_status: Option<u8>,
+    /// `grpc-timeout` of a request (ns).
+    grpc_timeout_ns: Option<u64>,
     /// `:path` without its `/`, of a gRPC request only.
     path: Option<String>,
     /// Fields of the block were unknown (a partial table's): a value missing here may have been
@@ -448,7 +450,11 @@ impl Conn {
             }
             let certain = fields.as_ref().is_some_and(|f| !f.unknown);
             let f = fields.unwrap_or_default();
-            let grpc = if f.grpc { Some(Grpc { method: f.path.unwrap_or_default(), status: None }) } else { None };
+            let grpc = if f.grpc {
+                Some(Grpc { method: f.path.unwrap_or_default(), status: None, timeout_ns: f.grpc_timeout_ns })
+            } else {
+                None
+            };
             let s = Stream {
                 start_ns: b.ns,
                 method: f.method,
@@ -545,6 +551,7 @@ fn decode(dec: &mut hpack::Decoder, block: &[u8], request: bool) -> Result<Field
         b"grpc-status" => f.grpc_status = digits(value, 3).and_then(|v| u8::try_from(v).ok()),
         b"content-type" => f.grpc = value.get(..16).is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc")),
         b":path" if request => path = Some(value.to_vec()),
+        b"grpc-timeout" if request => f.grpc_timeout_ns = grpc_timeout(value),
         _ => {}
     })?;
     f.unknown = dec.unknown() > 0;
@@ -566,9 +573,40 @@ fn method_id(v: &[u8]) -> u8 {
 }
 
 /// The value of 1 to `max` ASCII digits.
+/// A `grpc-timeout` value (at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`) in ns.
+fn grpc_timeout(v: &[u8]) -> Option<u64> {
+    let (&unit, n) = v.split_last()?;
+    let n = u64::from(digits(n, 8)?);
+    let ns = match unit {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
+        _ => return None,
+    };
+    Some(n.saturating_mul(ns))
+}
+
 fn digits(v: &[u8], max: usize) -> Option<u32> {
     if v.is_empty() || v.len() > max || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(v.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_timeouts() {
+        use super::grpc_timeout;
+        assert_eq!(grpc_timeout(b"49996u"), Some(49_996_000));
+        assert_eq!(grpc_timeout(b"1S"), Some(1_000_000_000));
+        assert_eq!(grpc_timeout(b"99999999H"), Some(u64::MAX));
+        assert_eq!(grpc_timeout(b"10m"), Some(10_000_000));
+        for bad in [&b""[..], b"u", b"100", b"123456789S", b"1x", b"-1S", b"1 S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }

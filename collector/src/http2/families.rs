@@ -7,7 +7,7 @@ use collector_common::http::{SIDE_CLIENT, SIDE_SERVER};
 
 use super::{
     events::Shared,
-    records::{GRPC_CODES, RpcHist, RpcKey},
+    records::{GRPC_CODES, OVERFLOW_CGROUP, RpcHist, RpcKey},
 };
 use crate::{
     cgroup::{Entry, Expiry, Resolver},
@@ -68,7 +68,11 @@ pub fn rpc(
                 code: k.code,
                 address: if k.side == SIDE_CLIENT { peer(k) } else { None },
                 port: k.port,
-                who: Who::of(comm(&k.comm), ids[&k.cgroup_id].as_ref(), declared.get(&(k.cgroup_id, k.comm))),
+                who: if k.cgroup_id == OVERFLOW_CGROUP {
+                    Who::named("_overflow")
+                } else {
+                    Who::of(comm(&k.comm), ids[&k.cgroup_id].as_ref(), declared.get(&(k.cgroup_id, k.comm)))
+                },
             },
             gone: gone.is(k.cgroup_id),
             fingerprint: h.duration.iter().sum(),
@@ -111,9 +115,9 @@ pub fn rpc(
 /// The HTTP/2 capture's own counters.
 pub fn stats(s: &Shared, out: &mut Out) {
     let st = *s.stats.lock().unwrap();
-    let (limited, uncertain) = {
+    let (limited, full, uncertain) = {
         let r = s.records.lock().unwrap();
-        (r.rpc_method_limited, r.uncertain)
+        (r.rpc_method_limited, r.label_sets_full, r.uncertain)
     };
     let mut f = Family::counter(
         "collector_http2_dropped_total",
@@ -123,6 +127,7 @@ pub fn stats(s: &Shared, out: &mut Out) {
         f.add(&[("reason", reason)], v as f64);
     }
     f.add(&[("reason", "rpc_method_limit")], limited as f64);
+    f.add(&[("reason", "label_set_limit")], full as f64);
     out.push(f);
     let mut u = Family::counter(
         "collector_http2_streams_uncertain_total",

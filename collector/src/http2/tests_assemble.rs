@@ -329,7 +329,11 @@ fn grpc_call_with_trailers() {
         let d = t.one();
         assert_eq!((d.method, d.status, d.req_bytes, d.resp_bytes), (method::POST, 200, 17, 25));
         assert_eq!((d.start_ns, d.end_ns, d.certain, d.reset), (start, end, true, false));
-        let grpc = Grpc { method: "helloworld.Greeter/SayHello".into(), status: code.parse().ok() };
+        let grpc = Grpc {
+            method: "helloworld.Greeter/SayHello".into(),
+            status: code.parse().ok(),
+            timeout_ns: Some(1_000_000_000),
+        };
         assert_eq!(d.grpc, Some(grpc));
     }
 }
