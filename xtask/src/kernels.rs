@@ -105,14 +105,17 @@ const TESTS: [(&str, &[&str]); 14] = [
     // HTTP/2: the programs verify and follow frames from segments (h2load, 100 streams per
     // connection), from TLS plaintext (the host's libssl) and after an h2c upgrade (the switch
     // from the HTTP/1 framer); on the host kernel only: what the daemon does with the frames
-    // the same way on every kernel (curl, gRPC calls) and the peers whose
-    // uprobes the tls binary already runs in the matrix (Node.js, Go, nginx), and the loss
-    // harness (the reorder stash's kernel side runs in the loss binary).
+    // the same way on every kernel (curl, gRPC calls, header values dropped, the method label's
+    // flag) and the peers whose uprobes the tls binary already runs in the matrix (Node.js, Go,
+    // nginx), and the loss harness (the reorder stash's kernel side runs in the loss binary).
+    // Traffic that is not HTTP/2 adding nothing is the kernel's detection: in the matrix.
     (
         "http2",
         &[
             "curl_prior_knowledge_methods_bodies_and_durations",
             "grpc_calls_every_kind_and_status_on_both_sides",
+            "http2_header_values_never_reach_the_metrics_or_the_log",
+            "the_grpc_method_label_can_be_turned_off",
             "node_http2_server_and_client_tls_and_cleartext",
             "go_net_http_h2_over_tls",
             "nginx_http2_over_tls",
