@@ -144,7 +144,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if environment || cli.identity.docker_dir.is_dir() || tls.is_some() {
         tls_by_helper = start_helper(&cli, &mut registry, environment, tls.as_ref(), &tls_caps, map_reads_need);
     }
-    if tls.is_some() && !tls_by_helper {
+    // Without the helper the capture runs here, with what it needs; without the capability
+    // for uprobes it attaches nothing after start-up, and nothing is kept for it.
+    let perf = [::caps::Capability::CAP_PERFMON, ::caps::Capability::CAP_SYS_ADMIN];
+    if tls.is_some() && !tls_by_helper && tls_caps.iter().any(|c| perf.contains(c)) {
         keep.extend(tls_caps);
     }
     if let Some((user, (uid, gid))) = runas {

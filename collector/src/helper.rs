@@ -159,6 +159,9 @@ pub struct Helper {
     sock: Mutex<(UnixDatagram, Vec<u8>)>,
     pid: libc::pid_t,
     up: AtomicBool,
+    /// Held while the pid is waited for or signalled, and set once it is reaped: a reaped
+    /// pid may be another process's, never to be signalled.
+    reaped: Mutex<bool>,
 }
 
 static HELPER: OnceLock<Helper> = OnceLock::new();
@@ -206,7 +209,12 @@ pub fn spawn(scope: Scope, keep: &CapsHashSet) -> anyhow::Result<libc::pid_t> {
                 anyhow::bail!("the helper did not start");
             }
             let answers = vec![0u8; MAX_ANSWER];
-            let _ = HELPER.set(Helper { sock: Mutex::new((ours, answers)), pid, up: AtomicBool::new(true) });
+            let _ = HELPER.set(Helper {
+                sock: Mutex::new((ours, answers)),
+                pid,
+                up: AtomicBool::new(true),
+                reaped: Mutex::new(false),
+            });
             Ok(pid)
         }
     }
@@ -248,7 +256,10 @@ fn serve(sock: UnixDatagram, scope: &Scope, keep: &CapsHashSet, parent: libc::pi
         // ring buffer's reader is the daemon's, and no thread of it runs here).
         unsafe { libc::munmap(start as *mut libc::c_void, end - start) };
     }
-    let kept = crate::caps::drop_all_except(keep).unwrap_or_default();
+    let Ok(kept) = crate::caps::drop_all_except(keep) else {
+        // SAFETY: as below: never serve with more than `keep`.
+        unsafe { libc::_exit(1) }
+    };
     // It executes nothing: nothing to pass on.
     let _ = ::caps::clear(None, CapSet::Inheritable);
     // SAFETY: as above.
@@ -343,10 +354,12 @@ fn send_answer(sock: &UnixDatagram, reply: &Reply) -> std::io::Result<()> {
 pub fn up() -> Option<bool> {
     let h = HELPER.get()?;
     if h.up.load(Ordering::Relaxed) {
+        let mut reaped = h.reaped.lock().unwrap();
         let mut status = 0;
-        // SAFETY: waitpid on the helper's pid, without blocking.
-        if unsafe { libc::waitpid(h.pid, &mut status, libc::WNOHANG) } == h.pid {
-            // Reaped already: `gone` must not signal or wait for the pid again.
+        // SAFETY: waitpid on the helper's pid (not reaped yet: checked under the lock), without
+        // blocking.
+        if !*reaped && unsafe { libc::waitpid(h.pid, &mut status, libc::WNOHANG) } == h.pid {
+            *reaped = true;
             if h.up.swap(false, Ordering::Relaxed) {
                 h.report(&format!("exit status {status:#x}"));
             }
@@ -360,7 +373,11 @@ impl Helper {
     /// answer is taken for the next request's, and reaped.
     fn gone(&self, why: &str) {
         if self.up.swap(false, Ordering::Relaxed) {
-            kill_and_reap(self.pid);
+            let mut reaped = self.reaped.lock().unwrap();
+            if !*reaped {
+                kill_and_reap(self.pid);
+                *reaped = true;
+            }
             self.report(why);
         }
     }

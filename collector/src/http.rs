@@ -483,7 +483,8 @@ impl Collector for Http {
             sum_per_cpu(&v, |x| n = n.wrapping_add(*x));
             active_entries.push((k, n as i64));
         }
-        // HTTP/2 exchanges, aggregated here (their keys carry version 2, never the kernel's).
+        // HTTP/2 exchanges, aggregated here (their keys carry version 2, never the kernel's;
+        // their overflow series too).
         let h2 = self.h2.as_ref().map(|s| {
             let r = s.records.lock().unwrap();
             entries.extend(r.http.iter().map(|(k, h)| (*k, *h)));
@@ -554,7 +555,8 @@ impl Http {
                 }
                 Labels {
                     side: k.side,
-                    scheme: SCHEME_HTTP,
+                    // The kernel's (no version) or HTTP/2's (version 2).
+                    scheme: SCHEME_HTTP | (k.scheme & !0x0f),
                     method: "_OTHER",
                     status: None,
                     address: None,

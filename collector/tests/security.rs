@@ -785,6 +785,10 @@ fn the_https_capture_runs_in_the_helper_and_the_listening_process_keeps_nothing(
     assert!(fds.iter().any(|f| f == "anon_inode:bpf-prog"), "{fds:?}");
     let maps = std::fs::read_to_string(format!("/proc/{helper}/maps")).unwrap();
     assert!(!maps.contains("bpf-map"), "the helper maps eBPF maps: {maps}");
+    let line = |pid: u32| {
+        ["Uid", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs"].map(|k| format!("{k} {}", status_of(pid, k))).join(", ")
+    };
+    eprintln!("listening process {pid}: {}; helper {helper}: {}", line(pid), line(helper));
     // The probes attached are the helper's links.
     assert!(fds.iter().any(|f| f == "anon_inode:bpf_link" || f == "anon_inode:[perf_event]"), "{fds:?}");
     ebpf_collectors_work(&c);

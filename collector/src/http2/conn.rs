@@ -572,7 +572,6 @@ fn method_id(v: &[u8]) -> u8 {
     method::from_word(w, v.len() as u32)
 }
 
-/// The value of 1 to `max` ASCII digits.
 /// A `grpc-timeout` value (at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`) in ns.
 fn grpc_timeout(v: &[u8]) -> Option<u64> {
     let (&unit, n) = v.split_last()?;
@@ -589,6 +588,7 @@ fn grpc_timeout(v: &[u8]) -> Option<u64> {
     Some(n.saturating_mul(ns))
 }
 
+/// The value of 1 to `max` ASCII digits.
 fn digits(v: &[u8], max: usize) -> Option<u32> {
     if v.is_empty() || v.len() > max || !v.iter().all(u8::is_ascii_digit) {
         return None;

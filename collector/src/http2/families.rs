@@ -74,7 +74,8 @@ pub fn rpc(
                     Who::of(comm(&k.comm), ids[&k.cgroup_id].as_ref(), declared.get(&(k.cgroup_id, k.comm)))
                 },
             },
-            gone: gone.is(k.cgroup_id),
+            // The overflow series stays, as HTTP's does.
+            gone: k.cgroup_id != OVERFLOW_CGROUP && gone.is(k.cgroup_id),
             fingerprint: h.duration.iter().sum(),
             value: *h,
         })

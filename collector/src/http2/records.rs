@@ -137,16 +137,16 @@ impl Records {
             self.uncertain += 1;
         }
         if let Some(g) = &d.grpc {
-            let method = if !self.rpc_method_label {
-                String::new()
+            // A method new past the method limit is `_OTHER`; one within it takes a slot only
+            // once its label set is recorded (not when it goes to the overflow series).
+            let (method, mut new_method, mut limited) = if !self.rpc_method_label {
+                (String::new(), false, false)
             } else if self.methods.contains(&g.method) {
-                g.method.clone()
+                (g.method.clone(), false, false)
             } else if self.methods.len() < MAX_RPC_METHODS {
-                self.methods.insert(g.method.clone());
-                g.method.clone()
+                (g.method.clone(), true, false)
             } else {
-                self.rpc_method_limited += 1;
-                "_OTHER".to_owned()
+                ("_OTHER".to_owned(), false, true)
             };
             let code = match g.status {
                 Some(c) if (c as usize) < GRPC_CODES.len() => c,
@@ -159,6 +159,7 @@ impl Records {
                 RpcKey { cgroup_id: d.conn.cgroup_id, comm: d.conn.comm, side, port, family, addr, method, code };
             if self.rpc.len() >= MAX_LABEL_SETS && !self.rpc.contains_key(&key) {
                 self.label_sets_full += 1;
+                (new_method, limited) = (false, false);
                 key = RpcKey {
                     cgroup_id: OVERFLOW_CGROUP,
                     comm: [0; 16],
@@ -169,6 +170,12 @@ impl Records {
                     method: "_OTHER".to_owned(),
                     code,
                 };
+            }
+            if new_method {
+                self.methods.insert(g.method.clone());
+            }
+            if limited {
+                self.rpc_method_limited += 1;
             }
             let h = self.rpc.entry(key).or_insert(RpcHist::ZERO);
             h.duration[bucket] += 1;
@@ -197,7 +204,8 @@ impl Records {
                 method: OVERFLOW_METHOD,
                 side,
                 family: 0,
-                scheme: 0,
+                // Version 2: not the kernel's overflow key, which the same map reading holds.
+                scheme: VERSION_2 << VERSION_SHIFT,
                 addr: [0; 16],
             };
         }

@@ -74,9 +74,33 @@ pub fn examine(path: &str, open: impl FnOnce() -> Option<std::fs::File>) -> Kind
     let Some(f) = open() else { return Kind::None };
     // SAFETY: a read-only private mapping of a file opened for reading; the bytes are only
     // parsed. A file truncated meanwhile by another process could fault on access: libraries and
-    // executables a process maps are not rewritten in place (installers replace them).
+    // executables a process maps are not rewritten in place (installers replace them), and this
+    // is the unprivileged daemon (the helper reads its copy instead: [`examine_copy`]).
     let Ok(data) = (unsafe { memmap2::Mmap::map(&f) }) else { return Kind::None };
-    let Ok(obj) = object::File::parse(&*data) else { return Kind::None };
+    examine_bytes(name, &data)
+}
+
+/// The most of a file the privileged helper reads to find the offsets it attaches at.
+pub const MAX_COPY: u64 = 1 << 30;
+
+/// [`examine`] on a copy of the file read into memory (the privileged helper's way: a file
+/// truncated meanwhile gives a short copy, not a fault that would end the helper).
+pub fn examine_copy(path: &str, f: &std::fs::File) -> Kind {
+    use std::io::Read as _;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if OTHER_LIBRARIES.iter().any(|(prefix, _)| name.starts_with(prefix)) {
+        return Kind::None;
+    }
+    let mut data = Vec::new();
+    if f.take(MAX_COPY).read_to_end(&mut data).is_err() {
+        return Kind::None;
+    }
+    examine_bytes(name, &data)
+}
+
+/// [`examine`] on a file's bytes (`name`: its file name).
+fn examine_bytes(name: &str, data: &[u8]) -> Kind {
+    let Ok(obj) = object::File::parse(data) else { return Kind::None };
     let libssl = name.starts_with("libssl.so");
     let mut found: HashMap<&str, u64> = HashMap::new();
     let mut go: HashMap<&str, (u64, u64)> = HashMap::new();
@@ -103,7 +127,7 @@ pub fn examine(path: &str, open: impl FnOnce() -> Option<std::fs::File>) -> Kind
         return Kind::OpenSsl(offsets);
     }
     if !go.is_empty() {
-        return go_probes(&obj, &data, &go);
+        return go_probes(&obj, data, &go);
     }
     if obj.section_by_name(".go.buildinfo").is_some() && obj.symbols().next().is_none() {
         return Kind::Skipped("stripped Go binary (no symbols to find crypto/tls in)");

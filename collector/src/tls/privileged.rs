@@ -5,14 +5,20 @@
 //!
 //! What the helper may touch is bounded by what it sees itself, not by what the daemon says:
 //! - a file's content (a descriptor passed to the daemon, which examines it unprivileged;
-//!   probes; a watch) only for a regular ELF file that some process maps executable now, that
-//!   the helper attached before, or that is named `libssl.so*` — never `/etc/shadow`, a device
-//!   or a directory's listing;
-//! - probes only at the offsets its own reading of that file gives ([`super::elf::examine`]),
-//!   never at offsets the daemon names;
+//!   probes; a watch) only for a regular ELF file that some process maps executable now (its
+//!   device and inode), that the helper attached before (its path), or that is named
+//!   `libssl.so*` and has one link (no hard link made to another file) — never `/etc/shadow`,
+//!   a device, a link, or a directory's listing. The last component of a path is never
+//!   followed if it is a link, a file is first opened without any access (`O_PATH`: no device's
+//!   `open` runs) and reopened for reading through that descriptor only once it is known to be
+//!   a regular file, so what is read is what was checked;
+//! - probes only at the offsets its own reading of that file gives (a copy of it read into
+//!   memory: [`super::elf::examine_copy`]), never at offsets the daemon names;
 //! - a file's metadata (identity, size, time) only for a regular file; a directory's watch
-//!   only for a host library directory or one that holds a `libssl.so*` file;
-//! - the memory maps only as the executable file mappings they list (device, inode, path).
+//!   only for a host library directory or one that holds a `libssl.so*` file, through a
+//!   descriptor of it;
+//! - the memory maps only as the executable file mappings they list (device, inode, path), at
+//!   most [`MAX_MAPS`] bytes of them.
 use std::{
     collections::{HashMap, HashSet},
     io::Write as _,
@@ -28,7 +34,7 @@ use aya::programs::uprobe::UProbeLinkId;
 
 use super::{
     Capture, HOST_LIBRARY_DIRS,
-    elf::{Kind, examine},
+    elf::{Kind, examine_copy},
     files::{self, FileId},
     opens::is_libssl,
 };
@@ -63,6 +69,10 @@ pub fn is_request(request: &[u8]) -> bool {
 
 /// Files attached since start, remembered (for an evicted file opened again) at most.
 const MAX_REMEMBERED: usize = 4096;
+
+/// The most of the mappings list sent (a host of very many processes: the maps of the rest
+/// are left out of that scan, the processes listed as unreadable).
+pub const MAX_MAPS: usize = 12 << 20;
 
 /// What a watch is on (the masks are the helper's choice, not the daemon's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +115,14 @@ pub struct Privileged {
     inotify: Option<OwnedFd>,
     handles: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
     next: u32,
-    /// Files some process mapped executable at the last look: (inode, file name).
-    mapped: HashSet<(u64, String)>,
-    /// Files attached since start: (inode, file name).
-    attached: HashSet<(u64, String)>,
+    /// Files some process mapped executable at the last look: (device, inode) as the maps
+    /// write them, and (inode, file name) for file systems whose `stat` device differs from the
+    /// maps' (btrfs subvolumes).
+    mapped: HashSet<FileId>,
+    mapped_names: HashSet<(u64, String)>,
+    /// The paths of the files attached since start (a file replaced under one of them is
+    /// attached at once).
+    attached: HashSet<PathBuf>,
 }
 
 impl Privileged {
@@ -120,6 +134,7 @@ impl Privileged {
             handles: HashMap::new(),
             next: 1,
             mapped: HashSet::new(),
+            mapped_names: HashSet::new(),
             attached: HashSet::new(),
         }
     }
@@ -189,8 +204,11 @@ impl Privileged {
     fn maps(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         self.mapped.clear();
+        self.mapped_names.clear();
         for (pid, maps) in files::read_maps(&self.procfs).unwrap_or_default() {
-            let Some(maps) = maps else {
+            // Past the bound, the processes are still listed (the daemon sweeps the state of
+            // those that are gone), their maps left for a later scan.
+            let Some(maps) = maps.filter(|_| out.len() < MAX_MAPS) else {
                 let _ = writeln!(out, "P {pid} -");
                 continue;
             };
@@ -200,7 +218,8 @@ impl Privileged {
                 if !seen.insert(m.id) {
                     continue;
                 }
-                self.mapped.insert((m.id.1, file_name(m.path).to_owned()));
+                self.mapped.insert(m.id);
+                self.mapped_names.insert((m.id.1, file_name(m.path).to_owned()));
                 let deleted = if m.deleted { " (deleted)" } else { "" };
                 let _ =
                     writeln!(out, "0 x 0 {:x}:{:x} {} {}{deleted}", m.id.0 >> 32, m.id.0 & 0xffff_ffff, m.id.1, m.path);
@@ -213,32 +232,35 @@ impl Privileged {
     /// (see the module's documentation); the answer's code otherwise.
     fn open_permitted(&mut self, path: &Path, ino: u64) -> Result<std::fs::File, u8> {
         let f = open_regular(path)?;
-        if f.metadata().map_err(|_| NONE)?.ino() != ino {
+        let m = f.metadata().map_err(|_| NONE)?;
+        if m.ino() != ino {
             return Err(REFUSED);
         }
         let mut magic = [0u8; 4];
         if f.read_exact_at(&mut magic, 0).is_err() || &magic != b"\x7fELF" {
             return Err(REFUSED);
         }
-        let key = (ino, file_name_of(path).to_owned());
-        if is_libssl(&key.1) || self.attached.contains(&key) || self.mapped.contains(&key) {
+        let id = files::file_id(&m);
+        let name = file_name_of(path);
+        let single = m.nlink() == 1;
+        let known = |p: &Self| p.mapped.contains(&id) || (single && p.mapped_names.contains(&(ino, name.to_owned())));
+        if known(self) || self.attached.contains(path) || (single && is_libssl(name)) {
             return Ok(f);
         }
         // Mapped since the last look (a process that just started)?
         self.maps();
-        if self.mapped.contains(&key) { Ok(f) } else { Err(REFUSED) }
+        if known(self) { Ok(f) } else { Err(REFUSED) }
     }
 
     /// Attaches the probes to the file at `path` (inode `ino`), at the offsets this process
     /// finds in it.
     fn attach(&mut self, path: &Path, ino: u64) -> Reply {
-        let Some(capture) = self.capture.clone() else { return Reply::code(REFUSED) };
         let f = match self.open_permitted(path, ino) {
             Ok(f) => f,
             Err(code) => return Reply::code(code),
         };
-        let name = path.to_string_lossy();
-        let kind = examine(&name, || f.try_clone().ok());
+        let Some(capture) = self.capture.clone() else { return Reply::code(NONE) };
+        let kind = examine_copy(&path.to_string_lossy(), &f);
         let (offsets, go) = match kind {
             Kind::OpenSsl(o) => (o, false),
             Kind::Go(o) => (o, true),
@@ -256,7 +278,7 @@ impl Privileged {
                 if self.attached.len() >= MAX_REMEMBERED {
                     self.attached.clear();
                 }
-                self.attached.insert((ino, file_name_of(path).to_owned()));
+                self.attached.insert(path.to_owned());
                 let mut payload = handle.to_le_bytes().to_vec();
                 payload.extend(programs.to_le_bytes());
                 payload.push(go as u8);
@@ -276,7 +298,6 @@ impl Privileged {
     /// A watch on a permitted file or library directory, through a descriptor of it (the
     /// watch is on what was checked).
     fn watch(&mut self, path: &Path, ino: u64, kind: WatchKind) -> Reply {
-        let Some(inotify) = self.inotify.as_ref().map(|f| f.as_raw_fd()) else { return Reply::code(REFUSED) };
         let opened = match kind {
             WatchKind::File => self.open_permitted(path, ino),
             WatchKind::Dir => self.library_dir(path),
@@ -285,29 +306,29 @@ impl Privileged {
             Ok(f) => f,
             Err(code) => return Reply::code(code),
         };
+        let Some(inotify) = self.inotify.as_ref().map(|f| f.as_raw_fd()) else { return Reply::code(NONE) };
         match add_watch(inotify, Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd())), kind) {
             Ok(wd) => Reply::ok(wd.to_le_bytes().to_vec()),
             Err(_) => Reply::code(NONE),
         }
     }
 
-    /// Opens the directory `path` if it is one of the host's library directories, or holds an
-    /// OpenSSL library.
+    /// Opens the directory `path` (not through a link in its last component) if it is one of
+    /// the host's library directories, or holds an OpenSSL library; what is listed is what was
+    /// opened.
     fn library_dir(&self, path: &Path) -> Result<std::fs::File, u8> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { MISSING } else { REFUSED })?;
         let root = host_root(&self.procfs);
         let host = HOST_LIBRARY_DIRS.iter().any(|d| path == root.join(d));
         let libssl = || {
-            std::fs::read_dir(path).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_str().is_some_and(is_libssl)))
+            std::fs::read_dir(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_str().is_some_and(is_libssl)))
         };
-        if !host && !libssl() {
-            return Err(REFUSED);
-        }
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { MISSING } else { NONE })?;
-        Ok(f)
+        if host || libssl() { Ok(f) } else { Err(REFUSED) }
     }
 }
 
@@ -332,19 +353,27 @@ fn file_name_of(path: &Path) -> &str {
     path.file_name().and_then(|n| n.to_str()).unwrap_or("")
 }
 
-/// Opens a regular file for reading (looked at before it is opened: no device is opened),
-/// checked again once open.
+/// Opens a regular file for reading: first without any access and without following a link
+/// in the last component (`O_PATH`: no device's `open` runs), then, once that descriptor is
+/// known to be a regular file, for reading through it (the same file).
 fn open_regular(path: &Path) -> Result<std::fs::File, u8> {
-    let missing = |e: std::io::Error| if e.kind() == std::io::ErrorKind::NotFound { MISSING } else { NONE };
-    if !std::fs::metadata(path).map_err(missing)?.is_file() {
+    let missing = |e: std::io::Error| if e.kind() == std::io::ErrorKind::NotFound { MISSING } else { REFUSED };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(missing)?;
+    let m = handle.metadata().map_err(|_| NONE)?;
+    if !m.is_file() {
         return Err(REFUSED);
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(missing)?;
-    if !f.metadata().map_err(|_| NONE)?.is_file() {
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(|_| NONE)?;
+    let again = f.metadata().map_err(|_| NONE)?;
+    if !again.is_file() || (again.dev(), again.ino()) != (m.dev(), m.ino()) {
         return Err(REFUSED);
     }
     Ok(f)
@@ -353,7 +382,8 @@ fn open_regular(path: &Path) -> Result<std::fs::File, u8> {
 /// The answer to [`STAT`]: device (as maps write it) and inode, size, modification time
 /// (seconds, nanoseconds), 8 bytes each.
 fn stat(path: &Path) -> Reply {
-    match std::fs::metadata(path) {
+    // Not through a link in the last component (a file's own name only).
+    match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => {
             let id = files::file_id(&m);
             let mut out = Vec::with_capacity(40);
@@ -413,20 +443,55 @@ mod tests {
         [&[kind][..], &ino.to_le_bytes(), path.as_bytes()].concat()
     }
 
+    /// An inotify instance handed to the helper, as the daemon does.
+    fn with_inotify(p: &mut Privileged) {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: a new descriptor, owned here alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::inotify_init1(libc::IN_CLOEXEC)) };
+        assert_eq!(p.answer(&[INOTIFY], Some(fd)).code, OK);
+    }
+
     #[test]
     fn files_the_capture_may_not_touch_are_refused() {
         let mut p = Privileged::new(Path::new("/proc"));
+        with_inotify(&mut p);
         let shadow = std::fs::metadata("/etc/shadow").unwrap().ino();
+        let d = tempfile::tempdir().unwrap();
+        // Links under a library's name: to /etc/shadow, and to an ELF file some process maps
+        // (this test's executable); a hard link to a copy of it (two links: not the file a
+        // library would be); the executable through another process's descriptor link.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe_ino = std::fs::metadata(&exe).unwrap().ino();
+        let to_shadow = d.path().join("libssl.so.3");
+        std::os::unix::fs::symlink("/etc/shadow", &to_shadow).unwrap();
+        let to_exe = d.path().join("libssl.so.4");
+        std::os::unix::fs::symlink(&exe, &to_exe).unwrap();
+        let copy = d.path().join("copy");
+        std::fs::copy(&exe, &copy).unwrap();
+        let hard = d.path().join("libssl.so.5");
+        std::fs::hard_link(&copy, &hard).unwrap();
+        let copy_ino = std::fs::metadata(&copy).unwrap().ino();
+        let exe_fd = std::fs::File::open(&exe).unwrap();
+        let via_fd = format!("/proc/{}/fd/{}", std::process::id(), exe_fd.as_raw_fd());
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
         for bad in [
             with_inode(OPEN, shadow, "/etc/shadow"),
             with_inode(OPEN, shadow, "/etc/../etc/shadow"),
             with_inode(OPEN, 1, "etc/shadow"),
             with_inode(OPEN, 1, "/dev/null"),
             with_inode(OPEN, 1, "/proc/self/root/../../etc/shadow"),
+            with_inode(OPEN, shadow, &s(&to_shadow)),
+            with_inode(OPEN, exe_ino, &s(&to_exe)),
+            with_inode(OPEN, copy_ino, &s(&hard)),
+            with_inode(OPEN, exe_ino, &via_fd),
             with_inode(ATTACH, shadow, "/etc/shadow"),
+            with_inode(ATTACH, copy_ino, &s(&hard)),
             [&[WATCH, 0][..], &shadow.to_le_bytes(), b"/etc/shadow"].concat(),
+            [&[WATCH, 0][..], &shadow.to_le_bytes(), s(&to_shadow).as_bytes()].concat(),
             [&[WATCH, 1][..], &0u64.to_le_bytes(), b"/root"].concat(),
+            [&[WATCH, 1][..], &0u64.to_le_bytes(), b"/etc"].concat(),
             [&[STAT][..], b"/dev/null"].concat(),
+            [&[STAT][..], s(&to_shadow).as_bytes()].concat(),
             [&[STAT][..], b"relative"].concat(),
             vec![MAPS, 1],
             vec![DETACH, 1, 0, 0, 0],
@@ -436,17 +501,16 @@ mod tests {
             vec![OPEN, 1, 2, 3],
         ] {
             let r = ask(&mut p, &bad);
-            assert!(r.code != OK && r.fd.is_none() && r.payload.is_empty(), "{bad:?}: {}", r.code);
+            assert_eq!((r.code, r.fd.is_none(), r.payload.is_empty()), (REFUSED, true, true), "{bad:?}");
         }
-        // A link to /etc/shadow under a library's name: the file behind it is no ELF file.
-        let d = tempfile::tempdir().unwrap();
-        let link = d.path().join("libssl.so.3");
-        std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
-        let r = ask(&mut p, &with_inode(OPEN, shadow, link.to_str().unwrap()));
-        assert_eq!(r.code, REFUSED);
         // A vanished file.
         assert_eq!(ask(&mut p, &with_inode(OPEN, 1, "/nonexistent/libssl.so.3")).code, MISSING);
         assert_eq!(ask(&mut p, &[&[STAT][..], b"/nonexistent/libssl.so.3"].concat()).code, MISSING);
+        // What passes the checks: a watch on the executable some process maps; no attach
+        // without a capture loaded (a unit test has none).
+        let ok = [&[WATCH, 0][..], &exe_ino.to_le_bytes(), exe.to_str().unwrap().as_bytes()].concat();
+        assert_eq!(ask(&mut p, &ok).code, OK);
+        assert_eq!(ask(&mut p, &with_inode(ATTACH, exe_ino, exe.to_str().unwrap())).code, NONE);
     }
 
     #[test]
