@@ -570,6 +570,40 @@ mod tests {
         assert_eq!(answer(&s, &req), [NONE]);
     }
 
+    /// The transport: an oversized request is seen as such (the helper refuses it), an answer
+    /// over one message arrives whole, and a descriptor passed with it arrives with it.
+    #[test]
+    fn messages_over_the_bounds_and_descriptors() {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into the array it is given.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned here alone.
+        let (a, b) = unsafe { (UnixDatagram::from_raw_fd(fds[0]), UnixDatagram::from_raw_fd(fds[1])) };
+        let mut buf = vec![0u8; MAX_REQUEST + 1];
+        a.send(&vec![ENVIRON; MAX_REQUEST + 100]).unwrap();
+        assert_eq!(recv_message(&b, &mut buf).unwrap().0, MAX_REQUEST + 2);
+        a.send(&vec![ENVIRON; MAX_REQUEST]).unwrap();
+        assert_eq!(recv_message(&b, &mut buf).unwrap().0, MAX_REQUEST);
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let payload: Vec<u8> = (0..3 * MAX_ANSWER + 7).map(|i| i as u8).collect();
+        let reply = Reply { code: OK, payload: payload.clone(), fd: Some(file.into()) };
+        send_answer(&a, &reply).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; MAX_ANSWER];
+        loop {
+            let (n, fd) = recv_message(&b, &mut buf).unwrap();
+            assert!(n <= MAX_ANSWER);
+            got.extend_from_slice(&buf[1..n]);
+            if buf[0] != MORE {
+                assert_eq!(buf[0], OK);
+                assert!(fd.is_some());
+                break;
+            }
+            assert!(fd.is_none());
+        }
+        assert_eq!(got, payload);
+    }
+
     #[test]
     fn answers_are_bounded() {
         let mut raw = Vec::new();
