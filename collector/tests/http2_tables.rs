@@ -173,3 +173,30 @@ fn hpack_table_size_updates_and_evictions() {
     assert_eq!(total(&m, "collector_http2_streams_uncertain_total", &[]), 0.0, "{why}");
     assert_eq!(total(&m, "collector_http2_dropped_total", &[("reason", "decode_errors")]), 0.0, "{why}");
 }
+
+/// A server that goes away with requests open (Python's h2): 6 requests at once on one
+/// connection, 2 answered, then GOAWAY with the second's id as its last. The 2 are counted on
+/// both sides; the 4 the server refused (the client would retry them elsewhere) are neither
+/// counted nor given up as abandoned when the connection closes.
+#[test]
+fn goaway_refused_requests_are_not_counted() {
+    let c = Collector::start(FAST);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goaway_peer.py");
+    let port = free_port();
+    let _srv = tls_util::spawn_ready(
+        Command::new(python()).arg(&script).args(["serve", &port.to_string(), "6", "2"]),
+        "h2 server",
+    );
+    let before = quiet(&c);
+    for _ in 0..3 {
+        let out = run_ok(Command::new(python()).arg(&script).args(["call", &port.to_string(), "6"]));
+        assert_eq!(out.trim(), "answered 2 refused 4");
+    }
+    let m = quiet(&c);
+    let why = drops(&m);
+    for side in ["server", "client"] {
+        assert_counts(&m, side, port, "http", "GET", &[("200", 6.0)], &why);
+    }
+    let abandoned = |m: &common::Metrics| total(m, "collector_http2_dropped_total", &[("reason", "abandoned")]);
+    assert_eq!(abandoned(&m) - abandoned(&before), 0.0, "{why}");
+}

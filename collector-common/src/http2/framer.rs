@@ -2,7 +2,8 @@
 //! position, as the capture hands them over (`crate::capture::Stream`, in `stream.rs`). Per
 //! direction it reads each 9-byte frame header (also when a segment boundary cuts it), hands
 //! the payloads of HEADERS, CONTINUATION, SETTINGS and PUSH_PROMISE frames to the sink in
-//! chunks of the window, and skips every other payload by its length, without its bytes (so a
+//! chunks of the window (of a GOAWAY frame, its first 8 bytes only: the last stream id and the
+//! error code, never its debug data), and skips every other payload by its length, without its bytes (so a
 //! gap inside a DATA payload costs nothing). Header blocks are not decoded here: HPACK's table
 //! spans the connection, and the daemon decodes the chunks (`collector/src/http2/`).
 //!
@@ -22,8 +23,8 @@ use crate::{
 pub use crate::capture::Window;
 
 use super::{
-    CONTINUATION, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FRAME_HEADER, Frame, HEADERS, JOIN_HEADERS, JOIN_REQUEST,
-    JOIN_RESPONSE, PREFACE, PUSH_PROMISE, SETTINGS, midstream_join, reported_at_end,
+    CONTINUATION, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FRAME_HEADER, Frame, GOAWAY, GOAWAY_SENT, HEADERS,
+    JOIN_HEADERS, JOIN_REQUEST, JOIN_RESPONSE, PREFACE, PUSH_PROMISE, SETTINGS, midstream_join, reported_at_end,
 };
 
 // Direction states.
@@ -359,6 +360,12 @@ impl H2 {
                     return true;
                 }
                 let off = d.flen - d.remaining;
+                // A GOAWAY frame's first bytes only (its debug data stays here).
+                let n = if d.ftype == GOAWAY && off + n > GOAWAY_SENT { GOAWAY_SENT.saturating_sub(off) } else { n };
+                if n == 0 {
+                    d.state = S_SKIP;
+                    return false;
+                }
                 self.emit(is_req, EV_FRAME, off, n, at, now, sink);
                 let d = self.dir_mut(is_req);
                 d.pos = d.pos.wrapping_add(n);
@@ -366,6 +373,8 @@ impl H2 {
                 if d.remaining == 0 {
                     d.state = S_HEAD;
                     d.got = 0;
+                } else if d.ftype == GOAWAY && d.flen - d.remaining >= GOAWAY_SENT {
+                    d.state = S_SKIP;
                 }
             }
             S_SEEK => {
@@ -425,7 +434,10 @@ impl H2 {
         // SETTINGS acknowledgements carry nothing the daemon needs; every other SETTINGS frame
         // goes, empty ones too (each endpoint's first frame is one: the daemon knows from it
         // that it saw the direction from its start).
-        let to_sink = header_block || (ftype == SETTINGS && fflags & FLAG_ACK == 0);
+        // A GOAWAY frame's last stream id tells which requests the server will not answer.
+        let to_sink = header_block
+            || (ftype == SETTINGS && fflags & FLAG_ACK == 0)
+            || (ftype == GOAWAY && stream == 0 && flen >= GOAWAY_SENT);
         if to_sink {
             if flen == 0 {
                 self.emit(is_req, EV_FRAME, 0, 0, 0, now, sink);

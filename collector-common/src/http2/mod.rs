@@ -158,12 +158,16 @@ pub struct Frame {
     pub at: u32,
 }
 
-/// Whether a frame type's payload goes to the daemon (header blocks, and SETTINGS for the
-/// header table size).
+/// Whether a frame type's payload goes to the daemon (header blocks, SETTINGS for the header
+/// table size, and the first [`GOAWAY_SENT`] bytes of GOAWAY for its last stream id).
 #[inline(always)]
 pub fn carries_payload(ftype: u8) -> bool {
-    matches!(ftype, HEADERS | CONTINUATION | SETTINGS | PUSH_PROMISE)
+    matches!(ftype, HEADERS | CONTINUATION | SETTINGS | PUSH_PROMISE | GOAWAY)
 }
+
+/// The bytes of a GOAWAY frame's payload that go to the daemon: the last stream id and the
+/// error code (RFC 9113 §6.8), not the debug data after them.
+pub const GOAWAY_SENT: u32 = 8;
 
 /// Whether a frame type gets an event without payload, at its last byte.
 #[inline(always)]

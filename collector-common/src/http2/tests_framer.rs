@@ -5,8 +5,8 @@ extern crate std;
 use std::vec::Vec;
 
 use super::{
-    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, PING,
-    PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, framer::H2,
+    CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, GOAWAY, HEADERS,
+    PING, PREFACE, RST_STREAM, SETTINGS, WINDOW_UPDATE, framer::H2,
 };
 use crate::capture::Stream;
 
@@ -182,6 +182,41 @@ fn server_stream_and_end() {
     h.flush(&mut rec);
     h.abandon_all(&mut rec);
     assert_eq!(rec.got.iter().filter(|g| g.f.kind == EV_CLOSED).count(), 1);
+}
+
+/// A GOAWAY frame: its last stream id and error code (8 bytes) go to the sink, its debug data
+/// never does, and the frames after it are followed; at every segment boundary.
+#[test]
+fn goaway_gives_its_last_stream_id_only() {
+    let mut s = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    s.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0x88]));
+    let mut payload = std::vec![0, 0, 0, 1, 0, 0, 0, 0];
+    payload.extend_from_slice(&[b's'; 300]);
+    s.extend(frame(GOAWAY, 0, 0, &payload));
+    s.extend(frame(GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 2]));
+    s.extend(frame(DATA, FLAG_END_STREAM, 1, b"hello"));
+    for size in [1u32, 3, 8, 9, 12, 17, 100, 256, s.len() as u32] {
+        let mut h = H2::ZERO;
+        h.start(true, false, 1000, Some(9000));
+        let mut rec = Rec::default();
+        let mut at = 0u32;
+        while (at as usize) < s.len() {
+            let len = size.min(s.len() as u32 - at);
+            feed(&mut h, false, &s, 1000 + at, len, 1000 + at, at as u64, &mut rec);
+            at += len;
+        }
+        let frames = summary(&rec);
+        let want: Vec<(u8, u8, u32, u32, Vec<u8>)> = std::vec![
+            (EV_FRAME, SETTINGS, 0, 6, std::vec![0, 3, 0, 0, 0, 100]),
+            (EV_FRAME, HEADERS, 1, 1, std::vec![0x88]),
+            (EV_FRAME, GOAWAY, 0, 308, std::vec![0, 0, 0, 1, 0, 0, 0, 0]),
+            (EV_FRAME, GOAWAY, 0, 8, std::vec![0, 0, 0, 3, 0, 0, 0, 2]),
+            (EV_FRAME, DATA, 1, 5, std::vec![]),
+        ];
+        assert_eq!(frames, want, "segments of {size}");
+        assert!(rec.got.iter().all(|g| !g.bytes.contains(&b's')), "debug data sent (segments of {size})");
+        assert!(rec.drops.is_empty());
+    }
 }
 
 /// 16 bytes of `b` as `midstream_join` takes them, zero-padded.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use collector_common::http::method;
 use collector_common::http2::{
-    CONTINUATION, DATA, Event, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, HEADERS,
-    PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
+    CONTINUATION, DATA, Event, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, GOAWAY,
+    GOAWAY_SENT, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS, carries_payload,
 };
 
 use super::{
@@ -71,7 +71,8 @@ struct Frame {
     /// stream id and padding).
     lo: u32,
     hi: u32,
-    /// A SETTINGS frame's setting being read, and how many of its 6 bytes came.
+    /// A SETTINGS frame's setting being read, and how many of its 6 bytes came (a GOAWAY
+    /// frame's last stream id: 4 bytes).
     setting: [u8; 6],
     have: usize,
 }
@@ -376,6 +377,18 @@ impl Conn {
                 }
             }
         }
+        if f.ftype == GOAWAY && f.stream == 0 && f.intact && f.have < 4 {
+            for &b in data.iter().take(4 - f.have) {
+                f.setting[f.have] = b;
+                f.have += 1;
+            }
+            if f.have == 4 && d == RESP {
+                let [a, b, c, e, ..] = f.setting;
+                self.goaway(u32::from_be_bytes([a, b, c, e]) & 0x7fff_ffff);
+            }
+        }
+        // A GOAWAY frame's debug data does not come: it ends with its last stream id and code.
+        let complete = if f.ftype == GOAWAY { f.flen.min(GOAWAY_SENT) } else { f.flen };
         let dir = &mut self.dirs[d];
         let frag = if is_block(f.ftype) {
             let (a, b) = (f.lo.clamp(ev.off, end) - ev.off, f.hi.clamp(ev.off, end) - ev.off);
@@ -383,7 +396,7 @@ impl Conn {
         } else {
             &[]
         };
-        if end < f.flen {
+        if end < complete {
             dir.frame = Some(f);
         } else {
             dir.frame = None;
@@ -492,6 +505,13 @@ impl Conn {
         if b.end_stream {
             self.finish(b.stream, ns, false, out);
         }
+    }
+
+    /// The server's GOAWAY: the requests above its last stream id were not processed, and will
+    /// get no response on this connection (the client retries them elsewhere, RFC 9113 §6.8):
+    /// they are not requests of this connection, and are forgotten.
+    fn goaway(&mut self, last: u32) {
+        self.streams.retain(|&id, _| id <= last || id.is_multiple_of(2));
     }
 
     /// A DATA or RST_STREAM frame of direction `d` (at its last byte).

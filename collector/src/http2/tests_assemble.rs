@@ -3,7 +3,7 @@
 //! typed from the RFC or encoded by httlib-hpack, an encoder written apart from the decoder.
 use collector_common::http2::{
     CHUNK, CONTINUATION, DATA, EV_CLOSED, EV_FRAME, EV_LOST, Event, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED,
-    FLAG_PRIORITY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
+    FLAG_PRIORITY, GOAWAY, HEADERS, PUSH_PROMISE, RST_STREAM, SETTINGS,
 };
 
 use collector_common::http::method;
@@ -659,4 +659,39 @@ fn socket_named_after_the_first_frames() {
     t.headers(REQ_DIR, 3, GET, true);
     t.headers(RESP_DIR, 3, OK, true);
     assert_eq!(t.one().conn.local_port, 50051);
+}
+
+/// The server's GOAWAY: requests above its last stream id were not processed (the client
+/// retries them on another connection): they are forgotten, neither counted nor abandoned when
+/// the connection closes; those at or below it are answered and counted. Its first 8 bytes
+/// come in chunks of any size (the kernel sends no more: not the debug data).
+#[test]
+fn goaway_forgets_the_requests_it_refused() {
+    for split in [8, 4, 1] {
+        let mut t = T::new();
+        let before = t.stats().abandoned;
+        for id in [1, 3, 5, 7] {
+            t.headers(REQ_DIR, id, GET, true);
+        }
+        let goaway = [0, 0, 0, 3, 0, 0, 0, 0];
+        for (i, c) in goaway.chunks(split).enumerate() {
+            t.event(RESP_DIR, GOAWAY, 0, 0, 8 + 40, i * split, c);
+        }
+        t.headers(RESP_DIR, 1, OK, true);
+        t.headers(RESP_DIR, 3, OK, true);
+        let mut done: Vec<u32> = t.done.drain(..).map(|d| d.stream).collect();
+        done.sort();
+        assert_eq!(done, [1, 3], "chunks of {split}");
+        t.kind(EV_CLOSED, RESP_DIR);
+        let s = t.stats();
+        assert_eq!((s.abandoned - before, s.chunks_lost, s.protocol_errors), (0, 0, 0), "chunks of {split}");
+        assert!(t.done.is_empty());
+    }
+    // A GOAWAY from the client (about pushed streams) leaves the requests alone.
+    let mut t = T::new();
+    t.headers(REQ_DIR, 1, GET, true);
+    t.headers(REQ_DIR, 3, GET, true);
+    t.event(REQ_DIR, GOAWAY, 0, 0, 8, 0, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    t.headers(RESP_DIR, 3, OK, true);
+    assert_eq!(t.one().stream, 3);
 }
