@@ -19,7 +19,7 @@ use collector_common::{
     capture::{Stream, WINDOW_WORDS, Window, after},
     drop,
     http::tls::{MAX_TLS_CONNS, TlsKey},
-    http2::{EV_UPGRADE, Event, Frame, is_server_preface, midstream_join},
+    http2::{EV_UPGRADE, Event, Frame, chunk_word, is_server_preface, midstream_join},
 };
 
 use crate::{
@@ -119,8 +119,9 @@ impl segment::Globals for Http2 {
     }
 }
 
-/// One event to the daemon: the connection's `Ident`, the frame, and the first `f.n` bytes of
-/// the window.
+/// One event to the daemon: the connection's `Ident`, the frame, and the window with only the
+/// chunk's bytes (`f.n` from `f.at`): the rest of it, which may hold other frames' bytes (a DATA
+/// payload, a GOAWAY's debug data), is zeroed and never leaves the kernel.
 #[inline(always)]
 fn emit(id: &Ident, f: &Frame, w: &Window) {
     let Some(mut e) = HTTP2_EVENTS.reserve::<Event>(0) else {
@@ -130,8 +131,7 @@ fn emit(id: &Ident, f: &Frame, w: &Window) {
     let p = e.as_mut_ptr();
     // SAFETY: `p` points at the reserved record, `size_of::<Event>()` bytes owned by this
     // program until it is submitted; every field is written before the submit (the data words
-    // whole, the bytes past `n` being whatever the window holds), so the daemon reads no
-    // uninitialised memory.
+    // whole, zero outside the chunk), so the daemon reads no uninitialised memory.
     unsafe {
         (*p).cookie = id.cookie;
         (*p).ns = f.ns;
@@ -154,9 +154,10 @@ fn emit(id: &Ident, f: &Frame, w: &Window) {
         (*p).n = f.n;
         (*p).seq = f.seq;
         let words = (*p).data.as_mut_ptr() as *mut u64;
+        let (lo, hi) = (f.at, f.at + f.n);
         let mut i = 0;
         while i < WINDOW_WORDS {
-            *words.add(i) = w.buf[i];
+            *words.add(i) = chunk_word(w.buf[i], i as u32, lo, hi);
             i += 1;
         }
     }

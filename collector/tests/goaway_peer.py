@@ -28,7 +28,8 @@ def serve_one(sock, n, answer):
     for sid in streams[:answer]:
         conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
         conn.send_data(sid, b"ok", end_stream=True)
-    conn.close_connection(last_stream_id=streams[answer - 1])
+    # With debug data (the kernel sends the daemon the frame's first 8 bytes only).
+    conn.close_connection(last_stream_id=streams[answer - 1], additional_data=b"goaway-debug-data " * 20)
     sock.sendall(conn.data_to_send())
     time.sleep(0.5)
 

@@ -42,7 +42,11 @@ fn frames(input: &mut Input, out: &mut Vec<u8>, preface: bool) -> usize {
     for _ in 0..input.byte() % 24 {
         let ftype = input.byte() % 11;
         let flags = input.byte();
-        let stream = (input.byte() % 8) as u32 * 2 + 1;
+        // Stream 0 sometimes (SETTINGS, PING, GOAWAY belong there).
+        let stream = match input.byte() % 9 {
+            8 => 0,
+            s => s as u32 * 2 + 1,
+        };
         let len = match input.byte() % 4 {
             0 => 0,
             1 => input.byte() as usize,

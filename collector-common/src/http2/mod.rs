@@ -169,6 +169,26 @@ pub fn carries_payload(ftype: u8) -> bool {
 /// error code (RFC 9113 §6.8), not the debug data after them.
 pub const GOAWAY_SENT: u32 = 8;
 
+/// Word `i` of a window (`v`: bytes [8i, 8i + 8), the first in the low bits) with only the
+/// bytes of a chunk `[lo, hi)` kept, the others zero: what an event carries of the window (the
+/// rest may be other frames' bytes, a DATA payload or a GOAWAY's debug data, which never leave
+/// the kernel).
+#[inline(always)]
+pub fn chunk_word(v: u64, i: u32, lo: u32, hi: u32) -> u64 {
+    let start = i * 8;
+    if start + 8 <= lo || start >= hi {
+        return 0;
+    }
+    let mut v = v;
+    if start < lo {
+        v &= u64::MAX.wrapping_shl((lo - start) * 8);
+    }
+    if start + 8 > hi {
+        v &= u64::MAX.wrapping_shr((start + 8 - hi) * 8);
+    }
+    v
+}
+
 /// Whether a frame type gets an event without payload, at its last byte.
 #[inline(always)]
 pub fn reported_at_end(ftype: u8) -> bool {

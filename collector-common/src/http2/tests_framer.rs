@@ -317,3 +317,25 @@ fn joined_from_the_middle() {
     feed_at(&mut h, false, &resp, 7000, r(a + b), resp5.len() as u32, r(a + b), 2, &mut rec);
     assert!(rec.got.is_empty());
 }
+
+/// What an event carries of the window: the chunk's bytes, every other byte zero, for every
+/// chunk position and length.
+#[test]
+fn events_carry_only_their_chunk() {
+    let window: Vec<u8> = (0..256u32).map(|i| (i % 251 + 1) as u8).collect();
+    let words: Vec<u64> = window.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    for lo in 0..256u32 {
+        for n in [0u32, 1, 2, 7, 8, 9, 15, 16, 63, 100, 255, 256] {
+            let hi = (lo + n).min(256);
+            let got: Vec<u8> = words
+                .iter()
+                .enumerate()
+                .flat_map(|(i, w)| super::chunk_word(*w, i as u32, lo, lo + n).to_le_bytes())
+                .collect();
+            for (b, (g, w)) in got.iter().zip(&window).enumerate() {
+                let inside = (lo..hi).contains(&(b as u32));
+                assert_eq!(*g, if inside { *w } else { 0 }, "chunk [{lo}, {}) byte {b}", lo + n);
+            }
+        }
+    }
+}

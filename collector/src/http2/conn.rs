@@ -33,6 +33,9 @@ pub(super) struct Conn {
     /// Highest stream a request opened: stream ids only grow (RFC 9113 §5.1.1), so a request
     /// HEADERS at or below it is a request's trailers, or of a stream not followed.
     last_id: u32,
+    /// The lowest last stream id of the server's GOAWAY frames: requests above it were not
+    /// processed.
+    goaway_last: Option<u32>,
     /// The event number expected next (`Event::seq`).
     pub(super) next_seq: u32,
 }
@@ -158,6 +161,7 @@ impl Conn {
             dirs: [Dir::new(lim), Dir::new(lim)],
             streams: HashMap::new(),
             last_id: 0,
+            goaway_last: None,
             next_seq: ev.seq.wrapping_add(1),
         }
     }
@@ -377,7 +381,7 @@ impl Conn {
                 }
             }
         }
-        if f.ftype == GOAWAY && f.stream == 0 && f.intact && f.have < 4 {
+        if f.ftype == GOAWAY && f.stream == 0 && f.flen >= GOAWAY_SENT && f.intact && f.have < 4 {
             for &b in data.iter().take(4 - f.have) {
                 f.setting[f.have] = b;
                 f.have += 1;
@@ -453,6 +457,10 @@ impl Conn {
                 return;
             }
             self.last_id = b.stream;
+            // Above a GOAWAY's last stream id (a request that crossed it): not processed.
+            if self.goaway_last.is_some_and(|l| b.stream > l) {
+                return;
+            }
             if self.dirs[RESP].lost {
                 st.abandoned += 1;
                 return;
@@ -511,6 +519,7 @@ impl Conn {
     /// get no response on this connection (the client retries them elsewhere, RFC 9113 §6.8):
     /// they are not requests of this connection, and are forgotten.
     fn goaway(&mut self, last: u32) {
+        self.goaway_last = Some(self.goaway_last.map_or(last, |l| l.min(last)));
         self.streams.retain(|&id, _| id <= last || id.is_multiple_of(2));
     }
 

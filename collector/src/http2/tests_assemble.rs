@@ -677,6 +677,8 @@ fn goaway_forgets_the_requests_it_refused() {
         for (i, c) in goaway.chunks(split).enumerate() {
             t.event(RESP_DIR, GOAWAY, 0, 0, 8 + 40, i * split, c);
         }
+        // A request that crossed the GOAWAY on the wire: not processed either.
+        t.headers(REQ_DIR, 9, GET, true);
         t.headers(RESP_DIR, 1, OK, true);
         t.headers(RESP_DIR, 3, OK, true);
         let mut done: Vec<u32> = t.done.drain(..).map(|d| d.stream).collect();
