@@ -41,6 +41,21 @@ fn counted(m: &Metrics, side: &str, port: u16) -> BTreeMap<u16, u64> {
     out
 }
 
+/// Requests one side recorded for a server port between two scrapes, per status. A server
+/// port can repeat within a test: each scenario's server binds an ephemeral port, in the IPv4
+/// link's namespace and then in the IPv6 link's, and the series (labelled by the port, not by
+/// the namespace) keep the earlier server's counts.
+fn counted_since(before: &Metrics, m: &Metrics, side: &str, port: u16) -> BTreeMap<u16, u64> {
+    let earlier = counted(before, side, port);
+    let mut out = counted(m, side, port);
+    for (status, n) in earlier {
+        let v = out.entry(status).or_default();
+        *v = v.saturating_sub(n);
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
 /// A server on the server host; clients connect from the client host.
 struct Site<'a> {
     link: &'a Link,
@@ -199,6 +214,7 @@ fn exact_under(fault: Fault, every: u32) {
         let mut failures = Vec::new();
         for (name, scenario) in SCENARIOS {
             let site = Site::new(&link, &c);
+            let before = c.scrape();
             let sent = Sent::default();
             scenario(&site, &sent);
             let want = sent.get();
@@ -207,7 +223,7 @@ fn exact_under(fault: Fault, every: u32) {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             let m = loop {
                 let m = c.scrape();
-                if counted(&m, "client", site.srv.port) == want || std::time::Instant::now() > deadline {
+                if counted_since(&before, &m, "client", site.srv.port) == want || std::time::Instant::now() > deadline {
                     break m;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -217,11 +233,11 @@ fn exact_under(fault: Fault, every: u32) {
                  server side counted {:?}, client side {:?}",
                 if v6 { "IPv6" } else { "IPv4" },
                 want.values().sum::<u64>(),
-                counted(&m, "server", site.srv.port),
-                counted(&m, "client", site.srv.port),
+                counted_since(&before, &m, "server", site.srv.port),
+                counted_since(&before, &m, "client", site.srv.port),
             );
             for side in ["server", "client"] {
-                let got = counted(&m, side, site.srv.port);
+                let got = counted_since(&before, &m, side, site.srv.port);
                 if got != want {
                     failures.push(format!(
                         "{name} ({}): {side} side counted {got:?}, clients completed {want:?}",
@@ -394,6 +410,8 @@ fn side_by_side_with_the_peer_under_loss() {
         for (name, scenario) in SCENARIOS {
             let site = Site::new(&link, &c);
             let sent = Sent::default();
+            // Before the peer's count, which would count this scrape as outbound.
+            let ours_before = c.scrape();
             // The peer counts the previous scenario's last scrape of it a moment later.
             std::thread::sleep(Duration::from_millis(500));
             let before = peer.counted();
@@ -407,7 +425,9 @@ fn side_by_side_with_the_peer_under_loss() {
             let m = loop {
                 let m = c.scrape();
                 own += 1;
-                if counted(&m, "client", site.srv.port) == want || std::time::Instant::now() > deadline {
+                if counted_since(&ours_before, &m, "client", site.srv.port) == want
+                    || std::time::Instant::now() > deadline
+                {
                     break m;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -415,7 +435,7 @@ fn side_by_side_with_the_peer_under_loss() {
             // The peer reads its perf buffers on its own schedule: give it the same moment.
             std::thread::sleep(Duration::from_millis(500));
             let after = peer.counted();
-            let ours = |side| counted(&m, side, site.srv.port).values().sum::<u64>();
+            let ours = |side| counted_since(&ours_before, &m, side, site.srv.port).values().sum::<u64>();
             eprintln!(
                 "side by side: {fault:?} every {every}, {name}: completed {total}; collector server {} client {}; \
                  peer server {} client {}",
@@ -425,7 +445,7 @@ fn side_by_side_with_the_peer_under_loss() {
                 (after.1 - before.1).saturating_sub(own)
             );
             for side in ["server", "client"] {
-                if counted(&m, side, site.srv.port) != want {
+                if counted_since(&ours_before, &m, side, site.srv.port) != want {
                     failures.push(format!("{fault:?} every {every}, {name}: collector {side} side inexact"));
                 }
             }
