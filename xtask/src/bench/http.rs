@@ -6,7 +6,7 @@ use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
 
 use super::util::{
-    self, Killed, bpf_programs, free_port, median, nginx_conf, process_cpu, program_deltas, program_ids,
+    self, Killed, bpf_programs, free_port, median, nginx_conf, nginx_conf_listen, process_cpu, program_deltas, program_ids,
     programs_since, wait_port, wrk,
 };
 use crate::root_dir;
@@ -34,6 +34,19 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
     let nginx = Killed(Command::new("nginx").arg("-c").arg(&conf).spawn().context("starting nginx")?);
     wait_port(port, "nginx")?;
     let url = format!("http://127.0.0.1:{port}/index.html");
+    // The same file from an nginx that sends the response head and body in one segment
+    // (`sendfile off`): with `sendfile on` (the configuration above, Debian's default) nginx
+    // writes the head, then sends the body from the file, two segments the client acknowledges,
+    // so a request is 4 segments, each passing both hooks; here it is 2 (the request and the
+    // response, each acknowledged by the next), the request the BPF per-request goal counts.
+    let one_dir = dir.join("one-segment");
+    std::fs::create_dir_all(&one_dir)?;
+    let one_port = free_port()?;
+    let one_conf = nginx_conf_listen(&one_dir, &format!("127.0.0.1:{one_port}"), "sendfile off;", 1024)?;
+    let _one_nginx =
+        Killed(Command::new("nginx").arg("-c").arg(&one_conf).spawn().context("starting nginx (sendfile off)")?);
+    wait_port(one_port, "nginx (sendfile off)")?;
+    let one_url = format!("http://127.0.0.1:{one_port}/index.html");
 
     let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
     let stats_before = std::fs::read_to_string(stats_path).unwrap_or_default();
@@ -68,6 +81,7 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
         let mut per_prog: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         let mut events_per_req: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         let (mut per_req_ns, mut bpf_per_req, mut bpf_per_req_1cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bpf_per_req_one, mut runs_per_req_one) = (Vec::new(), Vec::new());
         set_stats(true)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         for round in 0..rounds.min(3) {
@@ -113,6 +127,19 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
                 }
                 pair[one as usize] = bpf_ns as f64 / requests;
             }
+            // The response in one segment (`sendfile off`), on all CPUs.
+            let start = programs_since(&before)?;
+            let (requests, _, _) = util::wrk_on(&one_url, secs, 50, None)?;
+            let end = programs_since(&before)?;
+            let (mut bpf_ns, mut skb_runs) = (0u64, 0u64);
+            for (name, dt, dc) in program_deltas(&start, &end) {
+                bpf_ns += dt;
+                if name == "http_ingress" || name == "http_egress" {
+                    skb_runs += dc;
+                }
+            }
+            bpf_per_req_one.push(bpf_ns as f64 / requests);
+            runs_per_req_one.push(skb_runs as f64 / requests);
             drop(child);
             bpf_per_req.push(pair[0]);
             bpf_per_req_1cpu.push(pair[1]);
@@ -166,6 +193,9 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
                 "bpf_ns_per_request_range": [min(&bpf_per_req), max(&bpf_per_req)],
                 "bpf_ns_per_request_1cpu": median(bpf_per_req_1cpu.clone()),
                 "bpf_ns_per_request_1cpu_range": [min(&bpf_per_req_1cpu), max(&bpf_per_req_1cpu)],
+                "bpf_ns_per_request_one_segment": median(bpf_per_req_one.clone()),
+                "bpf_ns_per_request_one_segment_range": [min(&bpf_per_req_one), max(&bpf_per_req_one)],
+                "skb_runs_per_request_one_segment": median(runs_per_req_one),
                 "program_ns_per_event": programs,
                 "program_events_per_request": events,
                 "disk_ios": DISK_IOS,
