@@ -44,7 +44,8 @@ impl Collector {
                 c
             }
         };
-        cmd.args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"]).args(args);
+        let listen = format!("127.0.0.1:{}", process::free_port());
+        cmd.args(["--web.listen-address", &listen, "--log.format", "json"]).args(args);
         Collector::spawn(cmd)
     }
 

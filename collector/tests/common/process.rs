@@ -48,9 +48,21 @@ pub fn run_ok(cmd: &mut Command) -> String {
     out
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and that this process was not given before: a
+/// test that starts servers one after another, with one collector, reads each server's series
+/// by its port, so a port that came back would add an earlier server's counts (the collector's
+/// own port comes from here too, for the same reason).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port that was not given before in 1000 tries");
 }
 
 /// Waits up to 5 s for something to listen on a loopback port.
