@@ -6,8 +6,8 @@ use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
 
 use super::util::{
-    self, Killed, bpf_programs, free_port, median, nginx_conf, nginx_conf_listen, process_cpu, program_deltas, program_ids,
-    programs_since, wait_port, wrk,
+    self, Killed, bpf_programs, free_port, median, nginx_conf, nginx_conf_listen, process_cpu, program_deltas,
+    program_ids, programs_since, wait_port, wrk,
 };
 use crate::root_dir;
 
@@ -131,13 +131,13 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
             let start = programs_since(&before)?;
             let (requests, _, _) = util::wrk_on(&one_url, secs, 50, None)?;
             let end = programs_since(&before)?;
-            let (mut bpf_ns, mut skb_runs) = (0u64, 0u64);
-            for (name, dt, dc) in program_deltas(&start, &end) {
-                bpf_ns += dt;
-                if name == "http_ingress" || name == "http_egress" {
-                    skb_runs += dc;
-                }
-            }
+            let deltas = program_deltas(&start, &end);
+            let bpf_ns: u64 = deltas.iter().map(|(_, dt, _)| dt).sum();
+            let skb_runs: u64 = deltas
+                .iter()
+                .filter(|(name, _, _)| name.starts_with("http_") && name.ends_with("gress"))
+                .map(|d| d.2)
+                .sum();
             bpf_per_req_one.push(bpf_ns as f64 / requests);
             runs_per_req_one.push(skb_runs as f64 / requests);
             drop(child);
