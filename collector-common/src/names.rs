@@ -120,7 +120,8 @@ pub mod global {
     pub const NET_IN_HTTP: &str = "NET_IN_HTTP";
     pub const RECV_OFFSETS: &str = "RECV_OFFSETS";
     pub const HTTP_TEST_DEFER: &str = "HTTP_TEST_DEFER";
-    pub const ALL: [&str; 9] = [
+    pub const HTTP_STORES_ORDERED: &str = "HTTP_STORES_ORDERED";
+    pub const ALL: [&str; 10] = [
         RQ_ISSUE_OFFSETS,
         RQ_COMPLETE_OFFSETS,
         BIO_QUEUE_OFFSETS,
@@ -130,5 +131,6 @@ pub mod global {
         NET_IN_HTTP,
         RECV_OFFSETS,
         HTTP_TEST_DEFER,
+        HTTP_STORES_ORDERED,
     ];
 }

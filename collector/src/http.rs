@@ -78,11 +78,16 @@ pub struct HttpFlags {
 #[derive(Debug, Clone)]
 pub struct Buckets(pub Vec<f64>);
 
-/// The globals the HTTP programs need: the duration bounds, the `task:task_rename` field
-/// offsets (process names; none when tracefs is not there), and the benchmark stage when one
-/// is asked for.
+/// The globals the HTTP programs need: the duration bounds, whether the CPU keeps stores in
+/// order, the `task:task_rename` field offsets (process names; none when tracefs is not there),
+/// and the benchmark stage when one is asked for.
 pub fn globals(flags: &HttpFlags, tracefs: &Result<PathBuf, String>) -> anyhow::Result<Globals> {
     let mut globals = vec![(global::DURATION_BOUNDS_NS, bounds_global(&flags.duration_buckets.0))];
+    // x86-64 keeps each CPU's stores in order for the others (total store order): a connection
+    // is given back with a plain store (collector-ebpf's `conn::release`).
+    if cfg!(target_arch = "x86_64") {
+        globals.push((global::HTTP_STORES_ORDERED, vec![1]));
+    }
     match tracefs.as_ref().map_err(Clone::clone).and_then(|t| rename_offsets(t)) {
         Ok(off) => globals.push((global::RENAME_OFFSETS, bpf::as_bytes(&off))),
         Err(reason) => tracing::warn!(
