@@ -312,11 +312,12 @@ fn side_by_side(
 
 /// What a connection that is not HTTP costs per segment: an echo load of Redis-protocol
 /// commands (64 bytes each way, 8 keep-alive connections, a server in this process) under a
-/// collector whose programs return on entry (an empty program) and a whole one, side by side
-/// ([`side_by_side`]); the ratio whole / empty per hook.
+/// collector whose programs return on entry (an empty program), one that returns after the
+/// per-cgroup packet count and the IP/TCP headers (what every packet pays), and a whole one,
+/// side by side ([`side_by_side`]); the ratio whole / empty per hook.
 pub(super) fn non_http_cost(collector: &Path, secs: u64) -> anyhow::Result<Value> {
     let exchanges = std::sync::atomic::AtomicU64::new(0);
-    let (runs, _) = side_by_side(collector, &[1, 0], &|| {
+    let (runs, _) = side_by_side(collector, &[1, 2, 0], &|| {
         exchanges.fetch_add(echo_load(secs)?, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     })?;
@@ -329,8 +330,8 @@ pub(super) fn non_http_cost(collector: &Path, secs: u64) -> anyhow::Result<Value
             ensure!(v.len() == runs.len(), "no figure for {name} at stage {stage} under the non-HTTP load");
             Ok(v.iter().sum::<f64>() / v.len() as f64)
         };
-        let (empty, whole) = (mean(1)?, mean(0)?);
-        out[name] = json!({ "empty_ns": empty, "whole_ns": whole, "ratio": whole / empty });
+        let (empty, headers, whole) = (mean(1)?, mean(2)?, mean(0)?);
+        out[name] = json!({ "empty_ns": empty, "headers_ns": headers, "whole_ns": whole, "ratio": whole / empty });
         worst = worst.max(whole / empty);
     }
     out["ratio"] = json!(worst);

@@ -87,13 +87,25 @@ pub(super) fn markdown(r: &Value) -> String {
     let nh = f(&h["non_http"]["ratio"]);
     t += &format!(
         "| a connection that is not HTTP: run time per segment ≤ 1.5 × an empty program's | {} | {} |\n",
-        nh.map_or("–".into(), |c| format!(
-            "{c:.2} (ingress {:.0} / {:.0} ns, egress {:.0} / {:.0} ns, whole / empty)",
-            f(&h["non_http"]["http_ingress"]["whole_ns"]).unwrap_or(f64::NAN),
-            f(&h["non_http"]["http_ingress"]["empty_ns"]).unwrap_or(f64::NAN),
-            f(&h["non_http"]["http_egress"]["whole_ns"]).unwrap_or(f64::NAN),
-            f(&h["non_http"]["http_egress"]["empty_ns"]).unwrap_or(f64::NAN)
-        )),
+        nh.map_or("–".into(), |c| {
+            let ns = |hook: &str, k: &str| f(&h["non_http"][hook][k]).unwrap_or(f64::NAN);
+            let mut s = format!(
+                "{c:.2} (ingress {:.0} / {:.0} ns, egress {:.0} / {:.0} ns, whole / empty)",
+                ns("http_ingress", "whole_ns"),
+                ns("http_ingress", "empty_ns"),
+                ns("http_egress", "whole_ns"),
+                ns("http_egress", "empty_ns")
+            );
+            // Older results have no figure after the packet count and headers.
+            if f(&h["non_http"]["http_ingress"]["headers_ns"]).is_some() {
+                s += &format!(
+                    "; the packet count and the headers, which every packet pays: {:.0} / {:.0} ns",
+                    ns("http_ingress", "headers_ns"),
+                    ns("http_egress", "headers_ns")
+                );
+            }
+            s
+        }),
         met(nh.map(|c| c <= 1.5))
     );
     // The goal's request: the response in one segment (nginx `sendfile off`), 4 runs of the
