@@ -135,7 +135,7 @@ pub(super) fn http_overhead(collector: &Path, rounds: usize, secs: u64) -> anyho
             let bpf_ns: u64 = deltas.iter().map(|(_, dt, _)| dt).sum();
             let skb_runs: u64 = deltas
                 .iter()
-                .filter(|(name, _, _)| name.starts_with("http_") && name.ends_with("gress"))
+                .filter(|(name, _, _)| name == "http_ingress" || name == "http_egress")
                 .map(|d| d.2)
                 .sum();
             bpf_per_req_one.push(bpf_ns as f64 / requests);
