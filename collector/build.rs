@@ -1,22 +1,26 @@
-//! Embeds the eBPF object built by `cargo xtask build-ebpf` and records build information.
+//! Embeds the eBPF objects built by `cargo xtask build-ebpf` and records build information.
 use std::{path::PathBuf, process::Command};
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let object = match std::env::var_os("COLLECTOR_EBPF_OBJECT") {
-        Some(p) => PathBuf::from(p),
-        None => manifest.join("../collector-ebpf/target/bpfel-unknown-none/release/collector"),
-    };
-    println!("cargo:rerun-if-env-changed=COLLECTOR_EBPF_OBJECT");
-    println!("cargo:rerun-if-changed={}", object.display());
-    if !object.exists() {
-        anyhow::bail!(
-            "eBPF object not found at {}: build it first with `cargo xtask build-ebpf` \
-             (or build everything with `cargo xtask run` / `cargo xtask test`)",
-            object.display()
-        );
+    // The two objects `cargo xtask build-ebpf` builds (collector/src/bpf.rs loads one by the
+    // kernel's version); each can be replaced by another build's (side-by-side benchmarks).
+    for (var, name) in [("COLLECTOR_EBPF_OBJECT", "collector"), ("COLLECTOR_EBPF_OBJECT_5_12", "collector-5.12")] {
+        let object = match std::env::var_os(var) {
+            Some(p) => PathBuf::from(p),
+            None => manifest.join("../collector-ebpf/target/bpfel-unknown-none/release").join(name),
+        };
+        println!("cargo:rerun-if-env-changed={var}");
+        println!("cargo:rerun-if-changed={}", object.display());
+        if !object.exists() {
+            anyhow::bail!(
+                "eBPF object not found at {}: build it first with `cargo xtask build-ebpf` \
+                 (or build everything with `cargo xtask run` / `cargo xtask test`)",
+                object.display()
+            );
+        }
+        println!("cargo:rustc-env={var}={}", object.canonicalize()?.display());
     }
-    println!("cargo:rustc-env=COLLECTOR_EBPF_OBJECT={}", object.canonicalize()?.display());
 
     let git = |args: &[&str]| {
         Command::new("git")

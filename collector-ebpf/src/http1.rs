@@ -38,10 +38,13 @@ use crate::{
     drops,
 };
 
+#[cfg(feature = "kernel-5-12")]
+use crate::capture::conn::Body;
+
 const _: () = {
     use core::mem::{offset_of, size_of};
     // docs/metrics.md quotes the socket storage a followed connection takes.
-    assert!(size_of::<Conn<Exchange>>() == 1112 && offset_of!(Conn<Exchange>, id) % 8 == 0);
+    assert!(size_of::<Conn<Exchange>>() == 1112 && offset_of!(Conn<Exchange>, b.id) % 8 == 0);
     assert!(size_of::<TlsConn<Exchange>>() == TLS_CONN_SIZE && offset_of!(TlsConn<Exchange>, id) % 8 == 0);
     assert!(size_of::<Window>() == 8 + 8 * collector_common::capture::WINDOW_WORDS);
 };
@@ -81,24 +84,48 @@ pub struct Http1;
 
 impl segment::Globals for Http1 {
     #[inline(always)]
-    fn parse(skb: *mut __sk_buff, how: u64) -> i64 {
-        http_parse(skb, how)
+    fn parse(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
+        #[cfg(feature = "kernel-5-12")]
+        return http_parse(skb, b.cast(), how);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = b;
+            http_parse(skb, how)
+        };
     }
     #[inline(always)]
-    fn arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
-        http_arrive(skb, egress)
+    fn arrive(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
+        #[cfg(feature = "kernel-5-12")]
+        return http_arrive(skb, b.cast(), egress);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = b;
+            http_arrive(skb, egress)
+        };
     }
     #[inline(always)]
     fn keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
         http_keep_all(skb, egress, first)
     }
     #[inline(always)]
-    fn finish(skb: *mut __sk_buff, how: u64) -> i64 {
-        http_finish(skb, how)
+    fn finish(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
+        #[cfg(feature = "kernel-5-12")]
+        return http_finish(skb, b.cast(), how);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = b;
+            http_finish(skb, how)
+        };
     }
     #[inline(always)]
-    fn step(skb: *mut __sk_buff, egress: u64) -> i64 {
-        http_step(skb, egress)
+    fn step(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
+        #[cfg(feature = "kernel-5-12")]
+        return http_step(skb, b.cast(), egress);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = b;
+            http_step(skb, egress)
+        };
     }
     #[inline(always)]
     fn stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
@@ -109,8 +136,17 @@ impl segment::Globals for Http1 {
         http_keep(skb, egress, index)
     }
     #[inline(always)]
-    fn record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
-        http_record(skb, what, dur, req_bytes, resp_bytes)
+    fn record(id: &Ident, skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
+        #[cfg(feature = "kernel-5-12")]
+        return {
+            let _ = skb;
+            http_record(id, what, dur, req_bytes, resp_bytes)
+        };
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = id;
+            http_record(skb, what, dur, req_bytes, resp_bytes)
+        };
     }
 }
 
@@ -145,18 +181,39 @@ pub extern "C" fn http_claim(skb: *mut __sk_buff) -> i64 {
     }
 }
 
-/// Up to `MAX_STEPS` parse steps (`capture::segment::parse`).
+/// Up to `MAX_STEPS` parse steps (`capture::segment::parse`) of the connection `b`.
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn http_parse(skb: *mut __sk_buff, b: *mut Body<Exchange>, how: u64) -> i64 {
+    segment::parse::<Http1>(b.cast(), skb, how)
+}
+
+/// Up to `MAX_STEPS` parse steps (`capture::segment::parse`) of the connection `b`.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
-    segment::parse::<Http1>(skb, how)
+    segment::parse::<Http1>(core::ptr::null_mut(), skb, how)
 }
 
 /// The positional bookkeeping of the current segment (`capture::segment::arrive`).
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn http_arrive(skb: *mut __sk_buff, b: *mut Body<Exchange>, egress: u64) -> i64 {
+    let (Some(conn), Some(sk)) = (handed(b), socket_of(skb)) else { return segment::ARRIVE_NONE };
+    segment::arrive::<_, Http1>(conn, sk, skb, egress != 0)
+}
+
+/// The positional bookkeeping of the current segment (`capture::segment::arrive`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn http_arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some((conn, sk)) = conn_of_skb(skb) else { return segment::ARRIVE_NONE };
     segment::arrive::<_, Http1>(conn, sk, skb, egress != 0)
@@ -174,6 +231,17 @@ pub extern "C" fn http_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) ->
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn http_finish(skb: *mut __sk_buff, b: *mut Body<Exchange>, how: u64) -> i64 {
+    let (Some(conn), Some(sk)) = (handed(b), socket_of(skb)) else { return 0 };
+    segment::finish::<_, Http1>(conn, conns(), sk, skb, how)
+}
+
+/// After the current segment (`capture::segment::finish`): nonzero when the state was deleted.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn http_finish(skb: *mut __sk_buff, how: u64) -> i64 {
     let Some((conn, sk)) = conn_of_skb(skb) else { return 0 };
     segment::finish::<_, Http1>(conn, conns(), sk, skb, how)
@@ -183,6 +251,17 @@ pub extern "C" fn http_finish(skb: *mut __sk_buff, how: u64) -> i64 {
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn http_step(skb: *mut __sk_buff, b: *mut Body<Exchange>, egress: u64) -> i64 {
+    let Some(conn) = handed(b) else { return 1 };
+    segment::step::<_, Http1>(conn, skb, egress != 0)
+}
+
+/// One parse step (`capture::segment::step`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn http_step(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
     segment::step::<_, Http1>(conn, skb, egress != 0)
@@ -248,10 +327,39 @@ pub extern "C" fn http_adopt(skb: *mut __sk_buff, how: u64, seq: u64) -> i64 {
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn http_record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
     let Some((conn, _)) = conn_of_skb(skb) else { return 0 };
     record::record(&conn.id, what, dur, req_bytes, resp_bytes);
     0
+}
+
+/// Records one exchange of the connection `id` (`capture::record`), `what` as above (kernels
+/// from 5.12: the caller hands the connection's `Ident` over).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn http_record(id: *const Ident, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64 {
+    // SAFETY: a global function's pointer argument is checked by the verifier at every call
+    // (memory of at least `Ident`'s size, or null); the callers pass the `id` of the connection
+    // they hold, in its socket's storage, valid until the program returns.
+    let Some(id) = (unsafe { id.as_ref() }) else { return 0 };
+    record::record(id, what, dur, req_bytes, resp_bytes);
+    0
+}
+
+/// The connection a caller handed over (kernels from 5.12): the `Body` of the connection it
+/// holds.
+#[cfg(feature = "kernel-5-12")]
+#[inline(always)]
+fn handed(b: *mut Body<Exchange>) -> Option<&'static mut Body<Exchange>> {
+    // SAFETY: the verifier checks a global function's pointer argument at every call: memory of
+    // at least `Body<Exchange>`'s size, or null (checked here). Every caller passes
+    // `segment::body` of the connection it holds (claimed), in its socket's storage, valid until
+    // the program returns; no other program changes it meanwhile, and the caller does not use
+    // its own reference while this call runs (see `conn_of`).
+    unsafe { b.as_mut() }
 }
 
 /// HTTP/1 TLS connections. Not preallocated (a value is about 1 KiB): created on a connection's

@@ -37,7 +37,7 @@ pub use collector_common::http2::framer::H2;
 const _: () = {
     use core::mem::{offset_of, size_of};
     // docs/metrics.md quotes the socket storage a followed HTTP/2 connection takes.
-    assert!(offset_of!(Conn<H2>, id) % 8 == 0 && size_of::<Conn<H2>>() < 1024);
+    assert!(offset_of!(Conn<H2>, b.id) % 8 == 0 && size_of::<Conn<H2>>() < 1024);
     assert!(offset_of!(Event, data) % 8 == 0 && size_of::<Event>() == 88 + 256);
     assert!(size_of::<TlsConn<H2>>() == collector_common::http2::TLS_H2_CONN_SIZE);
 };
@@ -81,11 +81,11 @@ pub struct Http2;
 
 impl segment::Globals for Http2 {
     #[inline(always)]
-    fn parse(skb: *mut __sk_buff, how: u64) -> i64 {
+    fn parse(_b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
         h2_parse(skb, how)
     }
     #[inline(always)]
-    fn arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
+    fn arrive(_b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
         h2_arrive(skb, egress)
     }
     #[inline(always)]
@@ -93,11 +93,11 @@ impl segment::Globals for Http2 {
         h2_keep_all(skb, egress, first)
     }
     #[inline(always)]
-    fn finish(skb: *mut __sk_buff, how: u64) -> i64 {
+    fn finish(_b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
         h2_finish(skb, how)
     }
     #[inline(always)]
-    fn step(skb: *mut __sk_buff, egress: u64) -> i64 {
+    fn step(_b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
         h2_step(skb, egress)
     }
     #[inline(always)]
@@ -109,7 +109,7 @@ impl segment::Globals for Http2 {
         h2_keep(skb, egress, index)
     }
     #[inline(always)]
-    fn record(_skb: *mut __sk_buff, _what: u64, _dur: u64, _req_bytes: u64, _resp_bytes: u64) -> i64 {
+    fn record(_id: &Ident, _skb: *mut __sk_buff, _what: u64, _dur: u64, _req_bytes: u64, _resp_bytes: u64) -> i64 {
         // The daemon records HTTP/2 exchanges from the frames.
         0
     }
@@ -202,7 +202,7 @@ pub extern "C" fn h2_claim(skb: *mut __sk_buff) -> i64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn h2_parse(skb: *mut __sk_buff, how: u64) -> i64 {
-    segment::parse::<Http2>(skb, how)
+    segment::parse::<Http2>(core::ptr::null_mut(), skb, how)
 }
 
 /// The positional bookkeeping of the current segment (`capture::segment::arrive`).
@@ -435,8 +435,9 @@ pub extern "C" fn h2_upgrade(skb: *mut __sk_buff, how: u64, seq: u64, at: u64) -
         if h2c {
             drops::count(drop::HTTP_CONN_STORAGE);
         }
-        let mut rec = segment::Recorder::<http1::Http1>::new(&old.id, skb, egress);
-        old.p.not_upgraded(now, &mut rec);
+        let b = &mut old.b;
+        let mut rec = segment::Recorder::<http1::Http1>::new(&b.id, skb, egress);
+        b.p.not_upgraded(now, &mut rec);
         release(old);
         return 0;
     };

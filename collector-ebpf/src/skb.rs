@@ -392,7 +392,7 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
             if r == NEW_ADOPTED {
                 // The request, from the stash, with its arrival time (ingress: the requests'
                 // direction of a server).
-                http1::http_parse(skb, 0);
+                <http1::Http1 as segment::Globals>::parse(segment::body(c), skb, 0);
             }
             c
         }

@@ -10,8 +10,23 @@ use collector_common::names;
 
 use crate::metrics::{Collector, Family, Out};
 
-/// The object built by `cargo xtask build-ebpf`, embedded at compile time.
+/// The object built by `cargo xtask build-ebpf` for kernels before 5.12, embedded at compile
+/// time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT"));
+
+/// The same programs built for kernels from 5.12 (the feature `kernel-5-12` of collector-ebpf):
+/// HTTP/1's global functions take the connection by pointer instead of finding it again through
+/// the packet's socket (docs/performance.md); 5.10 refuses a global function's pointer argument.
+static OBJECT_5_12: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT_5_12"));
+
+/// The object for the running kernel, and which it is ("5.12" or "5.10").
+fn object() -> (&'static [u8], &'static str) {
+    if aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 12, 0)) {
+        (OBJECT_5_12, "5.12")
+    } else {
+        (OBJECT, "5.10")
+    }
+}
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memory cgroups.
 /// Raising it needs CAP_SYS_RESOURCE, which a container may not have: failure is not fatal.
@@ -185,7 +200,9 @@ impl Loader {
         for (name, bytes) in globals {
             loader.override_global(name, bytes.as_slice(), true);
         }
-        let ebpf = loader.load(OBJECT).map_err(|e| {
+        let (object, built_for) = object();
+        tracing::debug!(built_for, "loading the eBPF object built for this kernel");
+        let ebpf = loader.load(object).map_err(|e| {
             let e = anyhow::Error::new(e).context("loading the eBPF object");
             match memlock_hint() {
                 Some(hint) => e.context(hint),
@@ -467,14 +484,14 @@ mod tests {
     use super::*;
 
     /// Every map, program and global the daemon names (collector_common::names) is a symbol
-    /// of the embedded object: an exact entry of its string table (NUL before and after).
+    /// of both embedded objects: an exact entry of its string table (NUL before and after).
     #[test]
     fn names_match_the_object() {
         let has = |name: &str| {
             let mut needle = vec![0u8];
             needle.extend_from_slice(name.as_bytes());
             needle.push(0);
-            OBJECT.windows(needle.len()).any(|w| w == needle.as_slice())
+            [OBJECT, OBJECT_5_12].iter().all(|o| o.windows(needle.len()).any(|w| w == needle.as_slice()))
         };
         let multi = names::program::UPROBES.map(|(_, m)| m);
         for name in names::map::ALL.iter().chain(&names::program::ALL).chain(&names::global::ALL).chain(&multi) {

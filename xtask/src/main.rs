@@ -191,26 +191,39 @@ pub(crate) fn build_ebpf() -> anyhow::Result<()> {
         Some(_) => {}
     }
     let dir = root_dir().join("collector-ebpf");
-    // build-std on the pinned stable toolchain needs RUSTC_BOOTSTRAP, scoped to this build.
-    status(
-        cargo()
-            .current_dir(&dir)
+    let release = dir.join("target/bpfel-unknown-none/release");
+    // Two objects from the same source (the daemon loads one by the running kernel's version):
+    // `collector-5.12`, built with the feature `kernel-5-12` (global functions that take the
+    // connection by pointer), then `collector`, what 5.10 loads. Cargo keeps both builds' artifacts, so the second build of an unchanged tree only
+    // relinks.
+    for (features, name) in [(Some("kernel-5-12"), "collector-5.12"), (None, "collector")] {
+        // build-std on the pinned stable toolchain needs RUSTC_BOOTSTRAP, scoped to this build.
+        let mut cmd = cargo();
+        cmd.current_dir(&dir)
             .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .env("RUSTC_BOOTSTRAP", "1")
             .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
             .env_remove("RUSTC")
-            .env_remove("RUSTC_WORKSPACE_WRAPPER"),
-    )
-    .map_err(|e| {
-        e.context(format!(
-            "building the eBPF programs; if the linker reports \"Invalid record\", bpf-linker and \
-             rustc use different LLVM versions: reinstall it with\n{}",
-            install_commands(major)
-        ))
-    })?;
-    let object = dir.join("target/bpfel-unknown-none/release/collector");
-    stack::check(major, &object)?;
-    strip_debug(major, &object)
+            .env_remove("RUSTC_WORKSPACE_WRAPPER");
+        if let Some(f) = features {
+            cmd.args(["--features", f]);
+        }
+        status(&mut cmd).map_err(|e| {
+            e.context(format!(
+                "building the eBPF programs; if the linker reports \"Invalid record\", bpf-linker and \
+                 rustc use different LLVM versions: reinstall it with\n{}",
+                install_commands(major)
+            ))
+        })?;
+        let object = release.join(name);
+        if name != "collector" {
+            std::fs::copy(release.join("collector"), &object)
+                .with_context(|| format!("copying the eBPF object to {}", object.display()))?;
+        }
+        stack::check(major, &object)?;
+        strip_debug(major, &object)?;
+    }
+    Ok(())
 }
 
 /// Removes the DWARF sections from the eBPF object, which the collector embeds: bpf-linker

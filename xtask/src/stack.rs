@@ -106,7 +106,11 @@ pub fn check(major: u32, object: &Path) -> anyhow::Result<()> {
             chain.join(" → ")
         );
     }
-    eprintln!("build-ebpf: deepest chain of frames {depth} of {LIMIT} bytes ({})", chain.join(" → "));
+    eprintln!(
+        "build-ebpf: {}: deepest chain of frames {depth} of {LIMIT} bytes ({})",
+        object.file_name().unwrap_or_default().to_string_lossy(),
+        chain.join(" → ")
+    );
     Ok(())
 }
 

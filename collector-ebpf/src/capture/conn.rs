@@ -99,6 +99,15 @@ pub struct Conn<P> {
     /// segment to the receiving stack on the CPU that sent it; a response may leave while a
     /// request arrives), and the protocol's state must be changed by one at a time.
     pub busy: u32,
+    /// Everything else (reached through `Deref`: `conn.p` is `conn.b.p`).
+    pub b: Body<P>,
+}
+
+/// A connection past its claim words: what the program holding it changes. On kernels from
+/// 5.12 the protocols' global functions take it by pointer (`segment::Globals`): the verifier
+/// refuses a pointer to map memory whose range covers a `bpf_spin_lock`, hence the split.
+#[repr(C)]
+pub struct Body<P> {
     /// The protocol's state.
     pub p: P,
     /// The current segment of the request and of the response direction.
@@ -110,6 +119,21 @@ pub struct Conn<P> {
     /// it lets go, or by the next program that takes the connection.
     pub deferred: [u32; 2],
     pub id: Ident,
+}
+
+impl<P> core::ops::Deref for Conn<P> {
+    type Target = Body<P>;
+    #[inline(always)]
+    fn deref(&self) -> &Body<P> {
+        &self.b
+    }
+}
+
+impl<P> core::ops::DerefMut for Conn<P> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut Body<P> {
+        &mut self.b
+    }
 }
 
 /// Index of a direction in `seg` and `held`.

@@ -11,7 +11,9 @@
 //! A program may pass global functions only its context and scalars on every kernel from 5.10,
 //! so each protocol instantiates the functions here as global functions of its own, which find
 //! the connection again through the packet's socket, and the programs call those
-//! ([`Globals`]).
+//! ([`Globals`]). From 5.12 a global function may also take a pointer to memory of a known
+//! size: the object built for those kernels (feature `kernel-5-12`) hands HTTP/1's functions
+//! the connection's `Body` instead, which saves a socket lookup in each call.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -26,7 +28,7 @@ use collector_common::{
 
 use super::{
     backlog::Embryo,
-    conn::{Conn, Ident, Owner, ROLE_CLIENT, ROLE_SERVER, SRC_STASH, Seg, di, owners, release, sk_storage,
+    conn::{Body, Conn, Ident, Owner, ROLE_CLIENT, ROLE_SERVER, SRC_STASH, Seg, di, owners, release, sk_storage,
            sk_storage_delete},
     packet::{TCP_FIN, TCP_RST, peer_addr, tcp_sock},
     record::active_add,
@@ -42,23 +44,27 @@ pub const MAX_STEPS: u32 = 512;
 
 /// A protocol's global functions over its TCP connections (http1.rs): each finds the
 /// connection through the packet's socket and runs the function of this file of the same name.
+///
+/// `b` is the connection's [`Body`] (the caller holds the connection), as an untyped pointer:
+/// the functions that take it by pointer cast it back to their protocol's; the others find the
+/// connection again and ignore it.
 pub trait Globals {
     /// Runs up to `MAX_STEPS` parse steps ([`parse`]), `how` as there.
-    fn parse(skb: *mut __sk_buff, how: u64) -> i64;
+    fn parse(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64;
     /// The positional bookkeeping of the current segment ([`arrive`]).
-    fn arrive(skb: *mut __sk_buff, egress: u64) -> i64;
+    fn arrive(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64;
     /// Keeps the current segment in the stash from block `first` on ([`keep_all`]).
     fn keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64;
     /// After the current segment ([`finish`]).
-    fn finish(skb: *mut __sk_buff, how: u64) -> i64;
+    fn finish(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64;
     /// One parse step ([`step`]).
-    fn step(skb: *mut __sk_buff, egress: u64) -> i64;
+    fn step(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64;
     /// Points a direction at its stashed bytes ([`stash::run`]).
     fn stash_run(skb: *mut __sk_buff, egress: u64) -> i64;
     /// Keeps the current segment's part in one stash block ([`stash::keep`]).
     fn keep(skb: *mut __sk_buff, egress: u64, index: u64) -> i64;
-    /// Records one exchange of the connection ([`record`]).
-    fn record(skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64;
+    /// Records one exchange of the connection `id` ([`record`]).
+    fn record(id: &Ident, skb: *mut __sk_buff, what: u64, dur: u64, req_bytes: u64, resp_bytes: u64) -> i64;
     /// Hands a frame of the connection `id` to the daemon (a protocol that reports frames,
     /// `Sink::frame`); nothing by default.
     #[inline(always)]
@@ -103,7 +109,7 @@ impl<G: Globals> Sink for Recorder<'_, G> {
     #[inline(always)]
     fn exchange_done(&mut self, p: &Pending, status: u16, resp_bytes: u64, now: u64) {
         let what = self.egress as u64 | (p.method as u64) << 8 | (status as u64) << 16 | (p.version as u64) << 32;
-        G::record(self.skb, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
+        G::record(self.id, self.skb, what, now.saturating_sub(p.start_ns), p.req_bytes, resp_bytes);
     }
 
     #[inline(always)]
@@ -237,11 +243,7 @@ pub fn follow<P: Stream, G: Globals>(
     // A reset: the waiting requests are given up, and the connection's stash blocks and state
     // deleted.
     if flags & TCP_RST != 0 {
-        let mut rec = Recorder::<G>::new(&conn.id, skb, egress);
-        conn.p.abandon_all(&mut rec);
-        stash::forget(conn, true, true);
-        stash::forget(conn, false, true);
-        sk_storage_delete(map, sk);
+        closed::<P, G>(conn, map, sk);
         return;
     }
     // What a program nesting on the holder's CPU left (see `defer`), before this segment.
@@ -255,12 +257,12 @@ pub fn follow<P: Stream, G: Globals>(
         // What the stash holds from the position on (its missing bytes came in an earlier
         // segment, or the position moved since).
         if conn.held[di(is_req)].lo != conn.held[di(is_req)].hi {
-            G::parse(skb, eg);
+            G::parse(body(conn), skb, eg);
             conn.seg[di(is_req)] = packet;
         }
-        match G::arrive(skb, eg) {
+        match G::arrive(body(conn), skb, eg) {
             ARRIVE_PARSE => {
-                G::parse(skb, eg | PARSE_PACKET);
+                G::parse(body(conn), skb, eg | PARSE_PACKET);
             }
             ARRIVE_KEEP => {
                 // Beyond a missing byte the protocol needs: kept for when it arrives.
@@ -273,7 +275,7 @@ pub fn follow<P: Stream, G: Globals>(
     }
     // The connection's state is deleted once both streams have ended (then nothing is left to
     // give back).
-    if G::finish(skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0 {
+    if G::finish(body(conn), skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0 {
         run_deferred::<P, G>(conn, skb);
         release(conn);
     }
@@ -338,8 +340,8 @@ fn run_deferred<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) 
             conn.deferred[d] = 0;
             let is_req = d == 0;
             let egress = ((conn.id.role == ROLE_SERVER) != is_req) as u64;
-            if G::arrive(skb, egress) != ARRIVE_NONE {
-                G::parse(skb, egress);
+            if G::arrive(body(conn), skb, egress) != ARRIVE_NONE {
+                G::parse(body(conn), skb, egress);
             }
         }
         d += 1;
@@ -350,7 +352,7 @@ fn run_deferred<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) 
 /// needs into its window and runs one step. Nonzero when the segment needs no more steps
 /// (`STEP_LAST` when the stash holds nothing for the direction either).
 #[inline(always)]
-pub fn step<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff, egress: bool) -> i64 {
+pub fn step<P: Stream, G: Globals>(conn: &mut Body<P>, skb: *mut __sk_buff, egress: bool) -> i64 {
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let (src, seq, end, payload, now) = {
         let s = &conn.seg[di(is_req)];
@@ -393,10 +395,17 @@ pub fn step<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff, egre
     if held.lo == held.hi { STEP_LAST } else { 1 }
 }
 
-/// Runs up to `MAX_STEPS` parse steps of the direction `how & 1`: of the packet when
-/// `how & PARSE_PACKET`, then of whatever the stash holds from the position on.
+/// The connection's [`Body`] as the global functions take it (see [`Globals`]).
 #[inline(always)]
-pub fn parse<G: Globals>(skb: *mut __sk_buff, how: u64) -> i64 {
+pub fn body<P>(conn: &mut Conn<P>) -> *mut c_void {
+    (&raw mut conn.b).cast()
+}
+
+/// Runs up to `MAX_STEPS` parse steps of the direction `how & 1`: of the packet when
+/// `how & PARSE_PACKET`, then of whatever the stash holds from the position on. `b`: the
+/// connection's body, for the steps (see [`Globals`]).
+#[inline(always)]
+pub fn parse<G: Globals>(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
     let egress = how & 1;
     let mut run = how & PARSE_PACKET == 0;
     let mut i = 0;
@@ -404,7 +413,7 @@ pub fn parse<G: Globals>(skb: *mut __sk_buff, how: u64) -> i64 {
         if run && G::stash_run(skb, egress) != 0 {
             return 0;
         }
-        let r = G::step(skb, egress);
+        let r = G::step(b, skb, egress);
         if r == STEP_LAST {
             return 0;
         }
@@ -434,7 +443,7 @@ pub fn keep_all<G: Globals>(skb: *mut __sk_buff, egress: u64, first: u64) -> i64
 /// `ARRIVE_PARSE` when its bytes are to be parsed, `ARRIVE_KEEP` when they lie beyond a byte
 /// the protocol needs and still waits for.
 #[inline(always)]
-pub fn arrive<P: Stream, G: Globals>(conn: &mut Conn<P>, sk: *mut bpf_sock, skb: *mut __sk_buff, egress: bool) -> i64 {
+pub fn arrive<P: Stream, G: Globals>(conn: &mut Body<P>, sk: *mut bpf_sock, skb: *mut __sk_buff, egress: bool) -> i64 {
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let seg = conn.seg[di(is_req)];
     let rcv_nxt = tcp_sock(sk).map(|tp| tp.rcv_nxt);
@@ -466,7 +475,7 @@ pub fn arrive<P: Stream, G: Globals>(conn: &mut Conn<P>, sk: *mut bpf_sock, skb:
 /// connection's state (in `map`) once both streams have ended: 1 when it was deleted.
 #[inline(always)]
 pub fn finish<P: Stream, G: Globals>(
-    conn: &mut Conn<P>,
+    conn: &mut Body<P>,
     map: *const c_void,
     sk: *mut bpf_sock,
     skb: *mut __sk_buff,
@@ -496,7 +505,7 @@ pub fn finish<P: Stream, G: Globals>(
 /// A socket reaching TCP_CLOSE with the connection taken (the close hook): what waits is given
 /// up, and the stash blocks and the state (in `map`) deleted.
 #[inline(always)]
-pub fn closed<P: Stream, G: Globals>(conn: &mut Conn<P>, map: *const c_void, sk: *mut bpf_sock) {
+pub fn closed<P: Stream, G: Globals>(conn: &mut Body<P>, map: *const c_void, sk: *mut bpf_sock) {
     let mut rec = Recorder::<G>::new(&conn.id, core::ptr::null_mut(), false);
     conn.p.abandon_all(&mut rec);
     stash::forget(conn, true, true);

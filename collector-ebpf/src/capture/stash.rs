@@ -1,7 +1,7 @@
 //! The reorder stash in the kernel (`collector_common::capture::stash`): bytes of received
 //! streams that arrived out of order while the protocol waited for a byte it needs, in 1 KiB
 //! blocks, parsed once the missing bytes arrive. The operations here work on any protocol's
-//! connection (`Conn<P>`); a protocol's global functions wrap them (http1.rs).
+//! connection (`Body<P>`, the part of `Conn<P>` past its claim words); a protocol's global functions wrap them (http1.rs).
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -18,7 +18,7 @@ use collector_common::{
     drop,
 };
 
-use super::conn::{Conn, Held, ROLE_SERVER, SRC_STASH, Seg, di};
+use super::conn::{Body, Held, ROLE_SERVER, SRC_STASH, Seg, di};
 use crate::drops;
 
 /// The blocks: allocated when used (a block is about 2.2 KiB), deleted as the protocol moves
@@ -34,7 +34,7 @@ static ZERO_BLOCK: Block = Block::ZERO;
 /// Loads the window of direction `is_req` from the stashed block holding `p`, for a run of
 /// stashed bytes that ends at `end`. False when the block is gone.
 #[inline(always)]
-pub fn fill_window<P: Stream>(conn: &mut Conn<P>, is_req: bool, p: u32, end: u32) -> bool {
+pub fn fill_window<P: Stream>(conn: &mut Body<P>, is_req: bool, p: u32, end: u32) -> bool {
     let index = stash::index_of(p);
     let key = BlockKey { cookie: conn.id.cookie, index, is_req: is_req as u32 };
     // SAFETY: a shared reference to a stash block of this connection, valid until the program
@@ -51,7 +51,7 @@ pub fn fill_window<P: Stream>(conn: &mut Conn<P>, is_req: bool, p: u32, end: u32
 /// protocol's position, for the next steps: 0 when there is one, nonzero when the stash holds
 /// nothing there.
 #[inline(always)]
-pub fn run<P: Stream>(conn: &mut Conn<P>, egress: bool) -> i64 {
+pub fn run<P: Stream>(conn: &mut Body<P>, egress: bool) -> i64 {
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let held = conn.held[di(is_req)];
     let pos = conn.p.position(is_req);
@@ -85,7 +85,7 @@ pub fn run<P: Stream>(conn: &mut Conn<P>, egress: bool) -> i64 {
 /// `index` (the protocol waits for a missing byte before it). Nonzero when the segment has
 /// nothing for that block (or beyond).
 #[inline(always)]
-pub fn keep<P: Stream>(conn: &mut Conn<P>, skb: *mut __sk_buff, egress: bool, index: u32) -> i64 {
+pub fn keep<P: Stream>(conn: &mut Body<P>, skb: *mut __sk_buff, egress: bool, index: u32) -> i64 {
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let seg = conn.seg[di(is_req)];
     let pos = conn.p.position(is_req);
@@ -163,7 +163,7 @@ pub fn put(skb: *mut __sk_buff, cookie: u64, is_req: bool, seg: &Seg, pos: u32, 
 /// Deletes the stash blocks of a direction that lie wholly before its position (`all`: every
 /// one, once the direction stopped following its stream or the connection ends).
 #[inline(always)]
-pub fn forget<P: Stream>(conn: &mut Conn<P>, is_req: bool, all: bool) {
+pub fn forget<P: Stream>(conn: &mut Body<P>, is_req: bool, all: bool) {
     let held = conn.held[di(is_req)];
     if held.lo == held.hi {
         return;
