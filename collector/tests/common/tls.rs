@@ -44,8 +44,9 @@ pub fn make_cert(dir: &Path) -> Cert {
     Cert { cert, key }
 }
 
-/// Starts `cmd` with its stdout piped and waits up to 10 s for its first line, which must be
-/// `ready` (the servers print it once they listen); killed on drop.
+/// Starts `cmd` with its stdout piped and waits up to 60 s for its first line, which must be
+/// `ready` (the servers print it once they listen); killed on drop. Generous for the kernel
+/// matrix: in its software-emulated guests Node.js once took over 10 s to listen.
 pub fn spawn_ready(cmd: &mut Command, what: &str) -> KillOnDrop {
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let out = child.stdout.take().unwrap();
@@ -59,7 +60,7 @@ pub fn spawn_ready(cmd: &mut Command, what: &str) -> KillOnDrop {
         // Keep draining, so that the process never blocks on a full pipe.
         for _ in lines {}
     });
-    match rx.recv_timeout(Duration::from_secs(10)) {
+    match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(l) if l.trim() == "ready" => child,
         other => panic!("{what} did not start: {other:?}"),
     }
