@@ -82,26 +82,28 @@ fn conn_of_skb(skb: *mut __sk_buff) -> Option<(&'static mut Conn<Exchange>, *mut
 /// The capture's drivers for HTTP/1: the global functions below.
 pub struct Http1;
 
+/// Calls HTTP/1's global function `$f` with the connection `$b` (`segment::body`) where the build
+/// hands it over (feature `kernel-5-12`), without it before (the function finds it again).
+macro_rules! with_conn {
+    ($f:ident($skb:expr, $b:expr, $a:expr)) => {{
+        #[cfg(feature = "kernel-5-12")]
+        return $f($skb, $b.cast(), $a);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = $b;
+            $f($skb, $a)
+        };
+    }};
+}
+
 impl segment::Globals for Http1 {
     #[inline(always)]
     fn parse(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
-        #[cfg(feature = "kernel-5-12")]
-        return http_parse(skb, b.cast(), how);
-        #[cfg(not(feature = "kernel-5-12"))]
-        return {
-            let _ = b;
-            http_parse(skb, how)
-        };
+        with_conn!(http_parse(skb, b, how))
     }
     #[inline(always)]
     fn arrive(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
-        #[cfg(feature = "kernel-5-12")]
-        return http_arrive(skb, b.cast(), egress);
-        #[cfg(not(feature = "kernel-5-12"))]
-        return {
-            let _ = b;
-            http_arrive(skb, egress)
-        };
+        with_conn!(http_arrive(skb, b, egress))
     }
     #[inline(always)]
     fn keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
@@ -109,23 +111,11 @@ impl segment::Globals for Http1 {
     }
     #[inline(always)]
     fn finish(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
-        #[cfg(feature = "kernel-5-12")]
-        return http_finish(skb, b.cast(), how);
-        #[cfg(not(feature = "kernel-5-12"))]
-        return {
-            let _ = b;
-            http_finish(skb, how)
-        };
+        with_conn!(http_finish(skb, b, how))
     }
     #[inline(always)]
     fn step(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
-        #[cfg(feature = "kernel-5-12")]
-        return http_step(skb, b.cast(), egress);
-        #[cfg(not(feature = "kernel-5-12"))]
-        return {
-            let _ = b;
-            http_step(skb, egress)
-        };
+        with_conn!(http_step(skb, b, egress))
     }
     #[inline(always)]
     fn stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
