@@ -163,8 +163,13 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     accel: String,
     /// Minutes a guest may run.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 45)]
     timeout_min: u64,
+    /// Guests run side by side (default: one per CPU of this machine, at most one per kernel).
+    /// Each guest has one virtual CPU, so on a 2-CPU machine two guests take about the time of
+    /// one; more guests than CPUs only slow each other.
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 fn dir() -> PathBuf {
@@ -682,8 +687,9 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
     let script = dir().join("guest.sh");
     std::fs::write(&script, guest_script(&bins))?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let mut accel: Option<String> = None;
-    let mut outcomes = Vec::new();
+    // Fetch and prepare every kernel first (apt and the initramfs are quick, and share files),
+    // then boot the guests, `jobs` at a time.
+    let mut prepared = Vec::new();
     for (label, release) in &chosen {
         let k = fetch(label, release)?;
         let initrd = dir().join(format!("initrd-{label}.cpio"));
@@ -691,26 +697,53 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
         let results = dir().join(format!("results-{label}"));
         let _ = std::fs::remove_dir_all(&results);
         std::fs::create_dir_all(&results)?;
-        let a = match &accel {
-            Some(a) => a.clone(),
-            None => {
-                let a = pick_accel(&args.accel, &k, &initrd, &results)?;
-                accel = Some(a.clone());
-                a
-            }
-        };
-        eprintln!("test-kernels: {label}: booting {} ({a})", k.package);
-        let start = Instant::now();
-        let console = boot(&k, &initrd, &script, &results, &a, Duration::from_secs(args.timeout_min * 60))?;
-        std::fs::write(results.join("console.log"), &console)?;
-        let mut o = parse_results(label, &results, &k);
-        if !console.contains("guest-exit=0") {
-            o.failures.push(format!("the guest script did not finish; console:\n{}", tail(&console, 30)));
-        }
-        eprintln!("test-kernels: {label}: {} s, {} failure(s)", start.elapsed().as_secs(), o.failures.len());
-        outcomes.push(o);
+        prepared.push((k, initrd, results));
     }
-    println!("\nkernel matrix ({}):", accel.unwrap_or_default());
+    let accel = pick_accel(&args.accel, &prepared[0].0, &prepared[0].1, &prepared[0].2)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, prepared.len());
+    let timeout = Duration::from_secs(args.timeout_min * 60);
+    eprintln!("test-kernels: {} guest(s), {jobs} at a time ({accel})", prepared.len());
+    // Newest kernel first: the newer kernels' guests ran longest (6.12 about 20% longer than
+    // 5.10), so the last guest to start is a shorter one.
+    let queue = std::sync::Mutex::new(prepared.into_iter().enumerate().rev().collect::<Vec<_>>().into_iter());
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let Some((i, (k, initrd, results))) = queue.lock().unwrap().next() else { break };
+                    eprintln!("test-kernels: {}: booting {} ({accel})", k.label, k.package);
+                    let start = Instant::now();
+                    let booted = boot(&k, &initrd, &script, &results, &accel, timeout);
+                    if let Ok(console) = &booted {
+                        let _ = std::fs::write(results.join("console.log"), console);
+                    }
+                    let mut o = parse_results(&k.label, &results, &k);
+                    match booted {
+                        Ok(console) if !console.contains("guest-exit=0") => o
+                            .failures
+                            .push(format!("the guest script did not finish; console:\n{}", tail(&console, 30))),
+                        Err(e) => o.failures.push(format!("{e:#}")),
+                        Ok(_) => {}
+                    }
+                    eprintln!(
+                        "test-kernels: {}: {} s, {} failure(s)",
+                        k.label,
+                        start.elapsed().as_secs(),
+                        o.failures.len()
+                    );
+                    outcomes.lock().unwrap().push((i, o));
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap();
+    outcomes.sort_by_key(|o| o.0);
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.1).collect();
+    println!("\nkernel matrix ({accel}):");
     println!(
         "| kernel | programs attached | skipped | collector ready | HTTP report (server/client) | tests passed/failed |"
     );
