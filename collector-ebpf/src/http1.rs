@@ -8,7 +8,9 @@
 //!
 //! Each global function is verified once, however many places call it. A global function may
 //! take only the program's context and scalars on every kernel from 5.10, so each finds the
-//! connection again: through the packet's socket, or by process and TLS connection object.
+//! connection again: through the packet's socket, or by process and TLS connection object; the
+//! build for 5.12 and later hands the packet functions the connection by pointer instead
+//! (`segment::with_conn`).
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -33,7 +35,8 @@ use crate::{
         packet::{load, socket_of, tcp_sock},
         plain::{self, Call, TlsConn, TlsSeg},
         record,
-        segment, stash,
+        segment::{self, with_conn},
+        stash,
     },
     drops,
 };
@@ -81,20 +84,6 @@ fn conn_of_skb(skb: *mut __sk_buff) -> Option<(&'static mut Conn<Exchange>, *mut
 
 /// The capture's drivers for HTTP/1: the global functions below.
 pub struct Http1;
-
-/// Calls HTTP/1's global function `$f` with the connection `$b` (`segment::body`) where the build
-/// hands it over (feature `kernel-5-12`), without it before (the function finds it again).
-macro_rules! with_conn {
-    ($f:ident($skb:expr, $b:expr, $a:expr)) => {{
-        #[cfg(feature = "kernel-5-12")]
-        return $f($skb, $b.cast(), $a);
-        #[cfg(not(feature = "kernel-5-12"))]
-        return {
-            let _ = $b;
-            $f($skb, $a)
-        };
-    }};
-}
 
 impl segment::Globals for Http1 {
     #[inline(always)]
@@ -195,7 +184,7 @@ pub extern "C" fn http_parse(skb: *mut __sk_buff, how: u64) -> i64 {
 #[inline(never)]
 #[cfg(feature = "kernel-5-12")]
 pub extern "C" fn http_arrive(skb: *mut __sk_buff, b: *mut Body<Exchange>, egress: u64) -> i64 {
-    let (Some(conn), Some(sk)) = (handed(b), socket_of(skb)) else { return segment::ARRIVE_NONE };
+    let (Some(conn), Some(sk)) = (segment::handed(b), socket_of(skb)) else { return segment::ARRIVE_NONE };
     segment::arrive::<_, Http1>(conn, sk, skb, egress != 0)
 }
 
@@ -223,7 +212,7 @@ pub extern "C" fn http_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) ->
 #[inline(never)]
 #[cfg(feature = "kernel-5-12")]
 pub extern "C" fn http_finish(skb: *mut __sk_buff, b: *mut Body<Exchange>, how: u64) -> i64 {
-    let (Some(conn), Some(sk)) = (handed(b), socket_of(skb)) else { return 0 };
+    let (Some(conn), Some(sk)) = (segment::handed(b), socket_of(skb)) else { return 0 };
     segment::finish::<_, Http1>(conn, conns(), sk, skb, how)
 }
 
@@ -243,7 +232,7 @@ pub extern "C" fn http_finish(skb: *mut __sk_buff, how: u64) -> i64 {
 #[inline(never)]
 #[cfg(feature = "kernel-5-12")]
 pub extern "C" fn http_step(skb: *mut __sk_buff, b: *mut Body<Exchange>, egress: u64) -> i64 {
-    let Some(conn) = handed(b) else { return 1 };
+    let Some(conn) = segment::handed(b) else { return 1 };
     segment::step::<_, Http1>(conn, skb, egress != 0)
 }
 
@@ -337,19 +326,6 @@ pub extern "C" fn http_record(id: *const Ident, what: u64, dur: u64, req_bytes: 
     let Some(id) = (unsafe { id.as_ref() }) else { return 0 };
     record::record(id, what, dur, req_bytes, resp_bytes);
     0
-}
-
-/// The connection a caller handed over (kernels from 5.12): the `Body` of the connection it
-/// holds.
-#[cfg(feature = "kernel-5-12")]
-#[inline(always)]
-fn handed(b: *mut Body<Exchange>) -> Option<&'static mut Body<Exchange>> {
-    // SAFETY: the verifier checks a global function's pointer argument at every call: memory of
-    // at least `Body<Exchange>`'s size, or null (checked here). Every caller passes
-    // `segment::body` of the connection it holds (claimed), in its socket's storage, valid until
-    // the program returns; no other program changes it meanwhile, and the caller does not use
-    // its own reference while this call runs (see `conn_of`).
-    unsafe { b.as_mut() }
 }
 
 /// HTTP/1 TLS connections. Not preallocated (a value is about 1 KiB): created on a connection's

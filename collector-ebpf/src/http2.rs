@@ -27,10 +27,15 @@ use crate::{
         conn::{CLAIM_ROUNDS, Conn, Ident, ROLE_SERVER, claim, claim_rounds, release, sk_storage, sk_storage_delete},
         packet::{load, socket_of},
         plain::{self, Call, TlsConn, TlsSeg},
-        record, segment, stash,
+        record,
+        segment::{self, with_conn},
+        stash,
     },
     drops, http1,
 };
+
+#[cfg(feature = "kernel-5-12")]
+use crate::capture::conn::Body;
 
 pub use collector_common::http2::framer::H2;
 
@@ -81,24 +86,24 @@ pub struct Http2;
 
 impl segment::Globals for Http2 {
     #[inline(always)]
-    fn parse(_b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
-        h2_parse(skb, how)
+    fn parse(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
+        with_conn!(h2_parse(skb, b, how))
     }
     #[inline(always)]
-    fn arrive(_b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
-        h2_arrive(skb, egress)
+    fn arrive(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
+        with_conn!(h2_arrive(skb, b, egress))
     }
     #[inline(always)]
     fn keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i64 {
         h2_keep_all(skb, egress, first)
     }
     #[inline(always)]
-    fn finish(_b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
-        h2_finish(skb, how)
+    fn finish(b: *mut c_void, skb: *mut __sk_buff, how: u64) -> i64 {
+        with_conn!(h2_finish(skb, b, how))
     }
     #[inline(always)]
-    fn step(_b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
-        h2_step(skb, egress)
+    fn step(b: *mut c_void, skb: *mut __sk_buff, egress: u64) -> i64 {
+        with_conn!(h2_step(skb, b, egress))
     }
     #[inline(always)]
     fn stash_run(skb: *mut __sk_buff, egress: u64) -> i64 {
@@ -197,10 +202,20 @@ pub extern "C" fn h2_claim(skb: *mut __sk_buff) -> i64 {
     }
 }
 
+/// Up to `MAX_STEPS` parse steps (`capture::segment::parse`) of the connection `b`.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn h2_parse(skb: *mut __sk_buff, b: *mut Body<H2>, how: u64) -> i64 {
+    segment::parse::<Http2>(b.cast(), skb, how)
+}
+
 /// Up to `MAX_STEPS` parse steps (`capture::segment::parse`).
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn h2_parse(skb: *mut __sk_buff, how: u64) -> i64 {
     segment::parse::<Http2>(core::ptr::null_mut(), skb, how)
 }
@@ -209,6 +224,17 @@ pub extern "C" fn h2_parse(skb: *mut __sk_buff, how: u64) -> i64 {
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn h2_arrive(skb: *mut __sk_buff, b: *mut Body<H2>, egress: u64) -> i64 {
+    let (Some(conn), Some(sk)) = (segment::handed(b), socket_of(skb)) else { return segment::ARRIVE_NONE };
+    segment::arrive::<_, Http2>(conn, sk, skb, egress != 0)
+}
+
+/// The positional bookkeeping of the current segment (`capture::segment::arrive`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn h2_arrive(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some((conn, sk)) = conn_of_skb(skb) else { return segment::ARRIVE_NONE };
     segment::arrive::<_, Http2>(conn, sk, skb, egress != 0)
@@ -226,6 +252,17 @@ pub extern "C" fn h2_keep_all(skb: *mut __sk_buff, egress: u64, first: u64) -> i
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn h2_finish(skb: *mut __sk_buff, b: *mut Body<H2>, how: u64) -> i64 {
+    let (Some(conn), Some(sk)) = (segment::handed(b), socket_of(skb)) else { return 0 };
+    segment::finish::<_, Http2>(conn, conns(), sk, skb, how)
+}
+
+/// After the current segment (`capture::segment::finish`): nonzero when the state was deleted.
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn h2_finish(skb: *mut __sk_buff, how: u64) -> i64 {
     let Some((conn, sk)) = conn_of_skb(skb) else { return 0 };
     segment::finish::<_, Http2>(conn, conns(), sk, skb, how)
@@ -235,6 +272,17 @@ pub extern "C" fn h2_finish(skb: *mut __sk_buff, how: u64) -> i64 {
 // SAFETY: unmangled: see above.
 #[unsafe(no_mangle)]
 #[inline(never)]
+#[cfg(feature = "kernel-5-12")]
+pub extern "C" fn h2_step(skb: *mut __sk_buff, b: *mut Body<H2>, egress: u64) -> i64 {
+    let Some(conn) = segment::handed(b) else { return 1 };
+    segment::step::<_, Http2>(conn, skb, egress != 0)
+}
+
+/// One parse step (`capture::segment::step`).
+// SAFETY: unmangled: see above.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[cfg(not(feature = "kernel-5-12"))]
 pub extern "C" fn h2_step(skb: *mut __sk_buff, egress: u64) -> i64 {
     let Some((conn, _)) = conn_of_skb(skb) else { return 1 };
     segment::step::<_, Http2>(conn, skb, egress != 0)

@@ -12,8 +12,8 @@
 //! so each protocol instantiates the functions here as global functions of its own, which find
 //! the connection again through the packet's socket, and the programs call those
 //! ([`Globals`]). From 5.12 a global function may also take a pointer to memory of a known
-//! size: the object built for those kernels (feature `kernel-5-12`) hands HTTP/1's functions
-//! the connection's `Body` instead, which saves a socket lookup in each call.
+//! size: the object built for those kernels (feature `kernel-5-12`) hands the protocols'
+//! functions the connection's `Body` instead, which saves a socket lookup in each call.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -400,6 +400,34 @@ pub fn step<P: Stream, G: Globals>(conn: &mut Body<P>, skb: *mut __sk_buff, egre
 pub fn body<P>(conn: &mut Conn<P>) -> *mut c_void {
     (&raw mut conn.b).cast()
 }
+
+/// The connection a caller handed a protocol's global function (kernels from 5.12): the `Body`
+/// of the connection it holds.
+#[cfg(feature = "kernel-5-12")]
+#[inline(always)]
+pub fn handed<P>(b: *mut Body<P>) -> Option<&'static mut Body<P>> {
+    // SAFETY: the verifier checks a global function's pointer argument at every call: memory of
+    // at least `Body<P>`'s size, or null (checked here). Every caller passes [`body`] of the
+    // connection it holds (claimed), in its socket's storage, valid until the program returns;
+    // no other program changes it meanwhile, and the caller does not use its own reference while
+    // the call runs (see `http1::conn_of`).
+    unsafe { b.as_mut() }
+}
+
+/// Calls a protocol's global function `$f` with the connection `$b` ([`body`]) where the build
+/// hands it over (feature `kernel-5-12`), without it before (the function finds it again).
+macro_rules! with_conn {
+    ($f:ident($skb:expr, $b:expr, $a:expr)) => {{
+        #[cfg(feature = "kernel-5-12")]
+        return $f($skb, $b.cast(), $a);
+        #[cfg(not(feature = "kernel-5-12"))]
+        return {
+            let _ = $b;
+            $f($skb, $a)
+        };
+    }};
+}
+pub(crate) use with_conn;
 
 /// Runs up to `MAX_STEPS` parse steps of the direction `how & 1`: of the packet when
 /// `how & PARSE_PACKET`, then of whatever the stash holds from the position on. `b`: the
