@@ -15,8 +15,8 @@ use crate::metrics::{Collector, Family, Out};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT"));
 
 /// The same programs built for kernels from 5.12 (the feature `kernel-5-12` of collector-ebpf):
-/// HTTP/1's global functions take the connection by pointer instead of finding it again through
-/// the packet's socket (docs/performance.md); 5.10 refuses a global function's pointer argument.
+/// HTTP/1's and HTTP/2's packet functions take the connection by pointer instead of finding it
+/// again through the packet's socket (docs/performance.md); 5.10 refuses a global function's pointer argument.
 static OBJECT_5_12: &[u8] = aya::include_bytes_aligned!(env!("COLLECTOR_EBPF_OBJECT_5_12"));
 
 /// The object for the running kernel, and which it is ("5.12" or "5.10").

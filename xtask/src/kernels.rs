@@ -165,7 +165,8 @@ pub struct Args {
     /// Minutes a guest may run.
     #[arg(long, default_value_t = 45)]
     timeout_min: u64,
-    /// Guests run side by side (default: one per CPU of this machine, at most one per kernel).
+    /// Guests run side by side (default: one per CPU of this machine, as many as its available
+    /// memory holds at 3.5 GiB each, at most one per kernel).
     /// Each guest has one virtual CPU, so on a 2-CPU machine two guests take about the time of
     /// one; more guests than CPUs only slow each other.
     #[arg(long)]
@@ -399,6 +400,17 @@ fn initramfs(k: &Kernel, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Guests side by side by default: one per CPU, as many as the available memory holds (each
+/// has 3 GiB; counted as 3.5 with QEMU's own).
+fn default_jobs() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find_map(|l| l.strip_prefix("MemAvailable:")?.split_whitespace().next()?.parse::<u64>().ok())
+    });
+    let by_memory = available_kib.map_or(1, |kib| (kib / (3584 * 1024)) as usize);
+    cpus.min(by_memory).max(1)
+}
+
 /// Boots `kernel` with `initrd`, running `script` in the guest with `results` shared; returns
 /// the console output.
 fn boot(
@@ -426,7 +438,10 @@ fn boot(
     cmd.args(["-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot"]);
     cmd.arg("-fsdev").arg(format!("local,id=res,path={},security_model=none,multidevs=remap", results.display()));
     cmd.args(["-device", "virtio-9p-pci,fsdev=res,mount_tag=results"]);
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("qemu")?;
+    // QEMU's own messages to a file (a pipe nobody read could fill and stall the guest).
+    let stderr_log = results.join("qemu-stderr.log");
+    let stderr = std::fs::File::create(&stderr_log)?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().context("qemu")?;
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -434,20 +449,32 @@ fn boot(
         s
     });
     let start = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             let console = reader.join().unwrap_or_default();
+            let _ = std::fs::write(results.join("console.log"), &console);
             bail!("the {} guest ran longer than {timeout:?}; console:\n{}", k.label, tail(&console, 60));
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     let _ = std::fs::remove_file(&disk);
-    Ok(reader.join().unwrap_or_default())
+    let console = reader.join().unwrap_or_default();
+    if !status.success() {
+        let _ = std::fs::write(results.join("console.log"), &console);
+        let qemu = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+        bail!(
+            "qemu for the {} guest exited with {status}; its messages:\n{}\nconsole:\n{}",
+            k.label,
+            tail(&qemu, 20),
+            tail(&console, 30)
+        );
+    }
+    Ok(console)
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -700,10 +727,7 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
         prepared.push((k, initrd, results));
     }
     let accel = pick_accel(&args.accel, &prepared[0].0, &prepared[0].1, &prepared[0].2)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, prepared.len());
+    let jobs = args.jobs.unwrap_or_else(default_jobs).clamp(1, prepared.len());
     let timeout = Duration::from_secs(args.timeout_min * 60);
     eprintln!("test-kernels: {} guest(s), {jobs} at a time ({accel})", prepared.len());
     // Newest kernel first: the newer kernels' guests ran longest (6.12 about 20% longer than

@@ -42,8 +42,10 @@ use crate::drops;
 /// to here and its connection's direction re-synchronises on a later message.
 pub const MAX_STEPS: u32 = 512;
 
-/// A protocol's global functions over its TCP connections (http1.rs): each finds the
-/// connection through the packet's socket and runs the function of this file of the same name.
+/// A protocol's global functions over its TCP connections (http1.rs, http2.rs): each runs the
+/// function of this file of the same name on the connection, which it finds again through the
+/// packet's socket, or (`parse`, `arrive`, `finish`, `step` in the build for 5.12 and later)
+/// takes by pointer.
 ///
 /// `b` is the connection's [`Body`] (the caller holds the connection), as an untyped pointer:
 /// the functions that take it by pointer cast it back to their protocol's; the others find the
