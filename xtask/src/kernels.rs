@@ -412,7 +412,8 @@ fn default_jobs() -> usize {
 }
 
 /// Boots `kernel` with `initrd`, running `script` in the guest with `results` shared; returns
-/// the console output.
+/// the console output, which it also keeps there (`console.log`, with QEMU's own messages in
+/// `qemu-stderr.log`) however the guest ended.
 fn boot(
     k: &Kernel,
     initrd: &Path,
@@ -439,7 +440,7 @@ fn boot(
     cmd.arg("-fsdev").arg(format!("local,id=res,path={},security_model=none,multidevs=remap", results.display()));
     cmd.args(["-device", "virtio-9p-pci,fsdev=res,mount_tag=results"]);
     // QEMU's own messages to a file (a pipe nobody read could fill and stall the guest).
-    let stderr_log = results.join("qemu-stderr.log");
+    let (stderr_log, console_log) = (results.join("qemu-stderr.log"), results.join("console.log"));
     let stderr = std::fs::File::create(&stderr_log)?;
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().context("qemu")?;
     let stdout = child.stdout.take().unwrap();
@@ -457,15 +458,15 @@ fn boot(
             let _ = child.kill();
             let _ = child.wait();
             let console = reader.join().unwrap_or_default();
-            let _ = std::fs::write(results.join("console.log"), &console);
+            let _ = std::fs::write(&console_log, &console);
             bail!("the {} guest ran longer than {timeout:?}; console:\n{}", k.label, tail(&console, 60));
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let _ = std::fs::remove_file(&disk);
     let console = reader.join().unwrap_or_default();
+    let _ = std::fs::write(&console_log, &console);
     if !status.success() {
-        let _ = std::fs::write(results.join("console.log"), &console);
         let qemu = std::fs::read_to_string(&stderr_log).unwrap_or_default();
         bail!(
             "qemu for the {} guest exited with {status}; its messages:\n{}\nconsole:\n{}",
@@ -742,9 +743,6 @@ pub fn test_kernels(args: Args) -> anyhow::Result<()> {
                     eprintln!("test-kernels: {}: booting {} ({accel})", k.label, k.package);
                     let start = Instant::now();
                     let booted = boot(&k, &initrd, &script, &results, &accel, timeout);
-                    if let Ok(console) = &booted {
-                        let _ = std::fs::write(results.join("console.log"), console);
-                    }
                     let mut o = parse_results(&k.label, &results, &k);
                     match booted {
                         Ok(console) if !console.contains("guest-exit=0") => o
