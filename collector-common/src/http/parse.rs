@@ -13,7 +13,8 @@ use crate::{capture::Sink, drop};
 
 impl Exchange {
     /// One parse step at `pos` of a direction, within a segment that ends at `seg_end`: skips
-    /// body bytes; or reads a start line and up to 8 header lines whole; or jumps over the rest
+    /// body bytes; or reads a start line, or up to 8 header lines and the blank line after them
+    /// whole (and then skips a Content-Length body's bytes in the segment); or jumps over the rest
     /// of a line of no interest; or feeds one byte to the per-byte parser. The window must hold
     /// the byte at `pos` when the state needs bytes ([`Dir::needs_window`]). Returns true when
     /// nothing more of the segment is to be parsed.
@@ -100,6 +101,19 @@ impl Exchange {
                 st.pos = pos.wrapping_add(n);
                 if end {
                     self.headers_done(is_req, now, sink);
+                    // A body framed by Content-Length goes on in this step (it needs no bytes
+                    // loaded): one step fewer for a message with a body.
+                    let st = self.dir_mut(is_req);
+                    if st.state == S_BODY && after(seg_end, st.pos) {
+                        let left = seg_end.wrapping_sub(st.pos) as u64;
+                        let n = if st.remaining < left { st.remaining } else { left };
+                        st.remaining -= n;
+                        st.body += n;
+                        st.pos = st.pos.wrapping_add(n as u32);
+                        if st.remaining == 0 {
+                            self.message_done(is_req, now, sink);
+                        }
+                    }
                 }
                 return !after(seg_end, self.dir(is_req).pos);
             }
@@ -524,14 +538,14 @@ fn status_line(st: &mut Dir, i: u32, len: u32) -> u32 {
 }
 
 /// Header lines from a line start at byte `i`: lines of no interest are skipped and a
-/// Content-Length value is read whole, up to 8 lines. Returns the bytes consumed (0: decide
-/// byte by byte) and whether they ended with the blank line that closes the headers. The
-/// stream is left at a line start, inside a skippable line, or at a framing header's value.
+/// Content-Length value is read whole, up to 8 lines and the blank line after them. Returns
+/// the bytes consumed (0: decide byte by byte) and whether they ended with the blank line that
+/// closes the headers. The stream is left at a line start, inside a skippable line, or at a framing header's value.
 #[inline(always)]
 fn header_lines(st: &mut Dir, i: u32, len: u32) -> (u32, bool) {
     let mut j = i;
     let mut lines = 0;
-    while lines < 8 {
+    loop {
         // One range for every way of reaching here, so the verifier prunes the loop instead
         // of following each line length separately (j stays at or below WINDOW; the mask,
         // twice the window's size, is exact).
@@ -547,6 +561,11 @@ fn header_lines(st: &mut Dir, i: u32, len: u32) -> (u32, bool) {
             if j + 1 < len && byte_at(&st.w.buf, j + 1) == b'\n' {
                 return (j + 2 - i, true);
             }
+            break;
+        }
+        // After 8 lines only the blank line that ends the headers (above) is taken in this
+        // step: a head of 8 header lines (nginx's) ends in it.
+        if lines == 8 {
             break;
         }
         let l = b | 0x20;

@@ -106,6 +106,8 @@ pub struct Conn {
     in_order_after: [Vec<u64>; 2],
     /// Most steps one segment took.
     pub max_steps: usize,
+    /// Steps taken over all segments (each is a call of a global function in the kernel).
+    pub steps: usize,
     /// The reorder stash (collector_common::http::stash), per direction and block.
     pub stash: HashMap<(bool, u32), Block>,
     /// Most blocks the stash held at once.
@@ -134,6 +136,7 @@ impl Conn {
             lag: 0,
             in_order_after: [std::vec![0], std::vec![0]],
             max_steps: 0,
+            steps: 0,
             stash: HashMap::new(),
             max_blocks: 0,
         }
@@ -199,6 +202,7 @@ impl Conn {
                 }
             }
             self.max_steps = self.max_steps.max(steps);
+            self.steps += steps;
         } else {
             let d = self.ex.dir(is_req);
             if needs_bytes(d.state) && after(seq, d.pos) {

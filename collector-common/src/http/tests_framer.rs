@@ -288,6 +288,62 @@ fn every_split_point_of_an_exchange() {
     }
 }
 
+/// A head of `lines` header lines (at least 1: one of them is Content-Length) and `body` bytes.
+fn head_with(start: &str, lines: usize, body: usize) -> Vec<u8> {
+    let mut v = format!("{start}\r\n").into_bytes();
+    for k in 0..lines.max(1) {
+        if k == lines / 2 {
+            v.extend_from_slice(format!("Content-Length: {body}\r\n").as_bytes());
+        } else {
+            v.extend_from_slice(format!("X-H{k}: v\r\n").as_bytes());
+        }
+    }
+    v.extend_from_slice(b"\r\n");
+    v.extend((0..body).map(|i| b'a' + (i % 26) as u8));
+    v
+}
+
+#[test]
+fn heads_in_few_steps_each_segment_whole() {
+    // What the bench's wrk sends and nginx answers (a 25-byte file; 8 header lines): each
+    // message in one segment takes two steps, the start line and then the header lines, the
+    // blank line and the body (each step is a global function call in the kernel programs).
+    let wrk = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n";
+    let nginx = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 10:56:59 GMT\r\n\
+Content-Type: text/html\r\nContent-Length: 25\r\nLast-Modified: Sun, 06 Dec 2026 10:56:15 GMT\r\n\
+Connection: keep-alive\r\nETag: \"6b153f4f-19\"\r\nAccept-Ranges: bytes\r\n\r\nhello world 25 bytes....\n";
+    let nginx_get = Ex::get(200, Body::Length(25));
+    for server in [true, false] {
+        let mut c = Conn::new(server, 5, 9);
+        c.write(true, wrk);
+        c.write(false, nginx);
+        c.segment(true, 0, wrk.len(), false, 10);
+        assert_eq!(c.steps, 2, "the request");
+        c.segment(false, 0, nginx.len(), false, 20);
+        assert_eq!(c.steps, 4, "the response");
+        check_exact(&c, core::slice::from_ref(&nginx_get));
+    }
+    // Up to 8 header lines and the blank line in one step, a Content-Length body with them.
+    for lines in 1..=20usize {
+        for body in [0usize, 1, 25] {
+            let ex = [Ex { method: "POST", req_body: Body::Length(body), status: 200, resp_body: Body::Length(body) }];
+            let req = head_with("POST /x HTTP/1.1", lines, body);
+            let resp = head_with("HTTP/1.1 200 OK", lines, body);
+            let head_steps = 1 + lines.div_ceil(8);
+            for server in [true, false] {
+                let mut c = Conn::new(server, 5, 9);
+                c.write(true, &req);
+                c.write(false, &resp);
+                c.segment(true, 0, req.len(), false, 10);
+                assert_eq!(c.steps, head_steps, "request, {lines} lines, body {body}");
+                c.segment(false, 0, resp.len(), false, 20);
+                assert_eq!(c.steps, 2 * head_steps, "response, {lines} lines, body {body}");
+                check_exact(&c, &ex);
+            }
+        }
+    }
+}
+
 #[test]
 fn pipelining_up_to_the_queue_depth() {
     let ex = mixed(40);
