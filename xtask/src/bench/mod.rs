@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: benchmarks on this machine, measured side by side in one run.
 //!
 //! Parts (all by default, `--only` picks some; the others keep their figures from the last
-//! `target/bench/results.json`):
+//! `target/bench/results.json`, or where it has none, their sections of `docs/performance.md`):
 //! - `micro`: the criterion micro-benchmarks of `benches/` (map contents → families, encoding).
 //! - `scrape`: our collector and Debian's prometheus-node-exporter, both running, scraped
 //!   alternately by one loop: CPU seconds and wall time per scrape, RSS (scrape.rs).
@@ -178,7 +178,7 @@ pub fn bench(args: Args) -> anyhow::Result<()> {
     if let Some(old) = results.get("machine").and_then(|m| m.get("parts_run")) {
         machine["parts_run_before"] = old.clone();
     }
-    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http, Part::Tls, Part::Peer]
+    let parts: Vec<String> = [Part::Micro, Part::Scrape, Part::Scale, Part::Http, Part::Tls, Part::Http2, Part::Peer]
         .into_iter()
         .filter(|p| run(*p) && (*p != Part::Peer || args.peer.is_some()))
         .map(|p| format!("{p:?}").to_lowercase())

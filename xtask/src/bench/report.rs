@@ -621,17 +621,122 @@ fn markdown_micro(r: &Value) -> String {
     s + "\n"
 }
 
-/// Replaces the generated section of docs/performance.md.
+/// Replaces the generated section of docs/performance.md. A part that `results.json` does not
+/// hold (not run since the file was made: a fresh checkout, `--only`) keeps the section and
+/// the target rows the file had (see [`keep_missing`]).
 pub(super) fn write_docs(table: &str) -> anyhow::Result<()> {
     let path = root_dir().join("docs/performance.md");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
-    let generated = format!("{begin}\n{table}{end}");
     let new = match (text.find(begin), text.find(end)) {
-        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], generated, &text[b + end.len()..]),
-        _ => format!("{text}\n{generated}\n"),
+        (Some(a), Some(b)) if a < b => {
+            let table = keep_missing(&text[a + begin.len()..b], table);
+            format!("{}{begin}\n{table}{end}{}", &text[..a], &text[b + end.len()..])
+        }
+        _ => format!("{text}\n{begin}\n{table}{end}\n"),
     };
     std::fs::write(&path, new)?;
     eprintln!("xtask bench: wrote {} and target/bench/results.json", path.display());
     Ok(())
+}
+
+/// The titles of the generated sections (up to their parenthesis), in the order [`markdown`]
+/// writes them.
+const ORDER: [&str; 8] = [
+    "Targets",
+    "Scrape cost vs node_exporter",
+    "Scale",
+    "HTTP overhead",
+    "HTTPS capture",
+    "HTTP/2 and gRPC capture",
+    "Side by side with a peer",
+    "Micro-benchmarks",
+];
+
+/// The generated section `new`, with what the section `old` had for the parts `new` lacks:
+/// each `### ` section whose title (up to its parenthesis) `new` does not have, in its place
+/// ([`ORDER`]), and each row of the targets table that `new` cannot fill ("–") but `old` could
+/// (same target). A line after the "Last run" one names the sections kept.
+fn keep_missing(old: &str, new: &str) -> String {
+    fn sections(t: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in t.trim_start_matches('\n').split_inclusive('\n') {
+            match line.strip_prefix("### ") {
+                Some(title) => {
+                    let key = title.split(" (").next().unwrap_or(title).trim().to_owned();
+                    out.push((key, line.to_owned()));
+                }
+                None => match out.last_mut() {
+                    Some((_, body)) => body.push_str(line),
+                    // Text before the first title: kept as a section without one.
+                    None => out.push((String::new(), line.to_owned())),
+                },
+            }
+        }
+        out
+    }
+    fn cells(row: &str) -> Option<Vec<&str>> {
+        let r = row.trim_end().strip_prefix('|')?.strip_suffix('|')?;
+        Some(r.split(" | ").map(str::trim).collect())
+    }
+    let (old, mut new) = (sections(old), sections(new));
+    let mut kept = Vec::new();
+    // The targets rows that this run could not fill.
+    if let (Some(o), Some(n)) = (old.iter().find(|(k, _)| k == "Targets"), new.iter_mut().find(|(k, _)| k == "Targets"))
+    {
+        let rows: Vec<String> =
+            n.1.split_inclusive('\n')
+                .map(|line| {
+                    let Some(c) = cells(line) else { return line.to_owned() };
+                    if c.len() != 3 || !c[1].starts_with('–') {
+                        return line.to_owned();
+                    }
+                    let before = o.1.lines().find(|l| cells(l).is_some_and(|oc| oc.len() == 3 && oc[0] == c[0]));
+                    match before {
+                        Some(b) if cells(b).is_some_and(|oc| !oc[1].starts_with('–')) => format!("{b}\n"),
+                        _ => line.to_owned(),
+                    }
+                })
+                .collect();
+        n.1 = rows.concat();
+    }
+    // The new sections and the old ones kept, in the order `markdown` writes them.
+    let mut out = new;
+    for (k, body) in old {
+        if !k.is_empty() && !out.iter().any(|(nk, _)| *nk == k) {
+            kept.push(k.clone());
+            out.push((k, body));
+        }
+    }
+    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+    out.sort_by_key(|(k, _)| rank(k));
+    if !kept.is_empty() {
+        let note = format!(
+            "Sections kept from before (parts not in `target/bench/results.json`): {}; the rows of the \
+             targets above that come from them too.\n\n",
+            kept.join(", ")
+        );
+        if let Some((_, body)) = out.iter_mut().find(|(k, _)| k == "Targets") {
+            body.push_str(&note);
+        }
+    }
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_missing;
+
+    #[test]
+    fn parts_not_in_the_results_keep_their_sections_and_rows() {
+        let old = "\n### Targets\n\n| target | measured | status |\n|---|---|---|\n| a | 1.0 | met |\n| b | 2.0 | **missed** |\n\nLast run: old.\n\n### Scale (200)\n\nscrape old\n\n### HTTP overhead (x)\n\nhttp old\n\n### Side by side with a peer (y)\n\npeer old\n\n";
+        let new = "### Targets\n\n| target | measured | status |\n|---|---|---|\n| a | – | not measured |\n| b | 3.0 | **missed** |\n| c | – | not measured |\n\nLast run: new.\n\n### HTTP overhead (z)\n\nhttp new\n\n### HTTP/2 and gRPC capture (w)\n\nh2 new\n\n";
+        let got = keep_missing(old, new);
+        let want = "### Targets\n\n| target | measured | status |\n|---|---|---|\n| a | 1.0 | met |\n| b | 3.0 | **missed** |\n| c | – | not measured |\n\nLast run: new.\n\nSections kept from before (parts not in `target/bench/results.json`): Scale, Side by side with a peer; the rows of the targets above that come from them too.\n\n### Scale (200)\n\nscrape old\n\n### HTTP overhead (z)\n\nhttp new\n\n### HTTP/2 and gRPC capture (w)\n\nh2 new\n\n### Side by side with a peer (y)\n\npeer old\n\n";
+        assert_eq!(got, want);
+        // Everything run: the new section as it is.
+        assert_eq!(keep_missing(new, new), new);
+        // No section before (a new file).
+        assert_eq!(keep_missing("", new), new);
+    }
 }
