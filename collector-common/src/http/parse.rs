@@ -13,9 +13,9 @@ use crate::{capture::Sink, drop};
 
 impl Exchange {
     /// One parse step at `pos` of a direction, within a segment that ends at `seg_end`: skips
-    /// body bytes; or reads a start line, or up to 8 header lines and the blank line after them
-    /// whole (and then skips a Content-Length body's bytes in the segment); or jumps over the rest
-    /// of a line of no interest; or feeds one byte to the per-byte parser. The window must hold
+    /// body bytes; or reads a start line, or up to 8 header lines and the blank line after
+    /// them whole (then skipping a Content-Length body's bytes in the segment); or jumps over
+    /// the rest of a line of no interest; or feeds one byte to the per-byte parser. The window must hold
     /// the byte at `pos` when the state needs bytes ([`Dir::needs_window`]). Returns true when
     /// nothing more of the segment is to be parsed.
     #[inline(always)]
@@ -540,7 +540,8 @@ fn status_line(st: &mut Dir, i: u32, len: u32) -> u32 {
 /// Header lines from a line start at byte `i`: lines of no interest are skipped and a
 /// Content-Length value is read whole, up to 8 lines and the blank line after them. Returns
 /// the bytes consumed (0: decide byte by byte) and whether they ended with the blank line that
-/// closes the headers. The stream is left at a line start, inside a skippable line, or at a framing header's value.
+/// closes the headers. The stream is left at a line start, inside a skippable line, or at a
+/// framing header's value.
 #[inline(always)]
 fn header_lines(st: &mut Dir, i: u32, len: u32) -> (u32, bool) {
     let mut j = i;
