@@ -640,22 +640,10 @@ pub(super) fn write_docs(table: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The titles of the generated sections (up to their parenthesis), in the order [`markdown`]
-/// writes them.
-const ORDER: [&str; 8] = [
-    "Targets",
-    "Scrape cost vs node_exporter",
-    "Scale",
-    "HTTP overhead",
-    "HTTPS capture",
-    "HTTP/2 and gRPC capture",
-    "Side by side with a peer",
-    "Micro-benchmarks",
-];
-
 /// The generated section `new`, with what the section `old` had for the parts `new` lacks:
-/// each `### ` section whose title (up to its parenthesis) `new` does not have, in its place
-/// ([`ORDER`]), and each row of the targets table that `new` cannot fill ("–") but `old` could
+/// each `### ` section whose title (up to its parenthesis) `new` does not have, before the
+/// section that followed it in `old` (both come from [`markdown`], which writes the parts in
+/// one order), and each row of the targets table that `new` cannot fill ("–") but `old` could
 /// (same target). A line after the "Last run" one names the sections kept.
 fn keep_missing(old: &str, new: &str) -> String {
     fn sections(t: &str) -> Vec<(String, String)> {
@@ -700,16 +688,20 @@ fn keep_missing(old: &str, new: &str) -> String {
                 .collect();
         n.1 = rows.concat();
     }
-    // The new sections and the old ones kept, in the order `markdown` writes them.
+    // Each old section that `new` lacks goes before the first old section after it that
+    // `new` has, or at the end.
     let mut out = new;
-    for (k, body) in old {
-        if !k.is_empty() && !out.iter().any(|(nk, _)| *nk == k) {
-            kept.push(k.clone());
-            out.push((k, body));
+    for (i, (k, body)) in old.iter().enumerate() {
+        if k.is_empty() || out.iter().any(|(nk, _)| nk == k) {
+            continue;
         }
+        kept.push(k.clone());
+        let at = old[i + 1..]
+            .iter()
+            .find_map(|(next, _)| out.iter().position(|(ok, _)| ok == next))
+            .unwrap_or(out.len());
+        out.insert(at, (k.clone(), body.clone()));
     }
-    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
-    out.sort_by_key(|(k, _)| rank(k));
     if !kept.is_empty() {
         let note = format!(
             "Sections kept from before (parts not in `target/bench/results.json`): {}; the rows of the \
