@@ -291,6 +291,9 @@ entry_probe!(
 /// `tcp:tcp_rcv_space_adjust`: a thread of a TLS-using process received from a TCP socket.
 #[tracepoint]
 pub fn tls_recv(ctx: TracePointContext) -> u32 {
+    if !plain::any_noted() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     if TLS_PROCS.get_ptr(&((id >> 32) as u32)).is_none() {
         return 0;

@@ -15,7 +15,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::map,
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
 };
 use collector_common::{
     capture::{Pending, Sink, Stream, WINDOW, Window},
@@ -102,9 +102,33 @@ pub static TLS_RECV: LruHashMap<u64, Peer> = LruHashMap::with_max_entries(16384,
 #[map]
 pub static TLS_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
 
+/// Entry 0 is 1 once any process has been noted in `TLS_PROCS` (it stays 1): until then
+/// `tls_recv`, which runs on every read of every TCP socket, returns after this array's
+/// lookup (the verifier inlines it to a load) instead of a hash lookup of the process.
+#[map]
+static TLS_NOTED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether a process has been noted as a TLS user since the programs were loaded.
+#[inline(always)]
+pub fn any_noted() -> bool {
+    TLS_NOTED.get(0).is_some_and(|n| *n != 0)
+}
+
 /// Notes the current process as a TLS user (see `TLS_PROCS`).
 #[inline(always)]
 pub fn note_process(pid_tgid: u64) {
+    // The flag first, so that a `tls_recv` that finds the process noted finds the flag set too;
+    // written only while 0, so the line is not moved between CPUs on every call.
+    if let Some(n) = TLS_NOTED.get_ptr_mut(0) {
+        // SAFETY: entry 0 of a one-entry array map: preallocated, aligned and valid while the
+        // program runs; a plain load and store of a flag that only ever goes from 0 to 1, so a
+        // race with another CPU setting it stores the same value.
+        unsafe {
+            if *n == 0 {
+                *n = 1;
+            }
+        }
+    }
     let _ = TLS_PROCS.insert(&((pid_tgid >> 32) as u32), &1, 0);
 }
 
