@@ -15,9 +15,9 @@ impl Exchange {
     /// One parse step at `pos` of a direction, within a segment that ends at `seg_end`: skips
     /// body bytes; or reads a start line, or up to 8 header lines and the blank line after
     /// them whole (then skipping a Content-Length body's bytes in the segment); or jumps over
-    /// the rest of a line of no interest; or feeds one byte to the per-byte parser. The window must hold
-    /// the byte at `pos` when the state needs bytes ([`Dir::needs_window`]). Returns true when
-    /// nothing more of the segment is to be parsed.
+    /// the rest of a line of no interest; or feeds one byte to the per-byte parser. The window
+    /// must hold the byte at `pos` when the state needs bytes ([`Dir::needs_window`]). Returns
+    /// true when nothing more of the segment is to be parsed.
     #[inline(always)]
     pub fn step<S: Sink>(&mut self, is_req: bool, seg_end: u32, now: u64, sink: &mut S) -> bool {
         let st = self.dir_mut(is_req);
