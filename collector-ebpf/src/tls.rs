@@ -315,7 +315,16 @@ pub fn tls_recv(ctx: TracePointContext) -> u32 {
     // SAFETY: the value is copied out at once; any u64 is valid.
     let arrived = unsafe { TLS_ARRIVALS.get(&key) }.copied().unwrap_or(0);
     let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1, arrived };
-    let _ = TLS_RECV.insert(&id, &peer, 0);
+    // This thread's entry written in place when it has one (only this thread writes or reads
+    // it, one program at a time): an update of an LRU map takes a new element and frees the old.
+    match TLS_RECV.get_ptr_mut(&id) {
+        // SAFETY: this thread's entry (map memory valid until the program returns), written by
+        // this thread's programs only, which run one at a time on it.
+        Some(p) => unsafe { *p = peer },
+        None => {
+            let _ = TLS_RECV.insert(&id, &peer, 0);
+        }
+    }
     if let Some(c) = TLS_CALLS.get_ptr_mut(&thread_key(id)) {
         // SAFETY: this thread's entry in `TLS_CALLS` (preallocated map memory, valid until the
         // program returns); only this thread's probes use the entry, and they run one at a

@@ -129,7 +129,12 @@ pub fn note_process(pid_tgid: u64) {
             }
         }
     }
-    let _ = TLS_PROCS.insert(&((pid_tgid >> 32) as u32), &1, 0);
+    // A lookup marks an entry of an LRU map as used, as an update does; an update also takes a
+    // new element from the map's free lists and frees the old one, on every SSL call.
+    let tgid = (pid_tgid >> 32) as u32;
+    if TLS_PROCS.get_ptr(&tgid).is_none() {
+        let _ = TLS_PROCS.insert(&tgid, &1, 0);
+    }
 }
 
 /// The key of connection `ssl` of the current process.
