@@ -75,7 +75,17 @@ fn enter(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     note_process(id);
     let call = Call { ssl, buf, count_at, write: write as u32, _pad: 0, peer: Peer::default() };
-    let _ = TLS_CALLS.insert(&thread_key(id), &call, 0);
+    let key = thread_key(id);
+    // A thread's entry stays between its calls (`tls_take` clears its `ssl`): written in place,
+    // since an update of an LRU map takes a new element and frees the old.
+    match TLS_CALLS.get_ptr_mut(&key) {
+        // SAFETY: this thread's entry (map memory valid until the program returns); only this
+        // thread's programs use it, one at a time.
+        Some(c) => unsafe { *c = call },
+        None => {
+            let _ = TLS_CALLS.insert(&key, &call, 0);
+        }
+    }
     0
 }
 
@@ -104,6 +114,10 @@ return_probe!(
         let Some((ssl, count_at)) = TLS_CALLS.get_ptr(&key).map(|c| unsafe { ((*c).ssl, (*c).count_at) }) else {
             return 0;
         };
+        if ssl == 0 {
+            // No call of this thread in progress (its entry is kept between calls).
+            return 0;
+        }
         // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
         let ret = ctx.ret::<u64>() as u32 as i32;
         let n = if count_at != 0 {
@@ -144,7 +158,8 @@ fn feed_call(key: CallKey, ssl: u64, n: u64) {
 /// `tls_take`'s result bit for an HTTP/2 connection.
 const TAKE_H2: i64 = 4;
 
-/// Takes the call `(id, process)` out of `TLS_CALLS` and, when it moved `n` bytes of a
+/// Takes the call `(id, process)` out of `TLS_CALLS` (a thread's entry stays, its `ssl` set to 0:
+/// no call in progress; a goroutine's goes) and, when it moved `n` bytes of a
 /// connection followed, places them in their direction's stream (creating the connection's
 /// state on its first bytes that start a message: the dispatch by protocol); returns 1 + the
 /// direction (`is_req`) to parse, or 0. A global function: its frame is gone before the parse's
@@ -155,9 +170,19 @@ const TAKE_H2: i64 = 4;
 #[inline(never)]
 pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
     let ck = CallKey { id, process };
-    // SAFETY: the value is copied out at once; `Call` is plain data.
-    let Some(call) = (unsafe { TLS_CALLS.get(&ck) }).copied() else { return 0 };
-    let _ = TLS_CALLS.remove(&ck);
+    let Some(c) = TLS_CALLS.get_ptr_mut(&ck) else { return 0 };
+    // SAFETY: this thread's or goroutine's entry (map memory valid until the program returns),
+    // copied out at once; only its own programs use it, one at a time.
+    let call = unsafe { *c };
+    if call.ssl == 0 {
+        return 0;
+    }
+    if process == 0 {
+        // SAFETY: as above.
+        unsafe { (*c).ssl = 0 };
+    } else {
+        let _ = TLS_CALLS.remove(&ck);
+    }
     if n == 0 || n > i32::MAX as u64 {
         return 0;
     }

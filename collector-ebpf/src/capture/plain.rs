@@ -74,8 +74,11 @@ pub struct Call {
     pub peer: Peer,
 }
 
-/// Calls in progress, by thread (`bpf_get_current_pid_tgid`). LRU: the entry of a thread that
-/// died inside a call (its return probe never ran) makes room for others.
+/// Calls in progress, by thread (`bpf_get_current_pid_tgid`) or goroutine. A thread's entry
+/// stays between its calls, `ssl` 0 while none is in progress, and is written in place (an
+/// update of an LRU map takes a new element and frees the old); a goroutine's goes when its call
+/// ends. LRU: the entry of a thread that died or stopped calling the library makes room for
+/// others.
 #[map]
 pub static TLS_CALLS: LruHashMap<CallKey, Call> = LruHashMap::with_max_entries(16384, 0);
 
