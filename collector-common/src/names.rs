@@ -17,7 +17,10 @@ pub mod map {
     pub const TLS_CONNS: &str = "TLS_CONNS";
     pub const HTTP2_EVENTS: &str = "HTTP2_EVENTS";
     pub const TLS_H2_CONNS: &str = "TLS_H2_CONNS";
-    pub const ALL: [&str; 12] = [
+    pub const TLS_CALLS: &str = "TLS_CALLS";
+    pub const TLS_RECV: &str = "TLS_RECV";
+    pub const TLS_PROCS: &str = "TLS_PROCS";
+    pub const ALL: [&str; 15] = [
         DROPS,
         LATENCY,
         CGROUP_IO,
@@ -30,6 +33,9 @@ pub mod map {
         TLS_CONNS,
         HTTP2_EVENTS,
         TLS_H2_CONNS,
+        TLS_CALLS,
+        TLS_RECV,
+        TLS_PROCS,
     ];
 }
 

@@ -3,7 +3,8 @@
 //! built into Node.js; OpenSSL 1.1's and BoringSSL's libssl.so through a ctypes harness; Go's
 //! crypto/tls. Each counts exactly per status code on both sides with `url_scheme="https"`; TLS
 //! that is not HTTP makes no series; no payload byte reaches the metrics; a server in a mount
-//! namespace of its own is found; `--no-collector.http.tls` turns the capture off. Durations:
+//! namespace of its own is found; `--no-collector.http.tls` turns the capture off; what the probes
+//! keep per process goes when it exits. Durations:
 //! tls_timing.rs; the files the capture attaches to: tls_files.rs.
 mod common;
 
@@ -566,4 +567,84 @@ fn processes_started_later_are_captured_by_an_unprivileged_collector() {
     let want = expected(&paths);
     assert_eq!(want, [("200", 4.0), ("404", 1.0)]);
     assert_https_counts(&c.scrape(), port, &want, &["server", "client"], "Node.js, unprivileged collector");
+}
+
+/// A client that makes one HTTPS request (certificate not checked), prints its status, then
+/// waits for its standard input to close.
+const PY_HOLD: &str = r#"
+import http.client, ssl, sys
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ssl._create_unverified_context())
+c.request("GET", "/ok")
+r = c.getresponse()
+r.read()
+print(r.status, flush=True)
+sys.stdin.read()
+"#;
+
+/// The keys of the collector's map `name` (`bpftool map dump`: bytes, in hex), as
+/// little-endian words of 8 bytes (the last one shorter when the key is).
+fn map_keys(name: &str) -> Vec<Vec<u64>> {
+    let out = Command::new("bpftool").args(["-j", "map", "dump", "name", name]).output().expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump name {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = |k: &serde_json::Value| -> Vec<u8> {
+        let hex = k.as_array().unwrap();
+        hex.iter().map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()).collect()
+    };
+    let words = |b: Vec<u8>| -> Vec<u64> {
+        b.chunks(8).map(|c| c.iter().rev().fold(0u64, |w, &x| w << 8 | x as u64)).collect()
+    };
+    v.as_array().unwrap().iter().map(|e| words(bytes(&e["key"]))).collect()
+}
+
+/// How many entries of process `pid` the probes keep between its calls: the process
+/// (`TLS_PROCS`, by process id), its threads' last calls (`TLS_CALLS`, by thread: the
+/// `bpf_get_current_pid_tgid` word, then 0) and the sockets they received from (`TLS_RECV`,
+/// by thread).
+fn kept_entries(pid: u32) -> [usize; 3] {
+    let pid = pid as u64;
+    let procs = map_keys("TLS_PROCS").iter().filter(|k| k[0] == pid).count();
+    let calls = map_keys("TLS_CALLS").iter().filter(|k| k[1] == 0 && k[0] >> 32 == pid).count();
+    let recv = map_keys("TLS_RECV").iter().filter(|k| k[0] >> 32 == pid).count();
+    [procs, calls, recv]
+}
+
+/// The entries the probes keep for a TLS-using process between its calls (in place, so that a
+/// call costs no map update) go once it has exited: the daemon's sweep of exited processes.
+#[test]
+fn an_exited_process_leaves_no_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = make_cert(d);
+    let (srv, port) = python_server(d, &cert, None);
+    let c = Collector::start(FAST);
+    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    let hold = script(d, "hold.py", PY_HOLD);
+    let mut client = python(None)
+        .arg(&hold)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut status = [0u8; 3];
+    client.stdout.take().unwrap().read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"200");
+    let pid = client.id();
+    let alive = kept_entries(pid);
+    eprintln!("entries of the client ({pid}) while it runs: {alive:?}");
+    assert!(alive.iter().all(|&n| n > 0), "the client's process, call and socket entries: {alive:?}");
+    drop(client.stdin.take());
+    assert!(client.wait().unwrap().success());
+    // The sweep runs every 30 s, after a scan of the processes.
+    let start = std::time::Instant::now();
+    let mut left = kept_entries(pid);
+    while left != [0, 0, 0] && start.elapsed() < Duration::from_secs(75) {
+        std::thread::sleep(Duration::from_secs(1));
+        left = kept_entries(pid);
+    }
+    eprintln!("entries of the exited client after {:?}: {left:?}", start.elapsed());
+    assert_eq!(left, [0, 0, 0], "entries of the exited client {pid}");
+    let m = c.scrape();
+    assert_eq!(https_count(&m, "server", port, "200"), 1.0);
 }

@@ -64,5 +64,11 @@ pub struct RecvOffsets {
 /// the entries of processes that exited without freeing their connections.
 pub const TLS_CONN_SIZE: usize = 1096;
 
+/// Size of a library call's value in `TLS_CALLS` (asserted by the kernel crate): its
+/// connection, buffer, count address, direction and padding, and the socket it received from.
+/// The daemon deletes the entries of exited processes there, in `TLS_RECV` (a thread's
+/// socket, a `Peer`) and in `TLS_PROCS` (a process, one byte).
+pub const TLS_CALL_SIZE: usize = 32 + core::mem::size_of::<Peer>();
+
 /// How many TLS connections are followed at once.
 pub const MAX_TLS_CONNS: u32 = 16384;

@@ -74,11 +74,13 @@ pub struct Call {
     pub peer: Peer,
 }
 
+const _: () = assert!(core::mem::size_of::<Call>() == collector_common::http::tls::TLS_CALL_SIZE);
+
 /// Calls in progress, by thread (`bpf_get_current_pid_tgid`) or goroutine. A thread's entry
 /// stays between its calls, `ssl` 0 while none is in progress, and is written in place (an
 /// update of an LRU map takes a new element and frees the old); a goroutine's goes when its call
 /// ends. LRU: the entry of a thread that died or stopped calling the library makes room for
-/// others.
+/// others; the daemon deletes those of exited processes (as in `TLS_RECV` and `TLS_PROCS`).
 #[map]
 pub static TLS_CALLS: LruHashMap<CallKey, Call> = LruHashMap::with_max_entries(16384, 0);
 

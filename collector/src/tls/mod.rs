@@ -27,7 +27,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
 };
 use collector_common::{
-    http::tls::{RecvOffsets, TLS_CONN_SIZE, TlsKey},
+    http::tls::{Peer, RecvOffsets, TLS_CALL_SIZE, TLS_CONN_SIZE, TlsKey},
     http2::TLS_H2_CONN_SIZE,
     names::{map, program},
 };
@@ -151,6 +151,12 @@ pub struct Capture {
     conns: BpfHashMap<MapData, TlsKey, [u8; TLS_CONN_SIZE]>,
     /// The HTTP/2 TLS connections (`TLS_H2_CONNS`), swept the same way.
     h2_conns: BpfHashMap<MapData, TlsKey, [u8; TLS_H2_CONN_SIZE]>,
+    /// Per-thread and per-process entries the probes keep between calls (`TLS_CALLS`, keyed
+    /// by thread or goroutine; `TLS_RECV`, by thread; `TLS_PROCS`, by process), swept the same
+    /// way: LRU maps, but an exited process's entries would otherwise stay until evicted.
+    calls: BpfHashMap<MapData, [u64; 2], [u8; TLS_CALL_SIZE]>,
+    recv: BpfHashMap<MapData, u64, [u8; core::mem::size_of::<Peer>()]>,
+    procs: BpfHashMap<MapData, u32, u8>,
     last_sweep: Instant,
     /// Attach failures by file, logged once, not tried again while the file is mapped.
     failed: HashSet<FileId>,
@@ -220,6 +226,12 @@ impl Capture {
             .take_map(map::TLS_H2_CONNS)
             .and_then(|m| Ok(BpfHashMap::try_from(m)?))
             .map_err(|e| format!("{e:#}"))?;
+        let calls =
+            loader.take_map(map::TLS_CALLS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
+        let recv =
+            loader.take_map(map::TLS_RECV).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
+        let procs =
+            loader.take_map(map::TLS_PROCS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
         let (opens, inotify) = match Opens::new() {
             Ok((o, i)) => (Some(o), Some(i)),
             Err(e) => {
@@ -242,6 +254,9 @@ impl Capture {
             skipped: HashMap::new(),
             conns,
             h2_conns,
+            calls,
+            recv,
+            procs,
             last_sweep: Instant::now(),
             failed: HashSet::new(),
             opens,
@@ -666,7 +681,27 @@ impl Capture {
         for k in dead {
             let _ = self.h2_conns.remove(&k);
         }
+        let dead: Vec<[u64; 2]> =
+            self.calls.keys().filter_map(Result::ok).filter(|k| !live.contains(&call_process(k))).collect();
+        for k in dead {
+            let _ = self.calls.remove(&k);
+        }
+        let dead: Vec<u64> =
+            self.recv.keys().filter_map(Result::ok).filter(|k| !live.contains(&((k >> 32) as u32))).collect();
+        for k in dead {
+            let _ = self.recv.remove(&k);
+        }
+        let dead: Vec<u32> = self.procs.keys().filter_map(Result::ok).filter(|k| !live.contains(k)).collect();
+        for k in dead {
+            let _ = self.procs.remove(&k);
+        }
     }
+}
+
+/// The process of a `TLS_CALLS` key: a thread's (`[pid_tgid, 0]`) or a goroutine's (`[g,
+/// process | 1 << 63]`).
+fn call_process(k: &[u64; 2]) -> u32 {
+    if k[1] == 0 { (k[0] >> 32) as u32 } else { (k[1] & !(1 << 63)) as u32 }
 }
 
 /// Detaches every probe before the process exits (SIGTERM), in parallel (see [`release`]):
