@@ -77,11 +77,12 @@ const TESTS: [(&str, &[&str]); 14] = [
     // discovery of a process started later); on the host kernel only: what depends on the
     // library or the server rather than the kernel (OpenSSL 1.1 and BoringSSL, nginx, payloads,
     // the flag, non-HTTP TLS), the timing comparisons (tls_timing, not in the matrix), what the
-    // daemon does with exited processes' entries and with files (probes that stay, files deleted, replaced and evicted, first
-    // opens timed, the exit with many files), and the mount namespace test (the guest runs the
-    // tests chrooted, and a process in a mount namespace of its own then shows its files in
-    // /proc/<pid>/maps by paths that are not under the chroot: a test artefact, as containers
-    // pivot their root). Each test starts a collector, which takes about 20 s under emulation.
+    // daemon does with exited processes' entries and with files (probes that stay, files
+    // deleted, replaced and evicted, first opens timed, the exit with many files), and the mount
+    // namespace test (the guest runs the tests chrooted, and a process in a mount namespace of
+    // its own then shows its files in /proc/<pid>/maps by paths that are not under the chroot:
+    // a test artefact, as containers pivot their root). Each test starts a collector, which
+    // takes about 20 s under emulation.
     (
         "tls",
         &[

@@ -220,18 +220,11 @@ impl Capture {
             format!("{kind}:returns of crypto/tls.(*Conn).Read"),
         )?;
         loader.attach_tracepoint(program::TLS_RECV, "tcp", "tcp_rcv_space_adjust")?;
-        let conns =
-            loader.take_map(map::TLS_CONNS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
-        let h2_conns = loader
-            .take_map(map::TLS_H2_CONNS)
-            .and_then(|m| Ok(BpfHashMap::try_from(m)?))
-            .map_err(|e| format!("{e:#}"))?;
-        let calls =
-            loader.take_map(map::TLS_CALLS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
-        let recv =
-            loader.take_map(map::TLS_RECV).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
-        let procs =
-            loader.take_map(map::TLS_PROCS).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))?;
+        let conns = take_hash(loader, map::TLS_CONNS)?;
+        let h2_conns = take_hash(loader, map::TLS_H2_CONNS)?;
+        let calls = take_hash(loader, map::TLS_CALLS)?;
+        let recv = take_hash(loader, map::TLS_RECV)?;
+        let procs = take_hash(loader, map::TLS_PROCS)?;
         let (opens, inotify) = match Opens::new() {
             Ok((o, i)) => (Some(o), Some(i)),
             Err(e) => {
@@ -670,31 +663,27 @@ impl Capture {
         self.procfs.join(pid.to_string()).join("root").join(path.trim_start_matches('/'))
     }
 
-    /// Deletes the connections of processes that are gone.
+    /// Deletes the connections of processes that are gone, and what the probes keep per
+    /// process and thread between calls.
     fn sweep(&mut self, live: &HashSet<u32>) {
-        let dead: Vec<TlsKey> = self.conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
-        for k in dead {
-            let _ = self.conns.remove(&k);
-        }
-        let dead: Vec<TlsKey> =
-            self.h2_conns.keys().filter_map(Result::ok).filter(|k| !live.contains(&k.tgid)).collect();
-        for k in dead {
-            let _ = self.h2_conns.remove(&k);
-        }
-        let dead: Vec<[u64; 2]> =
-            self.calls.keys().filter_map(Result::ok).filter(|k| !live.contains(&call_process(k))).collect();
-        for k in dead {
-            let _ = self.calls.remove(&k);
-        }
-        let dead: Vec<u64> =
-            self.recv.keys().filter_map(Result::ok).filter(|k| !live.contains(&((k >> 32) as u32))).collect();
-        for k in dead {
-            let _ = self.recv.remove(&k);
-        }
-        let dead: Vec<u32> = self.procs.keys().filter_map(Result::ok).filter(|k| !live.contains(k)).collect();
-        for k in dead {
-            let _ = self.procs.remove(&k);
-        }
+        sweep_map(&mut self.conns, |k| !live.contains(&k.tgid));
+        sweep_map(&mut self.h2_conns, |k| !live.contains(&k.tgid));
+        sweep_map(&mut self.calls, |k| !live.contains(&call_process(k)));
+        sweep_map(&mut self.recv, |k| !live.contains(&((k >> 32) as u32)));
+        sweep_map(&mut self.procs, |k| !live.contains(k));
+    }
+}
+
+/// Takes the hash (or LRU hash) map `name` out of the object.
+fn take_hash<K: aya::Pod, V: aya::Pod>(loader: &mut Loader, name: &str) -> Result<BpfHashMap<MapData, K, V>, String> {
+    loader.take_map(name).and_then(|m| Ok(BpfHashMap::try_from(m)?)).map_err(|e| format!("{e:#}"))
+}
+
+/// Deletes the entries of `map` whose key `gone` says belongs to a process that is gone.
+fn sweep_map<K: aya::Pod, V: aya::Pod>(map: &mut BpfHashMap<MapData, K, V>, gone: impl Fn(&K) -> bool) {
+    let dead: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| gone(k)).collect();
+    for k in dead {
+        let _ = map.remove(&k);
     }
 }
 
