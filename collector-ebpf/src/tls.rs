@@ -29,6 +29,7 @@ use collector_common::http::tls::{ArrivalKey, Peer};
 
 use crate::{
     capture::{
+        self,
         arrivals::{RECV_OFFSETS, TLS_ARRIVALS},
         plain::{self, Call, CallKey, TLS_CALLS, TLS_PROCS, TLS_RECV, note_process, read_user, thread_key},
     },
@@ -75,17 +76,9 @@ fn enter(ctx: &ProbeContext, write: bool, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     note_process(id);
     let call = Call { ssl, buf, count_at, write: write as u32, _pad: 0, peer: Peer::default() };
-    let key = thread_key(id);
-    // A thread's entry stays between its calls (`tls_take` clears its `ssl`): written in place,
-    // since an update of an LRU map takes a new element and frees the old.
-    match TLS_CALLS.get_ptr_mut(&key) {
-        // SAFETY: this thread's entry (map memory valid until the program returns); only this
-        // thread's programs use it, one at a time.
-        Some(c) => unsafe { *c = call },
-        None => {
-            let _ = TLS_CALLS.insert(&key, &call, 0);
-        }
-    }
+    // A thread's entry stays between its calls (`tls_take` clears its `ssl`); only this
+    // thread's programs use it, one at a time.
+    capture::put(&TLS_CALLS, &thread_key(id), &call);
     0
 }
 
@@ -340,16 +333,8 @@ pub fn tls_recv(ctx: TracePointContext) -> u32 {
     // SAFETY: the value is copied out at once; any u64 is valid.
     let arrived = unsafe { TLS_ARRIVALS.get(&key) }.copied().unwrap_or(0);
     let peer = Peer { local_addr: saddr, peer_addr: daddr, local_port: sport, peer_port: dport, set: 1, arrived };
-    // This thread's entry written in place when it has one (only this thread writes or reads
-    // it, one program at a time): an update of an LRU map takes a new element and frees the old.
-    match TLS_RECV.get_ptr_mut(&id) {
-        // SAFETY: this thread's entry (map memory valid until the program returns), written by
-        // this thread's programs only, which run one at a time on it.
-        Some(p) => unsafe { *p = peer },
-        None => {
-            let _ = TLS_RECV.insert(&id, &peer, 0);
-        }
-    }
+    // Only this thread's programs write or read its entry, one at a time.
+    capture::put(&TLS_RECV, &id, &peer);
     if let Some(c) = TLS_CALLS.get_ptr_mut(&thread_key(id)) {
         // SAFETY: this thread's entry in `TLS_CALLS` (preallocated map memory, valid until the
         // program returns); only this thread's probes use the entry, and they run one at a

@@ -57,15 +57,8 @@ pub extern "C" fn tls_arrived(skb: *mut __sk_buff, ports: u64, family: u64) -> i
         peer_port: u16::from_be_bytes([s0, s1]),
         _pad: 0,
     };
-    // Written in place when the socket has its entry (an update of an LRU map takes a new
-    // element and frees the old): one aligned 8-byte store, which `tls_recv` reads whole.
-    match TLS_ARRIVALS.get_ptr_mut(&key) {
-        // SAFETY: this socket's entry (map memory valid until the program returns, aligned).
-        Some(p) => unsafe { core::ptr::write_volatile(p, now) },
-        None => {
-            let _ = TLS_ARRIVALS.insert(&key, &now, 0);
-        }
-    }
+    // One aligned 8-byte store when the entry exists, which `tls_recv` reads whole.
+    super::put(&TLS_ARRIVALS, &key, &now);
     0
 }
 

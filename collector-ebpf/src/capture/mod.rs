@@ -23,3 +23,19 @@ pub mod plain;
 pub mod record;
 pub mod segment;
 pub mod stash;
+
+/// Stores `value` as `key`'s in an LRU hash map: in place when the key has an entry (an update
+/// takes a new element from the map's free lists and frees the old one, on every call), else
+/// inserted. For entries that one program at a time writes (a thread's, a socket's), which a
+/// reader copies out whole or a word at a time.
+#[inline(always)]
+pub fn put<K, V: Copy>(map: &aya_ebpf::maps::LruHashMap<K, V>, key: &K, value: &V) {
+    match map.get_ptr_mut(key) {
+        // SAFETY: `key`'s value in `map` (map memory, aligned, valid until the program returns),
+        // written by one program at a time (the caller's entries are).
+        Some(p) => unsafe { *p = *value },
+        None => {
+            let _ = map.insert(key, value, 0);
+        }
+    }
+}
