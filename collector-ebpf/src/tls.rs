@@ -1,7 +1,9 @@
 //! TLS: HTTP/1.x over TLS, from the plaintext the TLS library hands to the application and takes
 //! from it. Uprobes on `SSL_read`, `SSL_read_ex`, `SSL_write` and `SSL_write_ex` (OpenSSL 1.1
 //! and 3, BoringSSL; in `libssl.so` or linked into a binary that exports them, as Node.js does)
-//! note the call's buffer; a return probe on each takes how many bytes the call moved and feeds
+//! note the call's buffer (where a function and its `_ex` variant both call one that does the
+//! work with the variant's arguments, that one instead, with the variant's program: the daemon
+//! decides, `collector/src/tls/elf.rs`); a return probe on each takes how many bytes the call moved and feeds
 //! them, with their position in that direction's plaintext stream, to the connection's framer
 //! (`collector_common::http::framer`, the same as for cleartext). A TLS connection is keyed by
 //! process and `SSL *`; its state lives in `TLS_CONNS` from its first bytes that start an HTTP
@@ -111,10 +113,12 @@ return_probe!(
             // No call of this thread in progress (its entry is kept between calls).
             return 0;
         }
-        // `int` in every variant: 1 for success of the `_ex` ones, the byte count of the others.
+        // `int` in every variant: above 0 for success of the `_ex` ones and of the function they
+        // share with the others where that is probed (the count stored at `count_at`: 1 from
+        // `SSL_read_ex`), the byte count of the others.
         let ret = ctx.ret::<u64>() as u32 as i32;
         let n = if count_at != 0 {
-            if ret == 1 { read_user::<u64>(count_at).unwrap_or(0) } else { 0 }
+            if ret > 0 { read_user::<u64>(count_at).unwrap_or(0) } else { 0 }
         } else if ret > 0 {
             ret as u64
         } else {

@@ -274,7 +274,8 @@ fn host_libssl(c: &Collector) -> String {
 /// within the scan interval of its first open: the one race left, measured here. 100 first
 /// opens, each of a copy of libssl.so.3 of its own in a directory of its own, each timed by the
 /// process that opens it from just before `dlopen` to the moment the breakpoint of a probe shows
-/// in its own copy of `SSL_write` (the kernel writes 0xcc there when it attaches one), in four
+/// in its own copy of `SSL_free` (the kernel writes 0xcc there when it attaches one; the read and
+/// write probes may sit in functions that have no symbol: `collector/src/tls/elf.rs`), in four
 /// workers that wait a random part of a second between opens, so that opens fall anywhere in
 /// the scan's period. Then 100 copies written into a directory the collector watches (that of
 /// a library it attached): attached when written, before they are opened. Asserted: every open
@@ -318,7 +319,7 @@ fn first_opens_of_libraries_never_seen_are_attached_within_two_scans() {
 
 /// The first-open harness (see the test above): `LIB BASE dirs|files N`: N copies of LIB under
 /// BASE (each in a directory of its own, or side by side), each loaded and timed until the
-/// first byte of its `SSL_write` is a breakpoint; prints `attached MS` per copy (0 when it was
+/// first byte of its `SSL_free` is a breakpoint; prints `attached MS` per copy (0 when it was
 /// one at the first look). Four workers for `dirs`, which wait a random part of a second
 /// between opens; one for `files`.
 const FIRST_OPEN: &str = r#"
@@ -336,7 +337,7 @@ def one(i):
         shutil.copy(lib, path)
     t = time.monotonic()
     h = ctypes.CDLL(path)
-    at = ctypes.cast(h.SSL_write, ctypes.c_void_p).value
+    at = ctypes.cast(h.SSL_free, ctypes.c_void_p).value
     first = True
     while ctypes.string_at(at, 1) != b"\xcc":
         first = False

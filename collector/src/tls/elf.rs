@@ -102,7 +102,7 @@ pub fn examine_copy(path: &str, f: &std::fs::File) -> Kind {
 fn examine_bytes(name: &str, data: &[u8]) -> Kind {
     let Ok(obj) = object::File::parse(data) else { return Kind::None };
     let libssl = name.starts_with("libssl.so");
-    let mut found: HashMap<&str, u64> = HashMap::new();
+    let mut found: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut go: HashMap<&str, (u64, u64)> = HashMap::new();
     for sym in obj.dynamic_symbols().chain(obj.symbols()) {
         let Ok(n) = sym.name() else { continue };
@@ -118,12 +118,30 @@ fn examine_bytes(name: &str, data: &[u8]) -> Kind {
             && !found.contains_key(f)
             && let Some(off) = file_offset(&obj, &sym)
         {
-            found.insert(f, off);
+            found.insert(f, (off, sym.size()));
         }
     }
     let complete = ENTRY_PROBES.iter().all(|(_, f, required)| !required || found.contains_key(f));
     if complete {
-        let offsets = ENTRY_PROBES.iter().filter_map(|(prog, f, _)| found.get(f).map(|o| (*prog, *o))).collect();
+        let mut offsets: Vec<(&'static str, u64)> =
+            ENTRY_PROBES.iter().filter_map(|(prog, f, _)| found.get(f).map(|o| (*prog, o.0))).collect();
+        if obj.architecture() == object::Architecture::X86_64
+            && let Some((text_off, text_len)) = obj.section_by_name(".text").and_then(|s| s.file_range())
+        {
+            let text = text_off..text_off + text_len;
+            for (plain, plain_prog, ex, ex_prog) in SHARED_BODIES {
+                let code = |f: &str| {
+                    let &(off, size) = found.get(f)?;
+                    Some((off, data.get(off as usize..(off + size.min(128)) as usize)?))
+                };
+                if let (Some(p), Some(e)) = (code(plain), code(ex))
+                    && let Some(body) = shared_body(p, e, data, &text)
+                {
+                    offsets.retain(|(prog, _)| *prog != plain_prog && *prog != ex_prog);
+                    offsets.push((ex_prog, body));
+                }
+            }
+        }
         return Kind::OpenSsl(offsets);
     }
     if !go.is_empty() {
@@ -136,6 +154,58 @@ fn examine_bytes(name: &str, data: &[u8]) -> Kind {
         return Kind::Skipped("no SSL_read/SSL_write/SSL_free symbols");
     }
     Kind::None
+}
+
+/// OpenSSL's read and write functions, each with its `_ex` variant: (function, its program, the
+/// variant, its program). Where both call one function that does the work (OpenSSL's
+/// `ssl_read_internal`/`ssl_write_internal`, with `_ex`'s arguments and result), that function
+/// is probed instead of the two, with the variant's program (see [`shared_body`]).
+const SHARED_BODIES: [(&str, &str, &str, &str); 2] = [
+    ("SSL_read", program::TLS_READ, "SSL_read_ex", program::TLS_READ_EX),
+    ("SSL_write", program::TLS_WRITE, "SSL_write_ex", program::TLS_WRITE_EX),
+];
+
+/// The file offset of the function an OpenSSL function (`plain`: its file offset and first
+/// bytes) and its `_ex` variant (`ex`) both call to do their work, where a probe costs a trap
+/// less than on either: the kernel emulates a probed `push` of a register (and a branch) but
+/// steps any other instruction out of line, which takes a second trap, a debug exception, on
+/// every call (Debian's `SSL_read`, `SSL_read_ex`, `SSL_write` and `SSL_write_ex` all start with
+/// a `sub` from `rsp`; the functions they call, with a `push`). Only where nothing is lost and
+/// nothing changes meaning: `ex` runs nothing before its first call but `endbr64`, `push` and
+/// a `sub` from `rsp`, so its four argument registers (connection, buffer, length, where the
+/// count goes) reach the callee as they came, which returns above 0 with the count stored as
+/// `ex` does; `plain`'s first call goes to the same function (its way to read or write); the
+/// callee lies in `text` (file offsets of `.text`) and starts with a `push` of a register. The
+/// return probe goes on the callee's entry as well. None otherwise, and on every doubt.
+fn shared_body(plain: (u64, &[u8]), ex: (u64, &[u8]), data: &[u8], text: &std::ops::Range<u64>) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    // Decoded at file offsets: a near call's target is then a file offset too (one segment).
+    let first_call = |(off, code): (u64, &[u8]), prologue_only: bool| -> Option<u64> {
+        let mut d = Decoder::with_ip(64, code, off, DecoderOptions::NONE);
+        for _ in 0..32 {
+            if !d.can_decode() {
+                return None;
+            }
+            let ins = d.decode();
+            match ins.mnemonic() {
+                _ if ins.is_invalid() => return None,
+                Mnemonic::Call => return (ins.op0_kind() == OpKind::NearBranch64).then(|| ins.near_branch_target()),
+                Mnemonic::Endbr64 | Mnemonic::Push => {}
+                Mnemonic::Sub
+                    if ins.op0_register() == Register::RSP
+                        && matches!(ins.op1_kind(), OpKind::Immediate8to64 | OpKind::Immediate32to64) => {}
+                _ if prologue_only => return None,
+                _ => {}
+            }
+        }
+        None
+    };
+    let body = first_call(ex, true)?;
+    if !text.contains(&body) || first_call(plain, false)? != body {
+        return None;
+    }
+    let ins = Decoder::new(64, data.get(body as usize..)?.get(..16)?, DecoderOptions::NONE).decode();
+    (ins.mnemonic() == Mnemonic::Push && ins.op0_kind() == OpKind::Register).then_some(body)
 }
 
 /// The functions of Go's crypto/tls that are probed: (program, symbol).
@@ -262,6 +332,48 @@ mod tests {
         assert_eq!(return_offsets(&[0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3]), vec![5]);
     }
 
+    /// `call` from `at` to `to`, as a near call with a 32-bit displacement.
+    fn call(at: usize, to: usize) -> Vec<u8> {
+        let mut c = vec![0xe8];
+        c.extend_from_slice(&((to as i64 - (at as i64 + 5)) as i32).to_le_bytes());
+        c
+    }
+
+    #[test]
+    fn shared_bodies() {
+        // A file: SSL_read at 0x10 (sub rsp,0x18; mov rcx,rsp; call), SSL_read_ex at 0x40
+        // (sub rsp,8; call), their shared body at 0x80 (push r13; push rbp), all in `.text`.
+        let text = 0..0x100u64;
+        let file = |ex_prologue: &[u8], body: &[u8], plain_to: usize| {
+            let mut data = vec![0xccu8; 0x100];
+            let mut plain = vec![0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0xe1];
+            plain.extend(call(0x10 + plain.len(), plain_to));
+            data[0x10..0x10 + plain.len()].copy_from_slice(&plain);
+            let mut ex = ex_prologue.to_vec();
+            ex.extend(call(0x40 + ex.len(), 0x80));
+            data[0x40..0x40 + ex.len()].copy_from_slice(&ex);
+            data[0x80..0x80 + body.len()].copy_from_slice(body);
+            data
+        };
+        let find = |data: &[u8], text: &std::ops::Range<u64>| {
+            shared_body((0x10, &data[0x10..0x30]), (0x40, &data[0x40..0x60]), data, text)
+        };
+        let sub8 = [0x48, 0x83, 0xec, 0x08];
+        let push = [0x41, 0x55, 0x55];
+        assert_eq!(find(&file(&sub8, &push, 0x80), &text), Some(0x80));
+        // endbr64 and pushes before the call keep the arguments too.
+        let endbr_push = [0xf3, 0x0f, 0x1e, 0xfa, 0x53, 0x48, 0x83, 0xec, 0x10];
+        assert_eq!(find(&file(&endbr_push, &push, 0x80), &text), Some(0x80));
+        // The variant moves an argument (mov rdx,rsi) before its call: the arguments may differ.
+        assert_eq!(find(&file(&[0x48, 0x89, 0xf2], &push, 0x80), &text), None);
+        // A body that starts with a sub would be stepped out of line as well: nothing gained.
+        assert_eq!(find(&file(&sub8, &[0x48, 0x83, 0xec, 0x38], 0x80), &text), None);
+        // The other function calls something else first.
+        assert_eq!(find(&file(&sub8, &push, 0xc0), &text), None);
+        // The body outside `.text` (a PLT stub, say).
+        assert_eq!(find(&file(&sub8, &push, 0x80), &(0..0x80)), None);
+    }
+
     #[test]
     fn this_executable_has_a_writable_segment() {
         let off = writable_segment_offset(Path::new("/proc/self/exe")).unwrap();
@@ -288,19 +400,16 @@ mod tests {
         let ino = std::fs::metadata(lib).unwrap().ino();
         match examine("/usr/lib/x86_64-linux-gnu/libssl.so.3", || open_checked(lib, ino)) {
             Kind::OpenSsl(offsets) => {
+                // Its read and write functions and their `_ex` variants each call a function that
+                // starts with a push: that one is probed, with the variant's program.
                 let progs: Vec<&str> = offsets.iter().map(|(p, _)| *p).collect();
-                assert_eq!(
-                    progs,
-                    [
-                        program::TLS_READ,
-                        program::TLS_WRITE,
-                        program::TLS_READ_EX,
-                        program::TLS_WRITE_EX,
-                        program::TLS_FREE,
-                        program::TLS_HANDSHAKE
-                    ]
-                );
+                assert_eq!(progs, [program::TLS_FREE, program::TLS_HANDSHAKE, program::TLS_READ_EX, program::TLS_WRITE_EX]);
                 assert!(offsets.iter().all(|(_, o)| *o > 0));
+                let data = std::fs::read(lib).unwrap();
+                for (_, o) in &offsets[2..] {
+                    let b = &data[*o as usize..];
+                    assert!(matches!(b[0], 0x50..=0x57) || (b[0] == 0x41 && matches!(b[1], 0x50..=0x57)), "{b:02x?}");
+                }
             }
             k => panic!("{k:?}"),
         }
