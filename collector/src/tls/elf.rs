@@ -265,7 +265,11 @@ fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u6
         match prog {
             program::GO_TLS_WRITE => out.push((prog, off + after_stack_check(code))),
             program::GO_TLS_READ => {
-                out.push((prog, off));
+                // On the stack check's conditional jump, which the kernel emulates (the entry's
+                // first instruction, a `cmp`, it steps out of line: a second trap per call). A
+                // goroutine whose stack grows passes it twice; the second entry note replaces
+                // the first with the same values.
+                out.push((prog, off + stack_check(code).map_or(0, |(jump, _)| jump)));
                 let rets = return_offsets(code);
                 if rets.is_empty() {
                     return Kind::Skipped("no return instruction found in crypto/tls");
@@ -283,6 +287,12 @@ fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u6
 /// stack growth at the end), which a goroutine whose stack grew passes again from the top. 0
 /// for a function without one. Nothing before it touches the argument registers.
 fn after_stack_check(code: &[u8]) -> u64 {
+    stack_check(code).map_or(0, |(_, after)| after)
+}
+
+/// The offsets of the stack check's conditional jump in a Go function's prologue and of the
+/// instruction after it (see [`after_stack_check`]); None without one.
+fn stack_check(code: &[u8]) -> Option<(u64, u64)> {
     let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
     let mut ins = iced_x86::Instruction::default();
     let mut compared = false;
@@ -290,15 +300,16 @@ fn after_stack_check(code: &[u8]) -> u64 {
         if !d.can_decode() {
             break;
         }
+        let at = d.position() as u64;
         d.decode_out(&mut ins);
         match ins.mnemonic() {
             iced_x86::Mnemonic::Cmp if ins.memory_base() == iced_x86::Register::R14 => compared = true,
-            iced_x86::Mnemonic::Jbe | iced_x86::Mnemonic::Jb if compared => return d.position() as u64,
+            iced_x86::Mnemonic::Jbe | iced_x86::Mnemonic::Jb if compared => return Some((at, d.position() as u64)),
             iced_x86::Mnemonic::Lea | iced_x86::Mnemonic::Cmp => {}
             _ => break,
         }
     }
-    0
+    None
 }
 
 /// Offsets of the return instructions in a function's machine code (x86-64).
@@ -385,11 +396,14 @@ mod tests {
         // cmp rsp,[r14+0x10]; jbe +0x40; push rbp
         let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
         assert_eq!(after_stack_check(&code), 6);
+        assert_eq!(stack_check(&code), Some((4, 6)));
         // lea r12,[rsp-0x100]; cmp r12,[r14+0x10]; jbe +0x40; push rbp
         let code = [0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
         assert_eq!(after_stack_check(&code), 14);
+        assert_eq!(stack_check(&code), Some((12, 14)));
         // No stack check: push rbp; ...
         assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5]), 0);
+        assert_eq!(stack_check(&[0x55, 0x48, 0x89, 0xe5]), None);
     }
 
     #[test]
