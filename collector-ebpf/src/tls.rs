@@ -214,9 +214,13 @@ pub extern "C" fn tls_take(id: u64, process: u64, n: u64) -> i64 {
 // each return instruction of Read (found by the daemon, which decodes the function). A Read is
 // keyed by its goroutine (the `g` pointer, in R14 in Go's ABI), since a goroutine can move
 // between threads while it waits inside Read. A Write is taken at its start (Go's Write writes
-// all of its bytes or fails the connection; callers do not retry), after the stack check of its
-// prologue (the daemon places it there: a goroutine whose stack must grow re-enters the
-// function from its first instruction, which would feed the bytes twice). Taking it at its
+// all of its bytes or fails the connection; callers do not retry), on the conditional jump that
+// ends the stack check of its prologue (the daemon places it there, and the Read entry too: the
+// kernel emulates a probed branch, where it steps the first instruction, a compare, out of line
+// with a second trap). The jump is taken when the goroutine's stack must grow (or it is to be
+// preempted): the function then re-enters from its first instruction and reaches the jump
+// again, so a Write whose jump will be taken is left for that pass (the flags the compare set
+// tell: `jbe` jumps on carry or zero), and its bytes are fed once. Taking it at its
 // start also orders it before the response: Go's HTTP client writes a request on one goroutine
 // and reads the response on another, and a write's return can come after the response's.
 
@@ -239,9 +243,16 @@ entry_probe!(go_tls_read, go_tls_read_multi, |ctx: ProbeContext| {
     0
 });
 
+/// x86-64 RFLAGS: carry and zero, on either of which the stack check's `jbe` jumps.
+const CARRY_OR_ZERO: u64 = 1 << 0 | 1 << 6;
+
 entry_probe!(go_tls_write, go_tls_write_multi, |ctx: ProbeContext| {
     // SAFETY: as in `go_key`.
-    let (conn, buf, len) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx) };
+    let (conn, buf, len, flags) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx, (*ctx.regs).eflags) };
+    if flags & CARRY_OR_ZERO != 0 {
+        // The stack check fails: the stack grows and the function starts again (see above).
+        return 0;
+    }
     let key = go_key(&ctx);
     go_write_call(key.id, conn, buf);
     feed_call(key, conn, len);

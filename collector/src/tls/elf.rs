@@ -263,13 +263,18 @@ fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u6
             return Kind::Skipped("crypto/tls function outside the file");
         };
         match prog {
-            program::GO_TLS_WRITE => out.push((prog, off + after_stack_check(code))),
+            // On the stack check's jump, as Read below; its program leaves a Write whose jump
+            // is taken to the function's next pass, so there must be one.
+            program::GO_TLS_WRITE => match stack_check(code) {
+                Some(jump) => out.push((prog, off + jump)),
+                None => return Kind::Skipped("crypto/tls Write without a stack check"),
+            },
             program::GO_TLS_READ => {
                 // On the stack check's conditional jump, which the kernel emulates (the entry's
                 // first instruction, a `cmp`, it steps out of line: a second trap per call). A
                 // goroutine whose stack grows passes it twice; the second entry note replaces
                 // the first with the same values.
-                out.push((prog, off + stack_check(code).map_or(0, |(jump, _)| jump)));
+                out.push((prog, off + stack_check(code).unwrap_or(0)));
                 let rets = return_offsets(code);
                 if rets.is_empty() {
                     return Kind::Skipped("no return instruction found in crypto/tls");
@@ -282,17 +287,11 @@ fn go_probes(obj: &object::File<'_>, data: &[u8], funcs: &HashMap<&str, (u64, u6
     Kind::Go(out)
 }
 
-/// Where a Go function's body starts: after the stack check of its prologue (`cmp rsp,
-/// [r14+16]` or, for a large frame, a `lea` and a `cmp` on it, then a conditional jump to the
-/// stack growth at the end), which a goroutine whose stack grew passes again from the top. 0
-/// for a function without one. Nothing before it touches the argument registers.
-fn after_stack_check(code: &[u8]) -> u64 {
-    stack_check(code).map_or(0, |(_, after)| after)
-}
-
-/// The offsets of the stack check's conditional jump in a Go function's prologue and of the
-/// instruction after it (see [`after_stack_check`]); None without one.
-fn stack_check(code: &[u8]) -> Option<(u64, u64)> {
+/// The offset of the conditional jump (`jbe`) that ends the stack check of a Go function's
+/// prologue (`cmp rsp, [r14+16]` or, for a large frame, a `lea` and a `cmp` on it; the jump goes
+/// to the stack growth at the end, which re-enters the function from its first instruction);
+/// None for a function without one. Nothing before it touches the argument registers.
+fn stack_check(code: &[u8]) -> Option<u64> {
     let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
     let mut ins = iced_x86::Instruction::default();
     let mut compared = false;
@@ -304,7 +303,7 @@ fn stack_check(code: &[u8]) -> Option<(u64, u64)> {
         d.decode_out(&mut ins);
         match ins.mnemonic() {
             iced_x86::Mnemonic::Cmp if ins.memory_base() == iced_x86::Register::R14 => compared = true,
-            iced_x86::Mnemonic::Jbe | iced_x86::Mnemonic::Jb if compared => return Some((at, d.position() as u64)),
+            iced_x86::Mnemonic::Jbe if compared => return Some(at),
             iced_x86::Mnemonic::Lea | iced_x86::Mnemonic::Cmp => {}
             _ => break,
         }
@@ -395,15 +394,14 @@ mod tests {
     fn go_prologue() {
         // cmp rsp,[r14+0x10]; jbe +0x40; push rbp
         let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
-        assert_eq!(after_stack_check(&code), 6);
-        assert_eq!(stack_check(&code), Some((4, 6)));
+        assert_eq!(stack_check(&code), Some(4));
         // lea r12,[rsp-0x100]; cmp r12,[r14+0x10]; jbe +0x40; push rbp
         let code = [0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
-        assert_eq!(after_stack_check(&code), 14);
-        assert_eq!(stack_check(&code), Some((12, 14)));
+        assert_eq!(stack_check(&code), Some(12));
         // No stack check: push rbp; ...
-        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5]), 0);
         assert_eq!(stack_check(&[0x55, 0x48, 0x89, 0xe5]), None);
+        // A compare not on g's stack bound: cmp rsp,[rax+0x10]; jbe
+        assert_eq!(stack_check(&[0x48, 0x3b, 0x60, 0x10, 0x76, 0x40]), None);
     }
 
     #[test]
