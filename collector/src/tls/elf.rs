@@ -415,7 +415,10 @@ mod tests {
                 // Its read and write functions and their `_ex` variants each call a function that
                 // starts with a push: that one is probed, with the variant's program.
                 let progs: Vec<&str> = offsets.iter().map(|(p, _)| *p).collect();
-                assert_eq!(progs, [program::TLS_FREE, program::TLS_HANDSHAKE, program::TLS_READ_EX, program::TLS_WRITE_EX]);
+                assert_eq!(
+                    progs,
+                    [program::TLS_FREE, program::TLS_HANDSHAKE, program::TLS_READ_EX, program::TLS_WRITE_EX]
+                );
                 assert!(offsets.iter().all(|(_, o)| *o > 0));
                 let data = std::fs::read(lib).unwrap();
                 for (_, o) in &offsets[2..] {
