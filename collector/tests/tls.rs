@@ -129,9 +129,7 @@ fn python_https_server_and_clients() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cert = make_cert(d);
-    let (srv, port) = python_server(d, &cert, None);
-    let c = Collector::start(FAST);
-    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    let (_srv, port, c) = python_server_then_collector(d, &cert);
 
     let a = python_exchanges(d, port, "keepalive", PY_KEEPALIVE, None);
     let b = python_exchanges(d, port, "new", PY_NEW, None);
@@ -616,9 +614,7 @@ fn an_exited_process_leaves_no_entries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cert = make_cert(d);
-    let (srv, port) = python_server(d, &cert, None);
-    let c = Collector::start(FAST);
-    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    let (_srv, port, c) = python_server_then_collector(d, &cert);
     let hold = script(d, "hold.py", PY_HOLD);
     let mut client = python(None)
         .arg(&hold)

@@ -129,11 +129,12 @@ fn examine_bytes(name: &str, data: &[u8]) -> Kind {
             && let Some((text_off, text_len)) = obj.section_by_name(".text").and_then(|s| s.file_range())
         {
             let text = text_off..text_off + text_len;
+            // A function's file offset and first bytes.
+            let code = |f: &str| {
+                let &(off, size) = found.get(f)?;
+                Some((off, data.get(off as usize..(off + size.min(128)) as usize)?))
+            };
             for (plain, plain_prog, ex, ex_prog) in SHARED_BODIES {
-                let code = |f: &str| {
-                    let &(off, size) = found.get(f)?;
-                    Some((off, data.get(off as usize..(off + size.min(128)) as usize)?))
-                };
                 if let (Some(p), Some(e)) = (code(plain), code(ex))
                     && let Some(body) = shared_body(p, e, data, &text)
                 {

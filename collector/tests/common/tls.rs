@@ -358,6 +358,15 @@ pub fn private_libssl(dir: &Path) -> PathBuf {
     lib
 }
 
+/// Python's HTTPS server ([`python_server`], the system's libssl.so.3) started before a
+/// collector (`FAST`), returned once the collector's probes are on the library the server maps.
+pub fn python_server_then_collector(dir: &Path, cert: &Cert) -> (KillOnDrop, u16, Collector) {
+    let (srv, port) = python_server(dir, cert, None);
+    let c = Collector::start(common::FAST);
+    wait_attached(&c, &mapped_file(srv.id(), "libssl.so.3"));
+    (srv, port, c)
+}
+
 /// A Python HTTPS server on a free port; (guard, port).
 pub fn python_server(dir: &Path, cert: &Cert, lib: Option<&Path>) -> (KillOnDrop, u16) {
     let srv = script(dir, "server.py", PY_SERVER);
