@@ -92,9 +92,20 @@ pub fn window8(buf: &[u64; WINDOW_WORDS], p: u32) -> u64 {
 /// exact per-byte parser.
 #[inline(always)]
 pub(super) fn find_newline(buf: &[u64; WINDOW_WORDS], i: u32, len: u32) -> u32 {
+    find_newline_within::<WINDOW_WORDS>(buf, i, len)
+}
+
+/// [`find_newline`] over the `WORDS` words from the one holding byte `i` at most: `len` when
+/// there is none there either. The BPF verifier follows a loop once per iteration for every way
+/// of reaching it; inside the header-line loop (8 lines a step) a search of the whole window was
+/// most of what it checked in the HTTP/1 step.
+#[inline(always)]
+pub(super) fn find_newline_within<const WORDS: usize>(buf: &[u64; WINDOW_WORDS], i: u32, len: u32) -> u32 {
     let mut j = (i >> 3) as usize;
     let mut mask = !0u64 << ((i & 7) * 8);
-    while j < WINDOW_WORDS {
+    let mut n = 0;
+    while n < WORDS && j < WINDOW_WORDS {
+        n += 1;
         if (j as u32) * 8 >= len {
             return len;
         }

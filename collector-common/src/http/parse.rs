@@ -5,7 +5,7 @@
 
 use super::{
     VERSION_1_0, VERSION_1_1,
-    bytes::{byte_at, byte_bits, find_newline, le, letters, non_digits, pad8, parse8, window8},
+    bytes::{byte_at, byte_bits, find_newline, find_newline_within, le, letters, non_digits, pad8, parse8, window8},
     framer::*,
     method,
 };
@@ -605,7 +605,8 @@ fn header_lines(st: &mut Dir, i: u32, len: u32) -> (u32, bool) {
             }
         }
         // A line of no interest: to its line break.
-        let k = find_newline(&st.w.buf, j + 1, len);
+        // Within the next 16 words: a longer line goes on in the next steps (skipped there).
+        let k = find_newline_within::<16>(&st.w.buf, j + 1, len);
         if k < len && k > j + 1 {
             j = k + 1;
             lines += 1;
