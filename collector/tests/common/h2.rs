@@ -81,12 +81,16 @@ pub fn assert_counts(m: &Metrics, side: &str, port: u16, scheme: &str, method: &
         }
         let name = format!("http_{side}_request_duration_seconds_count");
         let got = total(m, &name, &labels);
-        // On a mismatch, every HTTP/2 series of the side: counted under other labels (a port
-        // not known yet), or not at all.
-        let all: Vec<String> = m
-            .find(&name, &[("network_protocol_version", "2")])
+        // On a mismatch, every HTTP/2 series of both sides (counted under other labels, a port
+        // not known yet, or not at all; the other side tells a connection not followed from a
+        // daemon behind) and the connections the daemon follows.
+        let all: Vec<String> = ["server", "client"]
             .iter()
-            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .flat_map(|s| {
+                m.find(&format!("http_{s}_request_duration_seconds_count"), &[("network_protocol_version", "2")])
+            })
+            .chain(m.find("collector_http2_connections", &[]))
+            .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
             .collect();
         assert_eq!(got, *n, "{side} {method} {status};{why}\n{}", all.join("\n"));
     }
