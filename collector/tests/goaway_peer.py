@@ -34,6 +34,13 @@ def serve_one(sock, n, answer):
     time.sleep(0.5)
 
 
+def serve_and_close(sock, n, answer):
+    try:
+        serve_one(sock, n, answer)
+    finally:
+        sock.close()
+
+
 def serve(port, n, answer):
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,7 +49,9 @@ def serve(port, n, answer):
     print("ready", flush=True)
     while True:
         s, _ = ls.accept()
-        threading.Thread(target=lambda: (serve_one(s, n, answer), s.close()), daemon=True).start()
+        # The socket goes to the thread as an argument: a closure would read `s` when it runs,
+        # by then the next connection's once the loop has accepted it.
+        threading.Thread(target=serve_and_close, args=(s, n, answer), daemon=True).start()
 
 
 def call(port, n):

@@ -46,6 +46,13 @@ def serve_one(sock, table):
             sock.sendall(out)
 
 
+def serve_and_close(sock, table):
+    try:
+        serve_one(sock, table)
+    finally:
+        sock.close()
+
+
 def serve(port, table):
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,7 +61,9 @@ def serve(port, table):
     print("ready", flush=True)
     while True:
         s, _ = ls.accept()
-        threading.Thread(target=lambda: (serve_one(s, table), s.close()), daemon=True).start()
+        # The socket goes to the thread as an argument: a closure would read `s` when it runs,
+        # by then the next connection's once the loop has accepted it.
+        threading.Thread(target=serve_and_close, args=(s, table), daemon=True).start()
 
 
 def call(port, table, n):
