@@ -165,21 +165,43 @@ pub struct ActiveKey {
     pub _pad: [u8; 5],
 }
 
-/// Index of the size bucket for `n` bytes: the number of bounds below `n` (the sign bit of
-/// `bound - n`, all values below 2^62). The host-side statement of the bucketing, checked by
-/// the tests here; the kernel programs do the same branchless sum in `bucket`
-/// (collector-ebpf/src/http.rs), over `SIZE_BOUNDS_B`, a copy of `SIZE_BOUNDS` read through a
-/// pointer LLVM cannot see through.
-#[inline(always)]
-pub fn size_bucket(n: u64) -> usize {
-    let n = if n >= BOUND_CAP { BOUND_CAP - 1 } else { n };
-    let mut idx = 0u64;
+/// `SIZE_BOUNDS` padded to a power of two with `BOUND_CAP` (above every value), for
+/// `bucket_search`; the kernel programs read their copy of it (`SIZE_BOUNDS_B`).
+pub const SIZE_BOUNDS_PADDED: [u64; 16] = {
+    let mut b = [BOUND_CAP; 16];
     let mut i = 0;
     while i < SIZE_BOUNDS.len() {
-        idx += SIZE_BOUNDS[i].wrapping_sub(n) >> 63;
+        b[i] = SIZE_BOUNDS[i];
         i += 1;
     }
-    idx as usize
+    b
+};
+
+/// Bucket of `v` among `N` increasing bounds (`N` a power of two; unused slots `BOUND_CAP`),
+/// the number of bounds below `v`: a binary search without branches, `log2(N) + 1` reads of
+/// `bound(i)` (always `i < N`) instead of `N` — the kernel programs use it for every recorded
+/// exchange (three histograms), reading the bounds volatile. Each read's sign bit of
+/// `bound - v` says `v > bound` (bounds and values stay below 2^62).
+#[inline(always)]
+pub fn bucket_search<const N: usize>(bound: impl Fn(usize) -> u64, v: u64) -> u64 {
+    const { assert!(N.is_power_of_two()) };
+    let v = if v >= BOUND_CAP { BOUND_CAP - 1 } else { v };
+    // Invariant: every bound before `idx` is below `v`; `idx + step - 1 < N` at each step.
+    let mut idx = 0u64;
+    let mut step = N as u64 / 2;
+    while step > 0 {
+        idx += (bound((idx + step - 1) as usize & (N - 1)).wrapping_sub(v) >> 63) * step;
+        step /= 2;
+    }
+    idx + (bound(idx as usize & (N - 1)).wrapping_sub(v) >> 63)
+}
+
+/// Index of the size bucket for `n` bytes: the number of `SIZE_BOUNDS` below `n`. The
+/// host-side statement of the bucketing (the daemon's HTTP/2 records use it); the kernel
+/// programs search their copy of `SIZE_BOUNDS_PADDED` the same way.
+#[inline(always)]
+pub fn size_bucket(n: u64) -> usize {
+    bucket_search::<16>(|i| SIZE_BOUNDS_PADDED[i], n) as usize
 }
 
 crate::impl_pod!(
@@ -217,5 +239,48 @@ mod tests {
         assert_eq!(size_bucket(65), 2);
         assert_eq!(size_bucket(10 << 20), 10);
         assert_eq!(size_bucket(u64::MAX), SIZE_BUCKETS - 1);
+    }
+
+    /// The search against the count it stands for, the number of bounds below the value, for
+    /// bound sets of every length up to 32 (unused slots `BOUND_CAP`), values at, around and
+    /// between each bound, and the edges.
+    #[test]
+    fn bucket_search_counts_the_bounds_below() {
+        fn check<const N: usize>(bounds: &[u64; N], v: u64) {
+            let linear = bounds.iter().filter(|b| **b < v.min(BOUND_CAP - 1)).count() as u64;
+            assert_eq!(bucket_search::<N>(|i| bounds[i], v), linear, "bounds {bounds:?}, v {v}");
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for used in 0..=32usize {
+            for _ in 0..20 {
+                let mut b = [BOUND_CAP; 32];
+                let mut at = next() % 4;
+                for slot in b.iter_mut().take(used) {
+                    *slot = at;
+                    at += 1 + next() % 1_000_000;
+                }
+                let mut values = vec![0, 1, BOUND_CAP - 1, BOUND_CAP, u64::MAX];
+                for x in b.iter().take(used) {
+                    values.extend([x.saturating_sub(1), *x, x + 1]);
+                }
+                values.extend((0..8).map(|_| next() % (at + 2)));
+                for v in values {
+                    check(&b, v);
+                    if used <= 16 {
+                        check::<16>(b[..16].try_into().unwrap(), v);
+                    }
+                }
+            }
+        }
+        for n in [0, 1, 63, 64, 65, 255, 256, 257, 1 << 20, (1 << 20) + 1, 256 << 20, (256 << 20) + 1, u64::MAX] {
+            check(&SIZE_BOUNDS_PADDED, n);
+            assert_eq!(size_bucket(n), SIZE_BOUNDS.iter().filter(|b| **b < n).count());
+        }
     }
 }
