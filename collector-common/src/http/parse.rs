@@ -5,7 +5,10 @@
 
 use super::{
     VERSION_1_0, VERSION_1_1,
-    bytes::{byte_at, byte_bits, find_newline, find_newline_within, le, letters, non_digits, pad8, parse8, window8},
+    bytes::{
+        byte_at, byte_bits, find_newline, find_newline_within, le, letters, lowest_flagged_byte, non_digits, pad8,
+        parse8, window8,
+    },
     framer::*,
     method,
 };
@@ -488,7 +491,7 @@ const TE_MASK2: u64 = letters(b"g:");
 pub fn known_method(w: u64) -> Option<(u8, u32, u64)> {
     let spaces = byte_bits(w, b' ');
     // The lowest flagged byte is exact.
-    let p = spaces.trailing_zeros() / 8;
+    let p = lowest_flagged_byte(spaces);
     if spaces == 0 || p == 0 || p > 7 {
         return None;
     }
@@ -636,9 +639,9 @@ fn content_length(buf: &[u64; WINDOW_WORDS], p: u32, len: u32) -> (u64, u32) {
     let (w0, w1) = (window8(buf, q), window8(buf, q + 8));
     let (nd0, nd1) = (non_digits(w0), non_digits(w1));
     let n = if nd0 != 0 {
-        nd0.trailing_zeros() / 8
+        lowest_flagged_byte(nd0)
     } else if nd1 != 0 {
-        8 + nd1.trailing_zeros() / 8
+        8 + lowest_flagged_byte(nd1)
     } else {
         return (0, 0);
     };
@@ -675,7 +678,7 @@ fn chunk_size(buf: &[u64; WINDOW_WORDS], p: u32, len: u32) -> (u64, u32) {
     if bad == 0 {
         return (0, 0); // 8 digits or more: byte by byte
     }
-    let n = bad.trailing_zeros() / 8;
+    let n = lowest_flagged_byte(bad);
     if n == 0 || p + n + 2 > len || byte_at(buf, p + n) != b'\r' || byte_at(buf, p + n + 1) != b'\n' {
         return (0, 0);
     }
