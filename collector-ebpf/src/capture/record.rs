@@ -98,13 +98,24 @@ pub fn active_add(id: &Ident, delta: u64) {
 /// see through: with constant bounds LLVM folds them into compares and branches.
 #[inline(always)]
 fn bucket<const N: usize>(bounds: *const [u64; N], v: u64) -> u64 {
-    // SAFETY: callers pass `&raw const` of one of the two bound statics (N elements each) and
-    // `bucket_search` asks only for i < N (it masks the index with N - 1, N a power of two), so
-    // the element is in bounds, aligned and initialised; the statics are never written while
-    // programs run (set before load, then frozen), so the read races with nothing. Volatile,
-    // when each is used: LLVM would otherwise fold constant bounds, or load them all first and
-    // spill them to the stack (its frame is small: 512 bytes for the whole call chain).
-    bucket_search::<N>(|i| unsafe { core::ptr::read_volatile(&(*bounds)[i]) }, v)
+    bucket_search::<N>(
+        |i| {
+            // The index masked again after going through memory: LLVM proves the search's
+            // indices below N, drops its mask, and sums the steps with OR (their bits are
+            // disjoint); the verifiers before 6.8 track no bounds through an OR of two unknown
+            // registers, and 6.1's refused the pointer sum that followed.
+            // SAFETY: reads a local.
+            let i = unsafe { core::ptr::read_volatile(&i) } & (N - 1);
+            // SAFETY: callers pass `&raw const` of one of the two bound statics (N elements
+            // each) and i < N (masked above, N a power of two), so the element is in bounds,
+            // aligned and initialised; the statics are never written while programs run (set
+            // before load, then frozen), so the read races with nothing. Volatile, when each
+            // is used: LLVM would otherwise fold constant bounds, or load them all first and
+            // spill them to the stack (its frame is small: 512 bytes for the whole call chain).
+            unsafe { core::ptr::read_volatile(&(*bounds)[i]) }
+        },
+        v,
+    )
 }
 
 /// Records one exchange of the connection `id` (the protocols' record functions call it, with
