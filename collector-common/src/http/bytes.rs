@@ -150,8 +150,8 @@ pub(super) fn byte_bits(w: u64, c: u8) -> u64 {
 mod tests {
     use super::*;
 
-    /// Every combination of the eight bytes' top bits, and with the other bits of every byte
-    /// set or clear where `byte_bits` finds a match or not.
+    /// Every combination of the eight bytes' top bits, and the words `byte_bits` and
+    /// `non_digits` make from text.
     #[test]
     fn lowest_flagged_byte_is_trailing_zeros_over_8() {
         for m in 1u64..256 {

@@ -370,8 +370,6 @@ fn long_header_lines_take_more_steps_exactly() {
                 let req_steps = c.steps;
                 c.segment(false, 0, resp.len(), false, 20);
                 check_exact(&c, &ex);
-                // Two steps more than a head of short lines (the long line skipped, then the
-                // rest of the head) while the line fits the window.
                 // A head of short lines takes one step after its start line's; a line past the
                 // bound two more (the step ends at it, the next skips it, the next takes the
                 // rest), while the head fits the window.

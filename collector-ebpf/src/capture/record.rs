@@ -102,8 +102,8 @@ fn bucket<const N: usize>(bounds: *const [u64; N], v: u64) -> u64 {
         |i| {
             // The index masked again after going through memory: LLVM proves the search's
             // indices below N, drops its mask, and sums the steps with OR (their bits are
-            // disjoint); the verifiers before 6.8 track no bounds through an OR of two unknown
-            // registers, and 6.1's refused the pointer sum that followed.
+            // disjoint); 6.1's verifier tracks no bounds through an OR of two unknown registers
+            // (6.12's does) and refused the pointer sum that followed.
             // SAFETY: reads a local.
             let i = unsafe { core::ptr::read_volatile(&i) } & (N - 1);
             // SAFETY: callers pass `&raw const` of one of the two bound statics (N elements
