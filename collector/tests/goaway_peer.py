@@ -5,12 +5,14 @@
 #
 #   serve PORT N ANSWER   prints "ready" once it listens
 #   call PORT N           prints "answered A refused R" (refused: above the GOAWAY's last id)
-import socket, sys, threading, time
-import h2.config, h2.connection, h2.events
+import socket, sys, time
+import h2.events
+
+from h2_peer_util import connection, serve_forever
 
 
 def serve_one(sock, n, answer):
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn = connection(client_side=False)
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
     streams = []
@@ -34,29 +36,9 @@ def serve_one(sock, n, answer):
     time.sleep(0.5)
 
 
-def serve_and_close(sock, n, answer):
-    try:
-        serve_one(sock, n, answer)
-    finally:
-        sock.close()
-
-
-def serve(port, n, answer):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(16)
-    print("ready", flush=True)
-    while True:
-        s, _ = ls.accept()
-        # The socket goes to the thread as an argument: a closure would read `s` when it runs,
-        # by then the next connection's once the loop has accepted it.
-        threading.Thread(target=serve_and_close, args=(s, n, answer), daemon=True).start()
-
-
 def call(port, n):
     s = socket.create_connection(("127.0.0.1", port))
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn = connection(client_side=True)
     conn.initiate_connection()
     sids = []
     for i in range(n):
@@ -85,6 +67,6 @@ def call(port, n):
 
 
 if sys.argv[1] == "serve":
-    serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    serve_forever(int(sys.argv[2]), serve_one, int(sys.argv[3]), int(sys.argv[4]))
 else:
     call(int(sys.argv[2]), int(sys.argv[3]))

@@ -2,8 +2,10 @@
 # RFC 7540 §3.2), with the h2 library: the 101, the server's SETTINGS, then the request's
 # response on stream 1, and later requests as HTTP/2 streams. For collector/tests/http2.rs:
 # `PORT`; prints `ready` once it listens. /missing is 404, /big 20 KiB, else 25 bytes.
-import socket, sys, threading
-import h2.config, h2.connection, h2.events, h2.exceptions
+import sys
+import h2.events, h2.exceptions
+
+from h2_peer_util import connection, serve_forever
 
 def body(path):
     if path == "/missing":
@@ -34,7 +36,7 @@ def serve(sock):
         status, b = body(path)
         sock.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: {len(b)}\r\nConnection: close\r\n\r\n".encode() + b)
         return
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+    conn = connection(client_side=False)
     conn.initiate_upgrade_connection(headers["http2-settings"])
     sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
     respond(conn, 1, path)
@@ -44,8 +46,7 @@ def serve(sock):
         if data:
             for ev in conn.receive_data(data):
                 if isinstance(ev, h2.events.RequestReceived):
-                    p = dict((k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v) for k, v in ev.headers)[":path"]
-                    respond(conn, ev.stream_id, p)
+                    respond(conn, ev.stream_id, dict(ev.headers)[":path"])
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     sock.sendall(conn.data_to_send())
                     return
@@ -56,20 +57,5 @@ def serve(sock):
         if not data:
             return
 
-def run(sock):
-    # A client that closes or resets its connection ends it, quietly.
-    try:
-        serve(sock)
-    except (OSError, h2.exceptions.ProtocolError):
-        pass
-    finally:
-        sock.close()
-
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
-ls.listen(64)
-print("ready", flush=True)
-while True:
-    s, _ = ls.accept()
-    threading.Thread(target=run, args=(s,), daemon=True).start()
+# A client that closes or resets its connection ends it, quietly.
+serve_forever(int(sys.argv[1]), serve, quiet=(OSError, h2.exceptions.ProtocolError))

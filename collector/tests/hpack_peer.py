@@ -9,8 +9,10 @@
 #                         headers that change with I, and I % 3 body bytes
 #   call PORT TABLE N     N requests one after the other on one connection, statuses in turn;
 #                         prints "STATUS COUNT" per status, sorted
-import socket, sys, threading
-import h2.config, h2.connection, h2.events, h2.settings
+import socket, sys
+import h2.events, h2.settings
+
+from h2_peer_util import connection, serve_forever
 
 STATUSES = [418, 418, 503, 503, 201, 299, 200, 404]
 
@@ -30,7 +32,7 @@ def respond(conn, stream, path):
 
 
 def serve_one(sock, table):
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn = connection(client_side=False)
     conn.initiate_connection()
     conn.update_settings(table_setting(table))
     sock.sendall(conn.data_to_send())
@@ -46,29 +48,9 @@ def serve_one(sock, table):
             sock.sendall(out)
 
 
-def serve_and_close(sock, table):
-    try:
-        serve_one(sock, table)
-    finally:
-        sock.close()
-
-
-def serve(port, table):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(16)
-    print("ready", flush=True)
-    while True:
-        s, _ = ls.accept()
-        # The socket goes to the thread as an argument: a closure would read `s` when it runs,
-        # by then the next connection's once the loop has accepted it.
-        threading.Thread(target=serve_and_close, args=(s, table), daemon=True).start()
-
-
 def call(port, table, n):
     s = socket.create_connection(("127.0.0.1", port))
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn = connection(client_side=True)
     conn.initiate_connection()
     conn.update_settings(table_setting(table))
     s.sendall(conn.data_to_send())
@@ -110,6 +92,6 @@ def call(port, table, n):
 
 
 if sys.argv[1] == "serve":
-    serve(int(sys.argv[2]), int(sys.argv[3]))
+    serve_forever(int(sys.argv[2]), serve_one, int(sys.argv[3]))
 else:
     call(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
