@@ -411,7 +411,9 @@ fn handle(ctx: &SkBuffContext, egress: bool) {
     // SAFETY: `bpf_ktime_get_ns` takes no argument and touches no memory of the program.
     let now = unsafe { bpf_ktime_get_ns() };
     if test_defer() && segment::defer::<_, Http1>(conn, skb, egress, seq, plen, payload, flags, now) {
-        // Tests only: left for the holder, which this program is too (see `HTTP_TEST_DEFER`).
+        // Tests only: left for the holder, which this program is too (see `HTTP_TEST_DEFER`);
+        // its FIN or RST too.
+        let flags = flags & !(TCP_FIN | TCP_RST);
         segment::follow::<_, Http1>(conn, http1::conns(), skb, sk, egress, seq, 0, payload, flags, now);
         return;
     }

@@ -202,8 +202,9 @@ fn tcp_fast_open_requests_count_on_both_sides() {
 /// network card's interrupt can) cannot wait for it: it is left in the stash for the holder,
 /// which follows it before it lets go. Loopback never brings this about (the receiving softirq
 /// runs after the sending program), so the collector runs with `COLLECTOR_TEST_HTTP_DEFER`,
-/// which sends every received segment that way. Keep-alive and new connections, bodies with
-/// Content-Length and chunked in many writes both ways, pipelined requests, a 10 MB response:
+/// which sends every received segment that way, its FIN or RST too. Keep-alive and new
+/// connections, bodies with Content-Length and chunked in many writes both ways, HTTP/1.0
+/// responses that end with the connection, a reset, pipelined requests, a 10 MB response:
 /// every exchange counts exactly on both sides, with the right sizes, none given up, and the
 /// durations agree with the client's under the tests' noise model.
 #[test]
@@ -230,6 +231,20 @@ fn segments_left_by_a_nested_program_are_followed_by_the_holder() {
         assert_eq!(Client::connect(&srv.addr).get("/new?size=10").status, 200);
         n += 1;
     }
+    // HTTP/1.0 responses without a length: each ends with the server's FIN, which the client
+    // side's exchange waits for, left by the nested program as its bytes are.
+    for _ in 0..3 {
+        let mut old = Client::connect(&srv.addr);
+        let req = old.encode("GET", "/ten?size=300", b"", 0, "HTTP/1.0");
+        old.send(&req);
+        assert_eq!(old.read_response(false), (200, 300));
+        n += 1;
+    }
+    // A connection that ends with a reset after its exchange (nothing waits: nothing given up).
+    let mut reset = Client::connect(&srv.addr);
+    assert_eq!(reset.get("/reset?size=10").status, 200);
+    n += 1;
+    reset.close_with_reset();
     // Pipelined: four requests in one write, then their responses.
     let mut pl = Client::connect(&srv.addr);
     let mut burst = Vec::new();

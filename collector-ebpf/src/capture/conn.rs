@@ -114,12 +114,22 @@ pub struct Body<P> {
     pub seg: [Seg; 2],
     /// Stash blocks of the request and of the response direction.
     pub held: [Held; 2],
-    /// Nonzero when a segment of the direction was kept in the stash by a program that nested,
-    /// on the CPU of the one holding the connection (see `skb.rs`): parsed by the holder before
-    /// it lets go, or by the next program that takes the connection.
-    pub deferred: [u32; 2],
+    /// What programs that nested on the CPU of the one holding the connection left of the
+    /// received direction, the only one they leave (`segment::defer`; `DEFER_*` bits):
+    /// followed by the holder before it lets go, or by the next program that takes the
+    /// connection.
+    pub deferred: u32,
+    /// With `DEFER_FIN`: the position of the FIN left.
+    pub deferred_fin: u32,
     pub id: Ident,
 }
+
+/// `Body::deferred`: bytes were left, in the stash (their range and time in `seg`).
+pub const DEFER_BYTES: u32 = 1;
+/// `Body::deferred`: the direction's FIN was left, at `deferred_fin`.
+pub const DEFER_FIN: u32 = 2;
+/// `Body::deferred`: a reset was left (the connection is closed when it is followed).
+pub const DEFER_RST: u32 = 4;
 
 impl<P> core::ops::Deref for Conn<P> {
     type Target = Body<P>;

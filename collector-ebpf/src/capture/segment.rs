@@ -28,8 +28,8 @@ use collector_common::{
 
 use super::{
     backlog::Embryo,
-    conn::{Body, Conn, Ident, Owner, ROLE_CLIENT, ROLE_SERVER, SRC_STASH, Seg, di, owners, release, sk_storage,
-           sk_storage_delete},
+    conn::{Body, Conn, DEFER_BYTES, DEFER_FIN, DEFER_RST, Ident, Owner, ROLE_CLIENT, ROLE_SERVER, SRC_STASH, Seg, di,
+           owners, release, sk_storage, sk_storage_delete},
     packet::{TCP_FIN, TCP_RST, peer_addr, tcp_sock},
     record::active_add,
     stash,
@@ -220,6 +220,8 @@ pub const PARSE_PACKET: u64 = 2;
 
 /// `finish` flag: the segment carries a FIN.
 pub const FINISH_FIN: u64 = 2;
+/// `finish` flag: a reset was left by a nested program (`defer`): the connection is closed.
+pub const FINISH_RST: u64 = 4;
 
 /// [`step`]: the segment needs no more steps and the direction holds nothing in the stash (so
 /// [`parse`] need not look there).
@@ -249,7 +251,9 @@ pub fn follow<P: Stream, G: Globals>(
         return;
     }
     // What a program nesting on the holder's CPU left (see `defer`), before this segment.
-    run_deferred::<P, G>(conn, skb);
+    if follow_deferred::<P, G>(conn, skb) {
+        return;
+    }
     // Requests flow in on servers and out on clients.
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let packet = Seg { seq, end: seq.wrapping_add(plen), payload, src: super::conn::SRC_PACKET, now };
@@ -277,8 +281,9 @@ pub fn follow<P: Stream, G: Globals>(
     }
     // The connection's state is deleted once both streams have ended (then nothing is left to
     // give back).
-    if G::finish(body(conn), skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0 {
-        run_deferred::<P, G>(conn, skb);
+    if G::finish(body(conn), skb, eg | if flags & TCP_FIN != 0 { FINISH_FIN } else { 0 }) == 0
+        && !follow_deferred::<P, G>(conn, skb)
+    {
         release(conn);
     }
 }
@@ -287,11 +292,14 @@ pub fn follow<P: Stream, G: Globals>(
 /// connection runs on this CPU (`conn::held_here`): this one interrupted it (a softirq's
 /// ingress run nesting in a process-context egress run of the same socket) and cannot wait
 /// for it. The segment's bytes go to the stash, its place and time to the direction's `seg`,
-/// and the direction is marked: the holder parses them before it lets go (or the next program
-/// that takes the connection does, when this came after the holder's last look), with that
-/// time. The holder changes only its own direction meanwhile, so only a received segment
-/// (ingress: the interrupted holder sends) is kept, without a FIN or RST; false otherwise (the
-/// segment is then not followed, counted as `http_busy`).
+/// and the direction is marked (`deferred`), with its FIN or RST if it carries one: the holder
+/// follows them before it lets go (or the next program that takes the connection does, when
+/// this came after the holder's last look), with that time. The holder changes only its own
+/// direction meanwhile, so only a received segment (ingress: the interrupted holder sends) is
+/// kept; false otherwise (the segment is then not followed, counted as `http_busy`). A sent
+/// one cannot nest: the kernel sends a socket's segments from a softirq only when no process
+/// holds the socket (it leaves the work to the owner's `release_sock` otherwise), and pure
+/// ACKs, the segments a softirq sends regardless, take no connection.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn defer<P: Stream, G: Globals>(
@@ -304,16 +312,21 @@ pub fn defer<P: Stream, G: Globals>(
     flags: u8,
     now: u64,
 ) -> bool {
-    if egress || plen == 0 || flags & (TCP_FIN | TCP_RST) != 0 {
+    if egress || (plen == 0 && flags & (TCP_FIN | TCP_RST) == 0) {
         return false;
     }
     let is_req = conn.id.role == ROLE_SERVER;
     let d = di(is_req);
+    if flags & TCP_RST != 0 {
+        // The connection is closed when the mark is followed: its bytes no longer matter.
+        conn.deferred |= DEFER_RST;
+        return true;
+    }
     let end = seq.wrapping_add(plen);
     // The segments left so far, as one range (they continue each other, or the bookkeeping
     // will find the gap) and one time: a request's start (a server's received stream) is its
-    // first segment's, a response's end (a client's) its last segment's.
-    let (lo, hi, when) = if conn.deferred[d] != 0 {
+    // first segment's, a response's end (a client's) its last segment's, or its FIN's.
+    let (lo, hi, when) = if conn.deferred & (DEFER_BYTES | DEFER_FIN) != 0 {
         let old = conn.seg[d];
         let lo = if after(old.seq, seq) { seq } else { old.seq };
         let hi = if after(end, old.end) { end } else { old.end };
@@ -321,33 +334,51 @@ pub fn defer<P: Stream, G: Globals>(
     } else {
         (seq, end, now)
     };
-    // This segment's bytes to the stash (`keep` copies the direction's current segment).
-    conn.seg[d] = Seg { seq, end, payload, src: super::conn::SRC_PACKET, now };
-    let pos = conn.p.position(is_req);
-    let from = if after(pos, seq) { pos } else { seq };
-    G::keep_all(skb, 0, collector_common::capture::stash::index_of(from) as u64);
+    if plen > 0 {
+        // This segment's bytes to the stash (`keep` copies the direction's current segment).
+        conn.seg[d] = Seg { seq, end, payload, src: super::conn::SRC_PACKET, now };
+        let pos = conn.p.position(is_req);
+        let from = if after(pos, seq) { pos } else { seq };
+        G::keep_all(skb, 0, collector_common::capture::stash::index_of(from) as u64);
+        conn.deferred |= DEFER_BYTES;
+    }
     conn.seg[d] = Seg { seq: lo, end: hi, payload, src: super::conn::SRC_PACKET, now: when };
-    conn.deferred[d] = 1;
+    if flags & TCP_FIN != 0 {
+        conn.deferred_fin = end;
+        conn.deferred |= DEFER_FIN;
+    }
     true
 }
 
-/// Follows what nested programs left (see `defer`), direction by direction: the positional
-/// bookkeeping of their range, then the parse of their bytes from the stash, with the time they
-/// noted.
+/// Follows what programs that nested on the holder's CPU left (see `defer`; nothing in the
+/// common case: a plain read). A reset closes the connection; else the positional bookkeeping
+/// of their range and the parse of their bytes from the stash, with the time they noted, then
+/// their FIN. The received direction is ingress, whatever the role. True when the
+/// connection's state was deleted (a reset, or both streams ended): the caller must not touch
+/// it again. Inline, with the protocol's global functions: a global function of its own would
+/// take one more frame on the chains of calls below it than the verifier allows.
 #[inline(always)]
-fn run_deferred<P: Stream, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) {
-    let mut d = 0;
-    while d < 2 {
-        if conn.deferred[d] != 0 {
-            conn.deferred[d] = 0;
-            let is_req = d == 0;
-            let egress = ((conn.id.role == ROLE_SERVER) != is_req) as u64;
-            if G::arrive(body(conn), skb, egress) != ARRIVE_NONE {
-                G::parse(body(conn), skb, egress);
-            }
-        }
-        d += 1;
+fn follow_deferred<P, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) -> bool {
+    let left = conn.deferred;
+    if left == 0 {
+        return false;
     }
+    conn.deferred = 0;
+    if left & DEFER_RST != 0 {
+        return G::finish(body(conn), skb, FINISH_RST) != 0;
+    }
+    if left & DEFER_BYTES != 0 && G::arrive(body(conn), skb, 0) != ARRIVE_NONE {
+        G::parse(body(conn), skb, 0);
+    }
+    if left & DEFER_FIN != 0 {
+        // At the FIN's place (the parse may have pointed `seg` at runs of stashed bytes; their
+        // time is the one left).
+        let (fin, d) = (conn.deferred_fin, di(conn.id.role == ROLE_SERVER));
+        let s = &mut conn.seg[d];
+        (s.seq, s.end) = (fin, fin);
+        return G::finish(body(conn), skb, FINISH_FIN) != 0;
+    }
+    false
 }
 
 /// One parse step of the current segment of direction `egress`: loads the bytes the protocol
@@ -511,6 +542,10 @@ pub fn finish<P: Stream, G: Globals>(
     skb: *mut __sk_buff,
     how: u64,
 ) -> i64 {
+    if how & FINISH_RST != 0 {
+        closed::<P, G>(conn, map, sk);
+        return 1;
+    }
     let egress = how & 1 != 0;
     let is_req = (conn.id.role == ROLE_SERVER) != egress;
     let seg = conn.seg[di(is_req)];
