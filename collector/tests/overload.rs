@@ -285,6 +285,13 @@ fn segments_left_by_a_nested_program_are_followed_by_the_holder() {
     for side in ["server", "client"] {
         assert_eq!(bodies(side, "request"), sent, "{side} request bodies");
     }
+    // Every response body, those that end with the server's FIN (HTTP/1.0) included: the
+    // POSTs echo their sizes, then the 10 MB, the new connections, HTTP/1.0, the reset's,
+    // the pipelined ones and the timed ones.
+    let answered = sent + 10_000_000.0 + 5.0 * 10.0 + 3.0 * 300.0 + 10.0 + 4.0 * 50.0 + 40.0 * 100.0;
+    for side in ["server", "client"] {
+        assert_eq!(bodies(side, "response"), answered, "{side} response bodies");
+    }
     for reason in ["http_busy", "http_abandoned", "http_out_of_order", "http_response_unmatched", "http_desync"] {
         assert_eq!(dropped(&m, reason), dropped(&before, reason), "{reason}");
     }

@@ -115,21 +115,19 @@ pub struct Body<P> {
     /// Stash blocks of the request and of the response direction.
     pub held: [Held; 2],
     /// What programs that nested on the CPU of the one holding the connection left of the
-    /// received direction, the only one they leave (`segment::defer`; `DEFER_*` bits):
-    /// followed by the holder before it lets go, or by the next program that takes the
-    /// connection.
-    pub deferred: u32,
-    /// With `DEFER_FIN`: the position of the FIN left.
-    pub deferred_fin: u32,
+    /// received direction, the only one they leave (`segment::defer`): `DEFER_*` bits in the
+    /// low half, the FIN's position in the high half (with `DEFER_FIN`). Followed by the holder
+    /// before it lets go, or by the next program that takes the connection.
+    pub deferred: u64,
     pub id: Ident,
 }
 
 /// `Body::deferred`: bytes were left, in the stash (their range and time in `seg`).
-pub const DEFER_BYTES: u32 = 1;
-/// `Body::deferred`: the direction's FIN was left, at `deferred_fin`.
-pub const DEFER_FIN: u32 = 2;
+pub const DEFER_BYTES: u64 = 1;
+/// `Body::deferred`: the direction's FIN was left, at the position in the high half.
+pub const DEFER_FIN: u64 = 2;
 /// `Body::deferred`: a reset was left (the connection is closed when it is followed).
-pub const DEFER_RST: u32 = 4;
+pub const DEFER_RST: u64 = 4;
 
 impl<P> core::ops::Deref for Conn<P> {
     type Target = Body<P>;

@@ -298,8 +298,8 @@ pub fn follow<P: Stream, G: Globals>(
 /// direction meanwhile, so only a received segment (ingress: the interrupted holder sends) is
 /// kept; false otherwise (the segment is then not followed, counted as `http_busy`). A sent
 /// one cannot nest: the kernel sends a socket's segments from a softirq only when no process
-/// holds the socket (it leaves the work to the owner's `release_sock` otherwise), and pure
-/// ACKs, the segments a softirq sends regardless, take no connection.
+/// holds the socket (timers, TCP small queues and the backlog leave the work to the owner's
+/// `release_sock` otherwise), and pure ACKs take no connection anyway.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn defer<P: Stream, G: Globals>(
@@ -317,8 +317,10 @@ pub fn defer<P: Stream, G: Globals>(
     }
     let is_req = conn.id.role == ROLE_SERVER;
     let d = di(is_req);
+    // The mark is changed by a plain read and store: the holder, suspended under this
+    // program, does not run meanwhile, and programs that nest do not nest in each other.
     if flags & TCP_RST != 0 {
-        // The connection is closed when the mark is followed: its bytes no longer matter.
+        // The connection is closed once what was left before it has been followed.
         conn.deferred |= DEFER_RST;
         return true;
     }
@@ -344,17 +346,16 @@ pub fn defer<P: Stream, G: Globals>(
     }
     conn.seg[d] = Seg { seq: lo, end: hi, payload, src: super::conn::SRC_PACKET, now: when };
     if flags & TCP_FIN != 0 {
-        conn.deferred_fin = end;
-        conn.deferred |= DEFER_FIN;
+        conn.deferred = (conn.deferred & 0xffff_ffff) | DEFER_FIN | (end as u64) << 32;
     }
     true
 }
 
 /// Follows what programs that nested on the holder's CPU left (see `defer`; nothing in the
-/// common case: a plain read). A reset closes the connection; else the positional bookkeeping
-/// of their range and the parse of their bytes from the stash, with the time they noted, then
-/// their FIN. The received direction is ingress, whatever the role. True when the
-/// connection's state was deleted (a reset, or both streams ended): the caller must not touch
+/// common case: a plain read): the positional bookkeeping of their range and the parse of
+/// their bytes from the stash, with the time they noted, then their FIN, then a reset, which
+/// closes the connection. The received direction is ingress, whatever the role. True when the
+/// connection's state was deleted (both streams ended, or a reset): the caller must not touch
 /// it again. Inline, with the protocol's global functions: a global function of its own would
 /// take one more frame on the chains of calls below it than the verifier allows.
 #[inline(always)]
@@ -363,22 +364,25 @@ fn follow_deferred<P, G: Globals>(conn: &mut Conn<P>, skb: *mut __sk_buff) -> bo
     if left == 0 {
         return false;
     }
-    conn.deferred = 0;
-    if left & DEFER_RST != 0 {
-        return G::finish(body(conn), skb, FINISH_RST) != 0;
-    }
+    // Taken off by an atomic add of its negation, not a store of 0: a program that nests
+    // between the read and this instruction adds to the mark (a bit this one did not have, a
+    // FIN's position where it had none), and that stays for the next look; what it merges
+    // into the range in `seg` is read below.
+    crate::atomic::add(&raw mut conn.deferred, left.wrapping_neg());
     if left & DEFER_BYTES != 0 && G::arrive(body(conn), skb, 0) != ARRIVE_NONE {
         G::parse(body(conn), skb, 0);
     }
     if left & DEFER_FIN != 0 {
         // At the FIN's place (the parse may have pointed `seg` at runs of stashed bytes; their
         // time is the one left).
-        let (fin, d) = (conn.deferred_fin, di(conn.id.role == ROLE_SERVER));
+        let (fin, d) = ((left >> 32) as u32, di(conn.id.role == ROLE_SERVER));
         let s = &mut conn.seg[d];
         (s.seq, s.end) = (fin, fin);
-        return G::finish(body(conn), skb, FINISH_FIN) != 0;
+        if G::finish(body(conn), skb, FINISH_FIN) != 0 {
+            return true;
+        }
     }
-    false
+    left & DEFER_RST != 0 && G::finish(body(conn), skb, FINISH_RST) != 0
 }
 
 /// One parse step of the current segment of direction `egress`: loads the bytes the protocol
